@@ -1,0 +1,29 @@
+# Two commands set everything up on a fresh machine:
+#   make tune   create .venv, install, run a 50-trial study on the embedded model
+#   make test   create .venv, install, run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TUNE_ARGS ?= --trials 50
+
+.PHONY: tune test install clean
+
+install: $(STAMP)
+
+# Re-install only when the project's dependencies change.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+tune: $(STAMP)
+	$(BIN)/tune start $(TUNE_ARGS)
+
+# pytest exits 5 when it collects no test; make treats any non-zero exit as failure.
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,159 @@
+"""The real `tune` CLI in subprocesses: a study end to end, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL_ARGS, run_tune
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A working directory holding a 3-trial study made by `tune start` (default storage)."""
+    cwd = tmp_path_factory.mktemp("cli")
+    result = run_tune("start", "--trials", "3", "--study", "cli3", "--seed", "1", *SMALL_ARGS, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    (cwd / "start.out").write_text(result.stdout)
+    return cwd
+
+
+def _one_line_error(result, *fragments: str) -> None:
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def _storage_snapshot(cwd: Path) -> list[tuple]:
+    with sqlite3.connect(cwd / "studies" / "tuner.db") as conn:
+        return conn.execute("SELECT trial_id, number, state FROM trials ORDER BY trial_id").fetchall() + conn.execute(
+            "SELECT * FROM trial_values ORDER BY trial_id"
+        ).fetchall()
+
+
+def test_start_shows_progress_and_the_comparison_table(workdir):
+    out = (workdir / "start.out").read_text()
+    assert "[  1/3] trial #0   defaults" in out
+    assert "[  3/3]" in out and "ETA" in out and "best" in out
+    for label in ("best", "defaults", "guide_card", "vs defaults", "median ± IQR"):
+        assert label in out
+    assert "export the best: tune export cli3" in out
+    assert (workdir / "studies" / "tuner.db").is_file()
+
+
+def test_list_and_show(workdir):
+    listed = run_tune("list", cwd=workdir)
+    assert listed.returncode == 0 and "cli3" in listed.stdout and "3/3" in listed.stdout
+    shown = run_tune("show", "cli3", cwd=workdir)
+    assert shown.returncode == 0, shown.stderr
+    assert "guide_card" in shown.stdout and "decode tok/s" in shown.stdout
+
+
+def test_export_and_bench_the_preset(workdir):
+    preset = workdir / "best.yaml"
+    exported = run_tune("export", "cli3", "--out", str(preset), cwd=workdir)
+    assert exported.returncode == 0, exported.stderr
+    bench = run_tune("bench", "--preset", str(preset), "--json", *SMALL_ARGS, cwd=workdir)
+    assert bench.returncode == 0, bench.stderr
+    data = json.loads(bench.stdout)
+    for key in ("prompt_tok_s", "decode_tok_s"):
+        assert {"median", "iqr", "samples"} <= set(data[key])
+        assert len(data[key]["samples"]) == 3
+    assert data["effective"]["n_ctx"] >= 41
+
+
+def test_bench_with_set(workdir):
+    bench = run_tune("bench", "--set", "n_threads=2", "--set", "flash_attn=true", "--json", *SMALL_ARGS, cwd=workdir)
+    assert bench.returncode == 0, bench.stderr
+    data = json.loads(bench.stdout)
+    assert data["effective"]["n_threads"] == 2 and data["effective"]["flash_attn"] is True
+
+
+def test_resume_to_a_larger_target(workdir, tmp_path):
+    import shutil
+
+    shutil.copytree(workdir / "studies", tmp_path / "studies")
+    result = run_tune("resume", "cli3", "--trials", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resuming study 'cli3': 3/4" in result.stdout
+    assert "[  4/4]" in result.stdout
+
+
+def test_start_on_a_missing_model(tmp_path):
+    _one_line_error(run_tune("start", "--model", str(tmp_path / "nope.gguf"), cwd=tmp_path), "does not exist", "--model")
+    assert not (tmp_path / "studies").exists()
+
+
+def test_start_on_a_directory_as_model(tmp_path):
+    _one_line_error(run_tune("start", "--model", str(tmp_path), cwd=tmp_path), "is a directory")
+
+
+def test_start_on_a_file_that_is_not_gguf(tmp_path):
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"PK\x03\x04 definitely a zip")
+    _one_line_error(run_tune("start", "--model", str(bogus), cwd=tmp_path), "not a GGUF file")
+
+
+def test_start_on_a_truncated_gguf(tmp_path, model_path):
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(model_path.read_bytes()[: 1 << 20])
+    _one_line_error(run_tune("start", "--model", str(truncated), cwd=tmp_path), "could not load", "truncated")
+
+
+def test_existing_study_name_points_to_resume(workdir):
+    before = _storage_snapshot(workdir)
+    _one_line_error(run_tune("start", "--trials", "3", "--study", "cli3", *SMALL_ARGS, cwd=workdir), "tune resume cli3")
+    assert _storage_snapshot(workdir) == before
+
+
+@pytest.mark.parametrize("trials", ["0", "-3"])
+def test_no_trials(workdir, trials):
+    before = _storage_snapshot(workdir)
+    _one_line_error(run_tune("start", "--trials", trials, cwd=workdir), "--trials")
+    _one_line_error(run_tune("resume", "cli3", "--trials", trials, cwd=workdir), "--trials")
+    assert _storage_snapshot(workdir) == before
+
+
+def test_bad_space_file_leaves_storage_unchanged(workdir):
+    bad = workdir / "bad.yaml"
+    bad.write_text("params:\n  n_threads: {low: 4, high: 1}\n")
+    before = _storage_snapshot(workdir)
+    _one_line_error(run_tune("start", "--space", str(bad), "--study", "x", cwd=workdir), "low=4 is greater than high=1")
+    assert _storage_snapshot(workdir) == before
+
+
+def test_unknown_study(workdir):
+    for command in ("resume", "show", "export"):
+        _one_line_error(run_tune(command, "nope", cwd=workdir), "study 'nope' does not exist", "cli3")
+
+
+def test_bad_storage_url(workdir):
+    _one_line_error(run_tune("list", "--storage", "nosuchdb://x", cwd=workdir), "nosuchdb")
+
+
+def test_bench_unknown_setting(tmp_path):
+    _one_line_error(run_tune("bench", "--set", "n_thread=2", cwd=tmp_path), "unknown key 'n_thread'", "n_threads")
+
+
+def test_bench_preset_with_unknown_key(tmp_path, model_path):
+    preset = tmp_path / "p.yaml"
+    preset.write_text(f"model: {model_path}\nengine: {{n_ctx: 512, mul_mat_q: true}}\nsampling: {{}}\n")
+    _one_line_error(run_tune("bench", "--preset", str(preset), cwd=tmp_path), "unknown engine key 'mul_mat_q'")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    result = run_tune("--debug", "start", "--model", str(tmp_path / "nope.gguf"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+
+
+def test_usage_errors_exit_2(tmp_path):
+    result = run_tune("start", "--trials", "many", cwd=tmp_path)
+    assert result.returncode == 2

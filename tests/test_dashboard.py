@@ -1,0 +1,82 @@
+"""`tune dashboard` serves the real optuna-dashboard on the study storage."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import run_tune
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def storage(tmp_path) -> str:
+    url = f"sqlite:///{tmp_path / 'dash.db'}"
+    study = optuna.create_study(study_name="dash-study", storage=url, direction="maximize")
+    for value in (10.0, 12.5):
+        trial = study.ask()
+        trial.suggest_int("n_threads", 1, 2)
+        study.tell(trial, value)
+    return url
+
+
+def _get(url: str, deadline: float) -> bytes:
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def test_dashboard_lists_the_study(storage, tmp_path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", "dashboard", "--storage", storage, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        body = _get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60)
+        names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
+        assert names == ["dash-study"]
+        page = _get(f"http://127.0.0.1:{port}/dashboard/", time.monotonic() + 10)
+        assert b"<html" in page.lower()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_dashboard_on_a_busy_port(storage, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_tune("dashboard", "--storage", storage, "--port", str(port), cwd=tmp_path, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "pick another --port" in result.stderr
+
+
+def test_dashboard_without_storage(tmp_path: Path):
+    result = run_tune("dashboard", cwd=tmp_path, timeout=60)
+    assert result.returncode == 2 and "no study storage" in result.stderr
+    assert not (tmp_path / "studies").exists()

@@ -1,0 +1,44 @@
+"""Preset files: validated on load, unknown keys and wrong types refused."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.engine import EngineConfig
+from tuner.errors import PresetError
+from tuner.preset import Preset
+
+
+def test_roundtrip(tmp_path):
+    preset = Preset.from_config("/m.gguf", EngineConfig(n_threads=2, flash_attn=True, type_k=8, type_v=8))
+    loaded = Preset.load(preset.save(tmp_path / "p.yaml"))
+    assert loaded.engine == preset.engine and loaded.sampling == preset.sampling
+    assert loaded.config().effective() == EngineConfig(n_threads=2, flash_attn=True, type_k=8, type_v=8).effective()
+    assert "seed" not in loaded.sampling  # None is left out: create_completion picks a random seed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model: m.gguf\nengine: {n_ctx: 512, tfs_z: 1.0}\n", "unknown engine key 'tfs_z'"),
+        ("model: m.gguf\nsampling: {temp: 0.5}\n", "unknown sampling key 'temp'"),
+        ("model: m.gguf\nengine: {n_ctx: big}\n", "n_ctx='big' has the wrong type"),
+        ("model: m.gguf\nextras: 1\n", "unknown top-level key 'extras'"),
+        ("engine: {}\n", "'model' must be"),
+        ("model: m.gguf\nengine: [1, 2]\n", "'engine' must be a mapping"),
+        ("model: m.gguf\nengine: {n_ctx: 512\n", "YAML syntax error"),
+        ("model: m.gguf\nengine: {type_v: 8, flash_attn: false}\n", "needs flash_attn"),
+    ],
+)
+def test_bad_presets(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(PresetError) as err:
+        Preset.load(path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_preset(tmp_path):
+    with pytest.raises(PresetError, match="does not exist"):
+        Preset.load(tmp_path / "none.yaml")

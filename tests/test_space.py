@@ -1,0 +1,107 @@
+"""Search spaces: built-ins load, constraints hold by construction, bad files get clear errors."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from tuner.engine import KV_TYPES
+from tuner.errors import SpaceError
+from tuner.space import builtin_spaces, default_space_name, load_space, parse_space
+
+
+def test_builtin_spaces_load():
+    assert {"cpu", "rtx4090"} <= set(builtin_spaces())
+    for name in ("cpu", "rtx4090"):
+        space = load_space(name)
+        names = {p.name for p in space.params}
+        assert {"n_batch", "n_ubatch", "n_threads", "temperature", "top_k", "top_p"} <= names
+
+
+def test_default_space_follows_gpu_offload():
+    assert default_space_name(False) == "cpu"
+    assert default_space_name(True) == "rtx4090"
+
+
+def test_fixed_trial_gives_that_config():
+    space = load_space("cpu", cores=2)
+    trial = optuna.trial.FixedTrial(
+        {
+            "n_ctx": 1024, "n_batch": 256, "n_ubatch": 64, "n_threads": 2, "n_threads_batch": 2,
+            "flash_attn": True, "kv_type": "q8_0", "temperature": 0.5, "top_k": 20, "top_p": 0.9,
+            "min_p": 0.05, "repeat_penalty": 1.05,
+        }
+    )
+    config, values = space.suggest(trial)
+    assert (config.n_ctx, config.n_batch, config.n_ubatch, config.n_threads) == (1024, 256, 64, 2)
+    assert config.type_k == config.type_v == KV_TYPES["q8_0"]
+    assert config.n_gpu_layers == 0  # from `fixed`
+    assert values["kv_type"] == "q8_0"
+
+
+@pytest.mark.parametrize("name", ["cpu", "rtx4090"])
+def test_constraints_hold_by_construction(name):
+    space = load_space(name, cores=2).for_workload(700)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(300):
+        trial = study.ask()
+        config, values = space.suggest(trial)
+        assert config.n_ubatch <= config.n_batch <= config.n_ctx
+        assert config.n_ctx >= 700
+        assert 1 <= config.n_threads <= 2 and 1 <= config.n_threads_batch <= 2
+        assert config.type_k == config.type_v  # symmetric pairs
+        if not config.flash_attn:
+            assert config.type_v == KV_TYPES["f16"]
+        study.tell(trial, 0.0)
+
+
+def test_threads_above_cores_are_capped_unless_oversubscribe():
+    text = "params:\n  n_threads: {low: 1, high: 64}\n"
+    assert parse_space(text, cores=2).params[0].high == 2
+    text = "params:\n  n_threads: {low: 1, high: 64, oversubscribe: true}\n"
+    assert parse_space(text, cores=2).params[0].high == 64
+
+
+def test_workload_too_large_for_every_n_ctx_choice():
+    with pytest.raises(SpaceError, match="no n_ctx choice fits"):
+        load_space("cpu").for_workload(100_000)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("params: {n_threads: {low: 1, high: 2}\n", "YAML syntax error at line"),
+        ("- a list\n", "must be a mapping"),
+        ("params: {}\n", "non-empty mapping"),
+        ("parms: {n_threads: {low: 1, high: 2}}\n", "unknown top-level key 'parms'"),
+        ("params: {n_thread: {low: 1, high: 2}}\n", "unknown parameter 'n_thread'"),
+        ("params: {tfs_z: {low: 0.5, high: 1.0}}\n", "unknown parameter 'tfs_z'"),
+        ("params: {n_batch: {low: 512, high: 64}}\n", "low=512 is greater than high=64"),
+        ("params: {n_ctx: {choices: []}}\n", "non-empty list"),
+        ("params: {n_ctx: {choices: [512, big]}}\n", "'big' has the wrong type for n_ctx"),
+        ("params: {n_batch: {low: one, high: 64}}\n", "'one' has the wrong type for n_batch"),
+        ("params: {flash_attn: {choices: [yes, 2]}}\n", "2 has the wrong type for flash_attn"),
+        ("params: {flash_attn: {low: 0, high: 1}}\n", "takes 'choices'"),
+        ("params: {n_batch: {low: 32, high: 64, at_most: n_ctx}}\n", "not a knob searched above it"),
+        ("params: {n_batch: {low: 32, high: 64, sted: 2}}\n", "unknown spec key 'sted'"),
+        ("params: {n_batch: {low: 0, high: 64, log: true}}\n", "log range needs low > 0"),
+        ("params: {kv_type: {choices: [f16, q3]}}\n", "'q3' has the wrong type for kv_type"),
+        ("params: {type_k: {choices: [1]}}\n", "search KV-cache types with 'kv_type'"),
+        ("params: {n_threads: {low: 1, high: 2}}\nfixed: {n_threads: 2}\n", "both searched and fixed"),
+        ("params: {n_threads: {low: 1, high: 2}}\nfixed: {n_gpu_layer: 1}\n", "unknown parameter 'n_gpu_layer'"),
+        ("params: {n_ctx: {choices: [256]}, n_batch: {low: 512, high: 1024, at_most: n_ctx}}\n", "below this knob's low"),
+    ],
+)
+def test_bad_space_files_are_rejected_clearly(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(SpaceError) as err:
+        load_space(str(path))
+    assert message in str(err.value)
+    assert str(path) in str(err.value)  # the message names the file
+    assert "\n" not in str(err.value)  # one line
+
+
+def test_unknown_space_name():
+    with pytest.raises(SpaceError, match="neither a built-in space"):
+        load_space("gpu9000")

@@ -1,0 +1,406 @@
+"""The `tune` command line: every command parses, calls the library, prints.
+
+Errors a user can act on (:class:`tuner.errors.TunerError`) become one line on stderr,
+``error: <what> — <how to fix>``, and exit code 2; the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from tuner.errors import ConfigError, ModelError, StudyError, TunerError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tune llama.cpp (llama-cpp-python) settings for this machine with an Optuna study.",
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options
+
+ModelOpt = typer.Option(None, "--model", "-m", help="GGUF model file (default: the embedded gemma-3-270m Q4_K_M).")
+StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL of the study storage [default: sqlite:///studies/tuner.db].")
+PromptOpt = typer.Option(128, "--prompt-tokens", help="Prompt tokens per repetition.")
+GenOpt = typer.Option(64, "--gen-tokens", help="Generated tokens per repetition.")
+RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions per trial (after one warm-up pass); at least 3.")
+
+
+def _workload(prompt_tokens: int, gen_tokens: int, repeats: int) -> Any:
+    from tuner.measure import Workload
+
+    return Workload(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats)
+
+
+def _engine(model_path: Path) -> Any:
+    from tuner.engine import Engine
+
+    return Engine(model_path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Commands
+
+
+@app.command()
+def start(
+    model: Optional[Path] = ModelOpt,
+    trials: int = typer.Option(50, "--trials", "-n", help="Trials in the study, the two baselines included."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name [default: from the model file name]."),
+    storage: Optional[str] = StorageOpt,
+    space: Optional[str] = typer.Option(None, "--space", help="Search space: cpu, rtx4090 or a YAML file [default: from the hardware]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed, for a reproducible sequence of trials."),
+    prompt_tokens: int = PromptOpt,
+    gen_tokens: int = GenOpt,
+    repeats: int = RepeatsOpt,
+) -> None:
+    """Start a new study: baselines first, then the search; prints progress and a results table."""
+    from tuner import hardware, models, space as spaces, study as studies
+
+    if trials < 1:
+        raise StudyError(f"--trials {trials} asks for no trial", "use --trials 1 or more")
+    workload = _workload(prompt_tokens, gen_tokens, repeats)
+    model_path = models.resolve_model(model)
+    machine = hardware.describe_machine()
+    search_space = spaces.load_space(space or spaces.default_space_name(machine.gpu_offload))
+    search_space.for_workload(workload.n_ctx_needed)  # fail before creating anything
+    storage_obj = studies.open_storage(storage)
+    name = study or _default_study_name(model_path)
+    spec = studies.StudySpec(
+        model=model_path,
+        model_sha256=models.model_sha256(model_path),
+        space=search_space,
+        workload=workload,
+        trials=trials,
+        seed=seed,
+    )
+    engine = _engine(model_path)
+    engine.load(engine.config)  # a model llama.cpp cannot load fails here, before the study exists
+    typer.echo(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
+    typer.echo(f"machine: {machine.summary()}; space: {search_space.name} ({search_space.source})")
+    typer.echo(
+        f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, "
+        f"1 warm-up + {workload.repeats} repetitions per trial; objective: decode tok/s (median)"
+    )
+    result = _interruptible(
+        lambda: studies.start_study(
+            spec, name=name, storage=storage_obj, engine=engine, machine=machine.to_dict(), on_progress=_print_progress
+        ),
+        name,
+        storage,
+    )
+    _print_summary(result, storage)
+
+
+@app.command()
+def resume(
+    name: str = typer.Argument(..., help="Study name (see `tune list`)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Target trial count [default: the study's own]."),
+    storage: Optional[str] = StorageOpt,
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
+    allow_other_hardware: bool = typer.Option(False, "--allow-other-hardware", help="Resume on a machine with another fingerprint."),
+) -> None:
+    """Continue a stopped or crashed study until it holds its target number of trials."""
+    from tuner import hardware, models, space as spaces, study as studies
+
+    if trials is not None and trials < 1:
+        raise StudyError(f"--trials {trials} asks for no trial", "use --trials 1 or more")
+    storage_obj = studies.open_storage(storage, must_exist=True)
+    study_obj = studies.load_study(name, storage_obj)
+    model_path = _study_model(study_obj, model)
+    machine = hardware.describe_machine()
+    recorded = (study_obj.user_attrs.get("machine") or {}).get("fingerprint")
+    if recorded and recorded != machine.fingerprint and not allow_other_hardware:
+        raise StudyError(
+            f"study '{name}' was started on another machine (fingerprint {recorded}, this one {machine.fingerprint})",
+            "results from different hardware must not mix: start a new study, or pass --allow-other-hardware",
+        )
+    recorded_space = study_obj.user_attrs["space"]
+    search_space = spaces.parse_space(recorded_space["text"], source=recorded_space["source"])
+    engine = _engine(model_path)
+    target = trials or int(study_obj.user_attrs["target_trials"])
+    done = len(studies.counted_trials(study_obj))
+    typer.echo(f"resuming study '{name}': {done}/{target} trials done")
+    result = _interruptible(
+        lambda: studies.resume_study(study_obj, engine=engine, space=search_space, trials=trials, on_progress=_print_progress),
+        name,
+        storage,
+    )
+    _print_summary(result, storage)
+
+
+@app.command("list")
+def list_(storage: Optional[str] = StorageOpt) -> None:
+    """List the studies in the storage."""
+    from tuner import study as studies
+
+    summaries = studies.list_studies(studies.open_storage(storage, must_exist=True))
+    if not summaries:
+        typer.echo("no studies yet — start one with `tune start`")
+        return
+    rows = []
+    for s in summaries:
+        best = f"{s.best_trial.value:.1f}" if s.best_trial else "-"
+        target = s.user_attrs.get("target_trials", "?")
+        rows.append([s.study_name, f"{s.n_trials}/{target}", best, Path(s.user_attrs.get("model_path", "?")).name, s.user_attrs.get("created", "")])
+    typer.echo(_table(["study", "trials", "best decode tok/s", "model", "created"], rows))
+
+
+@app.command()
+def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[str] = StorageOpt) -> None:
+    """Show a study: the best trial against the baselines, with medians and spread."""
+    from tuner import study as studies
+
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    attrs = study_obj.user_attrs
+    typer.echo(f"study '{name}': model {Path(attrs['model_path']).name} (sha256 {attrs['model_sha256'][:12]}…)")
+    typer.echo(f"machine: {(attrs.get('machine') or {}).get('cpu_model', '?')}; space: {attrs['space']['name']}")
+    _print_summary(study_obj, storage, export_hint=True)
+
+
+@app.command()
+def export(
+    name: str = typer.Argument(..., help="Study name."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the preset here [default: print it]."),
+    storage: Optional[str] = StorageOpt,
+) -> None:
+    """Export the study's best configuration as a preset YAML that the engine loads."""
+    from tuner import study as studies
+
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    preset = studies.best_preset(study_obj)
+    if out is None:
+        typer.echo(preset.dumps(), nl=False)
+        return
+    preset.save(out)
+    typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {preset.measured['decode_tok_s']['median']} decode tok/s)")
+
+
+@app.command()
+def bench(
+    model: Optional[Path] = ModelOpt,
+    preset: Optional[Path] = typer.Option(None, "--preset", "-p", help="Measure an exported preset."),
+    set_: list[str] = typer.Option([], "--set", help="KEY=VALUE engine/sampling setting (repeatable), e.g. --set n_threads=2."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    prompt_tokens: int = PromptOpt,
+    gen_tokens: int = GenOpt,
+    repeats: int = RepeatsOpt,
+) -> None:
+    """Measure one configuration (llama-cpp-python defaults unless --preset/--set say otherwise)."""
+    from tuner import models
+    from tuner.engine import Engine
+    from tuner.measure import measure
+    from tuner.preset import Preset
+    from tuner.space import to_config
+
+    workload = _workload(prompt_tokens, gen_tokens, repeats)
+    values: dict[str, Any] = {}
+    model_arg: Any = model
+    if preset is not None:
+        loaded = Preset.load(preset)
+        values.update(loaded.engine)
+        values.update(loaded.sampling)
+        model_arg = model or loaded.model
+    values.update(_parse_sets(set_))
+    config = to_config(values)
+    model_path = models.resolve_model(model_arg)
+    result = measure(Engine(model_path), config, workload)
+    if as_json:
+        data = result.to_dict()
+        data["model"] = str(model_path)
+        typer.echo(json.dumps(data))
+        return
+    rows = [[name, f"{getattr(result, name).median:.2f}", f"{getattr(result, name).iqr:.2f}", " ".join(f"{x:.1f}" for x in getattr(result, name).samples)] for name in result.METRICS]
+    typer.echo(_table(["metric", "median", "IQR", "samples"], rows))
+    if result.clamped:
+        typer.echo("clamped by llama.cpp: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.clamped.items()))
+
+
+@app.command()
+def dashboard(
+    storage: Optional[str] = StorageOpt,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback unless told otherwise)."),
+    port: int = typer.Option(8080, "--port", help="Port to listen on."),
+) -> None:
+    """Serve optuna-dashboard on the study storage."""
+    from tuner import study as studies
+
+    storage_obj = studies.open_storage(storage, must_exist=True)
+    _check_port_free(host, port)
+    from optuna_dashboard import run_server
+
+    typer.echo(f"optuna-dashboard for {studies.redact(storage_obj.url)} at http://{host}:{port}/ (Ctrl-C to stop)")
+    run_server(storage_obj, host=host, port=port)
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _default_study_name(model_path: Path) -> str:
+    return model_path.stem
+
+
+def _study_model(study_obj: Any, override: Optional[Path]) -> Path:
+    """The study's model file, checked against the sha256 the study was started with."""
+    from tuner import models
+
+    recorded = study_obj.user_attrs["model_path"]
+    try:
+        path = models.resolve_model(override or recorded)
+    except ModelError as exc:
+        raise ModelError(exc.what, f"pass the study's model file with --model (it was {recorded})") from None
+    if models.model_sha256(path) != study_obj.user_attrs["model_sha256"]:
+        raise StudyError(
+            f"{path} is not the model study '{study_obj.study_name}' was started with (sha256 differs)",
+            f"pass the original model ({Path(recorded).name}) with --model, or start a new study for this one",
+        )
+    return path
+
+
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    import yaml
+
+    values = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set '{pair}' is not KEY=VALUE", "e.g. --set n_threads=2")
+        try:
+            values[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise ConfigError(f"--set {key}: cannot read value '{raw}'", "use a number, true/false or a name") from None
+    return values
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise TunerError(f"cannot listen on {host}:{port} ({exc.strerror})", "pick another --port") from None
+
+
+def _interruptible(run: Any, name: str, storage: Optional[str]) -> Any:
+    """Run a study; on Ctrl-C say how to continue and exit 130."""
+    try:
+        return run()
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted — continue with: {_resume_command(name, storage)}", err=True)
+        raise typer.Exit(130) from None
+
+
+def _resume_command(name: str, storage: Optional[str]) -> str:
+    from tuner.study import redact
+
+    return f"tune resume {name}" + (f" --storage '{redact(storage)}'" if storage else "")
+
+
+def _print_progress(p: Any) -> None:
+    eta = _duration(p.eta_s) if p.eta_s is not None else "?"
+    head = f"[{p.done:>3}/{p.target}] trial #{p.number:<3} {p.label:<10}"
+    best = f"best {p.best_value:6.1f} (#{p.best_number})" if p.best_value is not None else "best -"
+    if p.state == "COMPLETE":
+        typer.echo(f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} tok/s   {best}   ETA {eta}")
+    else:
+        typer.echo(f"{head} {p.state}: {p.reason or 'see tune show'}   {best}   ETA {eta}")
+
+
+def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = True) -> None:
+    from tuner.study import summarize
+
+    summary = summarize(study_obj)
+    typer.echo(f"\n{summary.complete} completed, {summary.failed} failed of target {summary.target}")
+    rows = []
+    defaults = summary.baselines.get("defaults")
+    for row in ([summary.best] if summary.best else []) + list(summary.baselines.values()):
+        cfg = row.config
+        ratio = f"{row.ratio_vs_defaults:.2f}x" if row.ratio_vs_defaults is not None else "-"
+        if defaults is not None and row is not defaults and row.within_noise_of(defaults):
+            ratio += " (tie: within noise)"
+        rows.append(
+            [
+                row.label,
+                f"#{row.number}",
+                f"{row.decode.median:.1f} ± {row.decode.iqr:.1f}",
+                ratio,
+                f"{row.prompt.median:.0f} ± {row.prompt.iqr:.0f}",
+                f"{row.ttft.median:.0f}",
+                f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
+                f"fa={'on' if cfg['flash_attn'] else 'off'} kv={_kv(cfg)} top_k={cfg['top_k']}",
+            ]
+        )
+    if rows:
+        typer.echo(
+            _table(["config", "trial", "decode tok/s (median ± IQR)", "vs defaults", "prompt tok/s", "TTFT ms", "settings"], rows)
+        )
+        n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
+        typer.echo(f"(median and interquartile range over {n} repetitions after a warm-up pass)")
+    for number, reason in summary.failures[:5]:
+        typer.echo(f"failed trial #{number}: {reason}")
+    if export_hint and summary.best:
+        typer.echo(f"\nexport the best: tune export {summary.name}" + (f" --storage '{_redacted(storage)}'" if storage else "") + " --out preset.yaml")
+
+
+def _redacted(storage: str) -> str:
+    from tuner.study import redact
+
+    return redact(storage)
+
+
+def _kv(cfg: dict[str, Any]) -> str:
+    from tuner.engine import EngineConfig
+
+    return EngineConfig.from_dict(cfg).kv_type
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    cells = [header] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def main() -> None:
+    """Console entry point: one line per user error, exit code 2, traceback only with --debug."""
+    try:
+        app()
+    except TunerError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} — rerun with --debug for the traceback", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,493 @@
+"""The engine: typed, validated llama.cpp settings and a model kept loaded across trials.
+
+Settings are split the way llama.cpp splits them:
+
+* load-time params need a model reload (:data:`LOAD_KEYS`),
+* context params need only a new context (:data:`CONTEXT_KEYS`),
+* sampling params need neither (:data:`SAMPLING_KEYS`).
+
+llama-cpp-python's ``Llama(**kwargs)`` silently ignores unknown keywords and its ctypes structs
+accept misspelled attribute names, so :class:`EngineConfig` rejects every unknown key loudly.
+The sampler chain mirrors ``Llama._init_sampler`` so that the sampling cost measured here is the
+cost a ``create_completion`` user pays.
+"""
+
+from __future__ import annotations
+
+import difflib
+import multiprocessing
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tuner.errors import ConfigError, EngineError, ModelError
+
+if TYPE_CHECKING:  # llama_cpp is imported lazily so `tune --help` stays instant
+    from llama_cpp import _internals
+
+__all__ = [
+    "CONTEXT_KEYS",
+    "KV_TYPES",
+    "LOAD_KEYS",
+    "SAMPLING_KEYS",
+    "Engine",
+    "EngineConfig",
+    "Generation",
+    "Session",
+]
+
+LOAD_KEYS = ("n_gpu_layers", "use_mmap", "use_mlock", "main_gpu", "split_mode")
+CONTEXT_KEYS = (
+    "n_ctx",
+    "n_batch",
+    "n_ubatch",
+    "n_threads",
+    "n_threads_batch",
+    "flash_attn",
+    "offload_kqv",
+    "type_k",
+    "type_v",
+)
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+
+# ggml type ids of the KV-cache types people use (llama_cpp.GGML_TYPE_*).
+KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+KV_TYPE_NAMES = {value: name for name, value in KV_TYPES.items()}
+
+# llama-cpp-python keeps this many recent tokens for the repeat penalty (Llama.last_n_tokens_size).
+PENALTY_LAST_N = 64
+DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed per sampler
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Every setting the tuner varies, with llama-cpp-python's own defaults.
+
+    ``None`` for n_threads / n_threads_batch / type_k / type_v means "llama-cpp-python decides";
+    :meth:`effective` resolves those to the values that actually run.
+    """
+
+    # load-time (model) params
+    n_gpu_layers: int = 0
+    use_mmap: bool = True
+    use_mlock: bool = False
+    main_gpu: int = 0
+    split_mode: int = 1  # LLAMA_SPLIT_MODE_LAYER
+    # context params
+    n_ctx: int = 512
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    flash_attn: bool = False
+    offload_kqv: bool = True
+    type_k: int | None = None
+    type_v: int | None = None
+    # sampling params (create_completion's defaults)
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            object.__setattr__(self, spec.name, _coerce(spec.name, spec.type, getattr(self, spec.name)))
+        self._check_ranges()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, where: str = "settings") -> EngineConfig:
+        """Build a config from a mapping; unknown keys are errors, with a suggestion."""
+        known = {spec.name for spec in fields(cls)}
+        for key in values:
+            if key not in known:
+                guess = difflib.get_close_matches(str(key), sorted(known), n=1)
+                fix = f"did you mean '{guess[0]}'?" if guess else f"known keys: {', '.join(sorted(known))}"
+                raise ConfigError(f"unknown key '{key}' in {where}", fix)
+        values = dict(values)
+        for key in ("type_k", "type_v"):
+            if isinstance(values.get(key), str):
+                values[key] = _kv_type_id(values[key], key)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in LOAD_KEYS}
+
+    def context_params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in CONTEXT_KEYS}
+
+    def sampling_params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SAMPLING_KEYS}
+
+    def effective(self) -> EngineConfig:
+        """The values that actually run, resolved and clamped exactly as ``llama_cpp.Llama`` does.
+
+        Llama clamps n_batch to n_ctx and n_ubatch to n_batch silently, defaults n_threads to
+        half of ``multiprocessing.cpu_count()`` and n_threads_batch to all of it.
+        """
+        cpus = multiprocessing.cpu_count()
+        n_batch = min(self.n_batch, self.n_ctx) if self.n_ctx > 0 else self.n_batch
+        return replace(
+            self,
+            n_batch=n_batch,
+            n_ubatch=min(self.n_ubatch, n_batch),
+            n_threads=self.n_threads or max(cpus // 2, 1),
+            n_threads_batch=self.n_threads_batch or cpus,
+            type_k=self.type_k if self.type_k is not None else KV_TYPES["f16"],
+            type_v=self.type_v if self.type_v is not None else KV_TYPES["f16"],
+        )
+
+    def clamped(self) -> dict[str, tuple[Any, Any]]:
+        """Settings that :meth:`effective` changed: name -> (asked, effective)."""
+        effective = self.effective()
+        changed = {}
+        for key in ("n_batch", "n_ubatch"):
+            if getattr(self, key) != getattr(effective, key):
+                changed[key] = (getattr(self, key), getattr(effective, key))
+        return changed
+
+    @property
+    def kv_type(self) -> str:
+        """Name of the KV-cache type pair, e.g. 'f16' or 'q8_0/q4_0' when asymmetric."""
+        k = KV_TYPE_NAMES.get(self.type_k or 1, str(self.type_k))
+        v = KV_TYPE_NAMES.get(self.type_v or 1, str(self.type_v))
+        return k if k == v else f"{k}/{v}"
+
+    def _check_ranges(self) -> None:
+        def need(ok: bool, what: str, fix: str) -> None:
+            if not ok:
+                raise ConfigError(what, fix)
+
+        need(self.n_gpu_layers >= -1, f"n_gpu_layers={self.n_gpu_layers} is negative", "use -1 (all layers) or >= 0")
+        need(self.n_ctx >= 0, f"n_ctx={self.n_ctx} is negative", "use 0 (the model's training context) or a positive size")
+        for key in ("n_batch", "n_ubatch"):
+            need(getattr(self, key) >= 1, f"{key}={getattr(self, key)} must be at least 1", f"set {key} to 1 or more")
+        for key in ("n_threads", "n_threads_batch"):
+            value = getattr(self, key)
+            need(value is None or value >= 1, f"{key}={value} must be at least 1", f"set {key} to 1 or more, or leave it out")
+        for key in ("type_k", "type_v"):
+            value = getattr(self, key)
+            need(
+                value is None or value in KV_TYPE_NAMES,
+                f"{key}={value} is not a supported KV-cache type",
+                f"use one of {', '.join(KV_TYPES)} (ggml ids {sorted(KV_TYPE_NAMES)})",
+            )
+        quantized_v = self.type_v is not None and self.type_v != KV_TYPES["f16"]
+        need(
+            not quantized_v or self.flash_attn,
+            f"a quantized V cache (type_v={KV_TYPE_NAMES.get(self.type_v or 1)}) needs flash_attn: true",
+            "set flash_attn: true or use type_v f16 (llama.cpp cannot create this context)",
+        )
+        need(self.temperature >= 0, f"temperature={self.temperature} is negative", "use 0 (greedy) or more")
+        need(self.top_k >= 0, f"top_k={self.top_k} is negative", "use 0 (off) or more")
+        need(0 <= self.top_p <= 1, f"top_p={self.top_p} is outside [0, 1]", "use a value between 0 and 1")
+        need(0 <= self.min_p <= 1, f"min_p={self.min_p} is outside [0, 1]", "use a value between 0 and 1")
+        need(self.repeat_penalty > 0, f"repeat_penalty={self.repeat_penalty} must be positive", "use 1.0 for no penalty")
+
+
+def _kv_type_id(name: str, key: str) -> int:
+    try:
+        return KV_TYPES[name.lower()]
+    except KeyError:
+        raise ConfigError(f"{key}='{name}' is not a supported KV-cache type", f"use one of {', '.join(KV_TYPES)}") from None
+
+
+def _coerce(name: str, annotation: str, value: Any) -> Any:
+    """Check one value against its field's annotation (a string, under `from __future__`)."""
+    if value is None and "None" in annotation:
+        return None
+    expected = annotation.split("|")[0].strip()
+    if expected == "bool":
+        if isinstance(value, bool):
+            return value
+    elif expected == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif expected == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    raise ConfigError(
+        f"{name}={value!r} has the wrong type (expected {annotation.replace(' | None', ' or null')})",
+        f"write {name} as {'true/false' if expected == 'bool' else 'a number'}",
+    )
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One prompt + generation pass with its timings.
+
+    Timings come from llama.cpp's own counters (llama_perf_context / llama_perf_sampler);
+    the wall-clock figures are kept as a cross-check.
+    """
+
+    tokens: list[int]
+    text: str
+    n_prompt: int
+    prompt_ms: float  # llama.cpp: time spent evaluating the prompt
+    n_eval: int  # llama.cpp: tokens decoded one at a time
+    eval_ms: float  # llama.cpp: time spent in those decodes
+    sample_ms: float  # llama.cpp: time spent in the sampler chain
+    n_sample: int
+    ttft_ms: float  # wall: start of the prompt -> first token sampled
+    wall_prompt_ms: float
+    wall_decode_ms: float  # wall: first token sampled -> last token sampled
+
+
+class Session:
+    """A llama.cpp context for one configuration. Use through :meth:`Engine.session`."""
+
+    def __init__(self, engine: Engine, config: EngineConfig, context: _internals.LlamaContext) -> None:
+        self.engine = engine
+        self.config = config
+        self.context = context
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.engine.model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+
+    def generate(self, prompt: list[int], max_tokens: int, *, stop_at_eos: bool = True) -> Generation:
+        """Evaluate ``prompt`` from an empty KV cache, then sample up to ``max_tokens`` tokens.
+
+        With ``stop_at_eos=False`` exactly ``max_tokens`` tokens are decoded, which is what a
+        throughput measurement needs.
+        """
+        import llama_cpp
+        from llama_cpp import _internals
+
+        if len(prompt) + max_tokens > self.context.n_ctx():
+            raise ConfigError(
+                f"n_ctx={self.context.n_ctx()} is too small for {len(prompt)} prompt + {max_tokens} generated tokens",
+                "raise n_ctx or shorten the workload",
+            )
+        ctx = self.context.ctx
+        self.context.kv_cache_clear()  # a fresh pass every time: no prefix reuse between repetitions
+        sampler = self._sampler()
+        batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+        try:
+            llama_cpp.llama_perf_context_reset(ctx)
+            start = time.perf_counter()
+            for offset in range(0, len(prompt), self.config.n_batch):
+                batch.set_batch(prompt[offset : offset + self.config.n_batch], n_past=offset, logits_all=False)
+                self._decode(batch)
+            prompt_done = time.perf_counter()
+            token = sampler.sample(self.context, -1)
+            first = time.perf_counter()
+            tokens = [token]
+            vocab = self.engine.model.vocab
+            while len(tokens) <= max_tokens:
+                if stop_at_eos and llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                batch.set_batch([token], n_past=len(prompt) + len(tokens) - 1, logits_all=False)
+                self._decode(batch)
+                token = sampler.sample(self.context, -1)
+                tokens.append(token)
+            end = time.perf_counter()
+            perf = llama_cpp.llama_perf_context(ctx)
+            sampler_perf = llama_cpp.llama_perf_sampler(sampler.sampler)
+        finally:
+            batch.close()
+            sampler.close()
+        if stop_at_eos and tokens and llama_cpp.llama_vocab_is_eog(vocab, tokens[-1]):
+            tokens = tokens[:-1]
+        return Generation(
+            tokens=tokens,
+            text=self.engine.model.detokenize(tokens).decode("utf-8", errors="replace"),
+            n_prompt=perf.n_p_eval,
+            prompt_ms=perf.t_p_eval_ms,
+            n_eval=perf.n_eval,
+            eval_ms=perf.t_eval_ms,
+            sample_ms=sampler_perf.t_sample_ms,
+            n_sample=sampler_perf.n_sample,
+            ttft_ms=(first - start) * 1000,
+            wall_prompt_ms=(prompt_done - start) * 1000,
+            wall_decode_ms=(end - first) * 1000,
+        )
+
+    def _decode(self, batch: _internals.LlamaBatch) -> None:
+        try:
+            self.context.decode(batch)
+        except RuntimeError as exc:
+            raise EngineError(f"llama_decode failed: {exc}", "try a smaller n_batch/n_ubatch or n_ctx") from exc
+
+    def _sampler(self) -> _SamplerChain:
+        """The same chain llama-cpp-python builds in Llama._init_sampler, with perf counters on."""
+        import llama_cpp
+
+        cfg = self.config
+        chain = _SamplerChain()
+        n_vocab = self.engine.model.n_vocab()
+        chain.add(llama_cpp.llama_sampler_init_penalties(n_vocab, PENALTY_LAST_N, cfg.repeat_penalty, 0.0, 0.0))
+        if cfg.temperature == 0:
+            chain.add(llama_cpp.llama_sampler_init_greedy())
+        else:
+            chain.add(llama_cpp.llama_sampler_init_top_k(cfg.top_k))
+            chain.add(llama_cpp.llama_sampler_init_typical(1.0, 1))
+            chain.add(llama_cpp.llama_sampler_init_top_p(cfg.top_p, 1))
+            chain.add(llama_cpp.llama_sampler_init_min_p(cfg.min_p, 1))
+            chain.add(llama_cpp.llama_sampler_init_temp(cfg.temperature))
+            chain.add(llama_cpp.llama_sampler_init_dist(DEFAULT_SEED if cfg.seed is None else cfg.seed))
+        return chain
+
+
+class _SamplerChain:
+    """A llama.cpp sampler chain. llama-cpp-python's LlamaSampler creates its chain with
+    no_perf=True, which leaves llama_perf_sampler at zero; this one keeps the sampler timings."""
+
+    def __init__(self) -> None:
+        import llama_cpp
+
+        params = llama_cpp.llama_sampler_chain_default_params()
+        params.no_perf = False
+        self.sampler = llama_cpp.llama_sampler_chain_init(params)
+
+    def add(self, sampler: Any) -> None:
+        import llama_cpp
+
+        llama_cpp.llama_sampler_chain_add(self.sampler, sampler)
+
+    def sample(self, context: _internals.LlamaContext, idx: int = -1) -> int:
+        import llama_cpp
+
+        # llama_sampler_sample also accepts the token into the chain (the repeat-penalty history).
+        return llama_cpp.llama_sampler_sample(self.sampler, context.ctx, idx)
+
+    def close(self) -> None:
+        import llama_cpp
+
+        if self.sampler is not None:
+            llama_cpp.llama_sampler_free(self.sampler)
+            self.sampler = None
+
+
+class Engine:
+    """One GGUF model, kept loaded per load-time config, with a fresh context per session.
+
+    Example:
+        >>> engine = Engine.from_preset("best.yaml")
+        >>> print(engine.generate("The capital of France is", max_tokens=8))
+    """
+
+    def __init__(self, model_path: str | Path, config: EngineConfig | None = None, *, verbose: bool = False) -> None:
+        self.model_path = Path(model_path)
+        self.config = config or EngineConfig()
+        self.verbose = verbose
+        self._model: _internals.LlamaModel | None = None
+        self._model_key: tuple[Any, ...] | None = None
+        self._session: Session | None = None
+
+    @classmethod
+    def from_preset(cls, path: str | Path, *, verbose: bool = False) -> Engine:
+        """An engine configured by an exported preset YAML file."""
+        from tuner.preset import Preset
+
+        preset = Preset.load(path)
+        return cls(preset.model, preset.config(), verbose=verbose)
+
+    @property
+    def model(self) -> _internals.LlamaModel:
+        if self._model is None:
+            self.load(self.config)
+        assert self._model is not None
+        return self._model
+
+    def load(self, config: EngineConfig) -> _internals.LlamaModel:
+        """Load the model for ``config``'s load-time params; reuse it when they are unchanged."""
+        key = tuple(config.load_params().values())
+        if self._model is not None and key == self._model_key:
+            return self._model
+        self.close()
+        import llama_cpp
+        from llama_cpp import _internals
+
+        _quiet_llama_logs(self.verbose)
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = 0x7FFFFFFF if config.n_gpu_layers == -1 else config.n_gpu_layers
+        params.main_gpu = config.main_gpu
+        params.split_mode = config.split_mode
+        if config.use_mmap and config.use_mlock:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP_MLOCK
+        elif config.use_mlock:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MLOCK
+        elif config.use_mmap:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_MMAP
+        else:
+            params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
+        try:
+            self._model = _internals.LlamaModel(path_model=str(self.model_path), params=params, verbose=self.verbose)
+        except ValueError as exc:
+            raise ModelError(
+                f"llama.cpp could not load {self.model_path} ({exc})",
+                "check that the file is a complete GGUF model (a truncated download fails here)",
+            ) from exc
+        self._model_key = key
+        return self._model
+
+    @contextmanager
+    def session(self, config: EngineConfig | None = None) -> Iterator[Session]:
+        """A fresh context for ``config`` (the engine's own config by default), closed on exit."""
+        config = (config or self.config).effective()
+        model = self.load(config)
+        import llama_cpp
+        from llama_cpp import _internals
+
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = config.n_ctx
+        params.n_batch = config.n_batch
+        params.n_ubatch = config.n_ubatch
+        params.n_threads = config.n_threads
+        params.n_threads_batch = config.n_threads_batch
+        params.offload_kqv = config.offload_kqv
+        params.flash_attn_type = (
+            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        )
+        params.type_k = config.type_k
+        params.type_v = config.type_v
+        params.no_perf = False  # the default (True) leaves llama_perf_context at zero
+        try:
+            context = _internals.LlamaContext(model=model, params=params, verbose=self.verbose)
+        except ValueError as exc:
+            raise EngineError(
+                f"llama.cpp could not create a context for n_ctx={config.n_ctx}, kv={config.kv_type}, "
+                f"flash_attn={config.flash_attn} ({exc})",
+                "use a smaller n_ctx or another KV-cache type",
+            ) from exc
+        session = Session(self, config, context)
+        self._session = session
+        try:
+            yield session
+        finally:
+            # Close explicitly: the model's ExitStack would otherwise keep the KV cache alive.
+            context.close()
+            self._session = None
+
+    def generate(self, prompt: str, max_tokens: int = 64) -> str:
+        """Generate text for ``prompt`` with the engine's config (stops at end of generation)."""
+        with self.session() as session:
+            return session.generate(session.tokenize(prompt), max_tokens).text
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._model.close()
+        self._model = None
+        self._model_key = None
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _quiet_llama_logs(verbose: bool) -> None:
+    """llama.cpp logs every context creation to stderr; keep it quiet unless asked."""
+    from llama_cpp import _logger
+
+    _logger.set_verbose(verbose)

@@ -1,0 +1,118 @@
+"""Preset YAML: the tuned configuration, in a form the engine itself loads.
+
+::
+
+    model: /path/to/model.gguf
+    engine:   {...}   # keywords for llama_cpp.Llama(model_path=model, **engine)
+    sampling: {...}   # keywords for Llama.create_completion(prompt, **sampling)
+    measured: {...}   # medians, spread and ratios behind the choice
+    provenance: {...} # study, trial, machine, llama_cpp version, date
+
+Unknown keys and wrong types are errors: llama-cpp-python would silently ignore them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tuner.engine import CONTEXT_KEYS, LOAD_KEYS, SAMPLING_KEYS, EngineConfig
+from tuner.errors import ConfigError, PresetError
+
+__all__ = ["Preset"]
+
+SECTIONS = ("model", "engine", "sampling", "measured", "provenance")
+
+
+@dataclass
+class Preset:
+    """A preset file's content."""
+
+    model: str
+    engine: dict[str, Any]
+    sampling: dict[str, Any]
+    measured: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, model: str | Path, config: EngineConfig, **extra: dict[str, Any]) -> Preset:
+        """A preset for the effective values of ``config`` (nothing left for the library to guess)."""
+        effective = config.effective()
+        engine = {key: getattr(effective, key) for key in LOAD_KEYS + CONTEXT_KEYS}
+        sampling = {key: getattr(effective, key) for key in SAMPLING_KEYS if getattr(effective, key) is not None}
+        return cls(model=str(model), engine=engine, sampling=sampling, **extra)
+
+    def config(self) -> EngineConfig:
+        """The engine config this preset describes."""
+        try:
+            return EngineConfig.from_dict({**self.engine, **self.sampling}, where="preset")
+        except ConfigError as exc:
+            raise PresetError(f"preset: {exc.what}", exc.fix) from None
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        data = {name: getattr(self, name) for name in SECTIONS}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        except OSError as exc:
+            raise PresetError(f"cannot write preset {path}: {exc.strerror}", "choose a writable --out path") from exc
+        return path
+
+    def dumps(self) -> str:
+        return yaml.safe_dump({name: getattr(self, name) for name in SECTIONS}, sort_keys=False)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Preset:
+        """Read and validate a preset file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise PresetError(f"preset file {path} does not exist", "export one with `tune export NAME --out FILE`") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise PresetError(f"cannot read preset {path}: {exc}", "check the path") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise PresetError(f"preset {path}: YAML syntax error{where}", "fix the YAML syntax") from None
+        return cls.from_dict(data, source=str(path))
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "preset") -> Preset:
+        if not isinstance(data, dict):
+            raise PresetError(f"{source}: a preset must be a mapping with model/engine/sampling", "export one with `tune export`")
+        for key in data:
+            if key not in SECTIONS:
+                raise PresetError(f"{source}: unknown top-level key '{key}'", f"allowed: {', '.join(SECTIONS)}")
+        if not isinstance(data.get("model"), str) or not data["model"]:
+            raise PresetError(f"{source}: 'model' must be the path of a .gguf file", "add model: /path/to/model.gguf")
+        sections = {}
+        for name, allowed in (("engine", LOAD_KEYS + CONTEXT_KEYS), ("sampling", SAMPLING_KEYS)):
+            section = data.get(name) or {}
+            if not isinstance(section, dict):
+                raise PresetError(f"{source}: '{name}' must be a mapping", f"see `tune export` output")
+            for key in section:
+                if key not in allowed:
+                    guess = difflib.get_close_matches(str(key), allowed, n=1)
+                    fix = f"did you mean '{guess[0]}'?" if guess else f"allowed {name} keys: {', '.join(allowed)}"
+                    raise PresetError(f"{source}: unknown {name} key '{key}'", fix)
+            sections[name] = dict(section)
+        preset = cls(
+            model=data["model"],
+            engine=sections["engine"],
+            sampling=sections["sampling"],
+            measured=dict(data.get("measured") or {}),
+            provenance=dict(data.get("provenance") or {}),
+        )
+        try:
+            preset.config()
+        except PresetError as exc:
+            raise PresetError(f"{source}: {exc.what.removeprefix('preset: ')}", exc.fix) from None
+        return preset

@@ -1,0 +1,505 @@
+"""Study orchestration: storage, baselines, the objective, resume, and the summary tables.
+
+A study is an Optuna study in an RDB storage (SQLite by default) whose study-level user_attrs
+record what it tunes (model file and sha256, workload, search space, machine) and whose trials
+record every measurement. The first two trials are enqueued baselines that run exactly as written,
+even outside the search space: llama-cpp-python's defaults, and the RTX 4090 guide's settings
+("the guide card"). ``--trials N`` counts every trial of the study, baselines included.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from tuner.engine import Engine, EngineConfig
+from tuner.errors import ConfigError, EngineError, StorageError, StudyError
+from tuner.measure import Measurement, Stat, Workload, measure
+from tuner.space import SearchSpace
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_STORAGE",
+    "Progress",
+    "Row",
+    "StudySpec",
+    "Summary",
+    "TrialFailed",
+    "counted_trials",
+    "list_studies",
+    "load_study",
+    "open_storage",
+    "redact",
+    "resume_study",
+    "start_study",
+    "summarize",
+]
+
+DEFAULT_STORAGE = "sqlite:///studies/tuner.db"
+OBJECTIVE = "decode_tok_s"
+HEARTBEAT_INTERVAL_S = 5
+GRACE_PERIOD_S = 20
+SUPPORTED_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
+
+# The two baselines every study measures first. "defaults" is what llama_cpp.Llama does when a
+# user passes nothing; "guide_card" is the RTX 4090 guide's settings, kept verbatim (its 16 threads
+# on a 2-core machine are the point of measuring it; n_batch 4096 is clamped to n_ctx by llama.cpp).
+BASELINES: dict[str, EngineConfig] = {
+    "defaults": EngineConfig(),
+    "guide_card": EngineConfig(
+        n_ctx=2048,
+        n_batch=4096,
+        n_threads=16,
+        n_threads_batch=16,
+        top_k=10,
+        top_p=0.8,
+        flash_attn=True,
+        offload_kqv=True,
+        n_gpu_layers=-1,
+    ),
+}
+
+
+class TrialFailed(Exception):
+    """A trial whose configuration llama.cpp refused or the workload cannot use (recorded as FAIL)."""
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a new study tunes."""
+
+    model: Path
+    model_sha256: str
+    space: SearchSpace
+    workload: Workload = field(default_factory=Workload)
+    trials: int = 50
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished trial, as reported while a study runs."""
+
+    done: int  # trials counted toward the target
+    target: int
+    number: int
+    label: str  # "defaults", "guide_card" or "search"
+    state: str
+    value: float | None
+    iqr: float | None
+    best_value: float | None
+    best_number: int | None
+    eta_s: float | None
+    reason: str = ""
+
+
+def redact(url: str) -> str:
+    """A storage URL with its password hidden, for anything a user sees or a log keeps."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown without its credentials part
+        return url.split("@")[-1] if "@" in url else url
+
+
+def open_storage(url: str | None = None, *, must_exist: bool = False) -> Any:
+    """An Optuna RDBStorage with heartbeats, for any SQLAlchemy URL Optuna supports.
+
+    Args:
+        url: SQLAlchemy URL; default ``sqlite:///studies/tuner.db`` relative to the working directory.
+        must_exist: for read-only commands: a SQLite file that does not exist is an error instead
+            of being created.
+
+    Raises:
+        StorageError: malformed or unsupported URL, missing driver, unwritable location.
+    """
+    import sqlalchemy.exc
+    from sqlalchemy.engine import make_url
+
+    url = url or DEFAULT_STORAGE
+    shown = redact(url)
+    try:
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise StorageError(
+            f"storage URL '{shown}' is not a valid SQLAlchemy URL",
+            "use e.g. sqlite:///studies/tuner.db or postgresql://user@host/db",
+        ) from None
+    dialect = parsed.get_backend_name()
+    if dialect not in SUPPORTED_DIALECTS:
+        raise StorageError(
+            f"storage URL '{shown}' uses '{dialect}', which Optuna's RDB storage does not support",
+            "use sqlite:///FILE, postgresql://... or mysql://...",
+        )
+    engine_kwargs: dict[str, Any] = {}
+    if dialect == "sqlite":
+        _check_sqlite_path(parsed.database, shown, must_exist)
+        # Wait for a lock instead of failing at once when two tune processes share the file.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    import optuna
+
+    try:
+        with warnings.catch_warnings():
+            # heartbeats are marked experimental in optuna; they are what makes crash recovery work
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=HEARTBEAT_INTERVAL_S,
+                grace_period=GRACE_PERIOD_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+            )
+    except (ImportError, ModuleNotFoundError) as exc:
+        raise StorageError(f"no database driver for '{shown}' ({exc.name})", f"pip install the driver for {dialect}") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        raise StorageError(f"cannot open storage '{shown}': {reason}", "check the URL, the server and its credentials") from None
+
+
+def _check_sqlite_path(database: str | None, shown: str, must_exist: bool) -> None:
+    if not database or database == ":memory:":
+        raise StorageError(f"storage URL '{shown}' has no database file", "use sqlite:///studies/tuner.db (a file keeps the study)")
+    path = Path(database)
+    if path.is_dir():
+        raise StorageError(f"storage path {path} is a directory", "point the URL at a file, e.g. sqlite:///studies/tuner.db")
+    if path.exists():
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise StorageError(f"storage file {path} is not readable and writable", "fix its permissions or use another --storage")
+        with path.open("rb") as handle:
+            if handle.read(16) not in (b"SQLite format 3\x00", b""):
+                raise StorageError(f"storage file {path} is not a SQLite database", "point --storage at a study database")
+        return
+    if must_exist:
+        raise StudyError(f"no study storage at {path}", "start a study first with `tune start`, or pass --storage URL")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the directory {path.parent}: {exc.strerror}", "run from a writable directory or pass --storage") from None
+    if not os.access(path.parent, os.W_OK):
+        raise StorageError(f"the directory {path.parent} is not writable", "run from a writable directory or pass --storage")
+
+
+def load_study(name: str, storage: Any, *, seed: int | None = None) -> Any:
+    """Load an existing study, or raise a StudyError that lists the ones that exist."""
+    import optuna
+
+    try:
+        return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(seed))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
+        known = f"studies here: {', '.join(names)}" if names else "start one with `tune start`"
+        raise StudyError(f"study '{name}' does not exist in {redact(storage.url)}", known) from None
+
+
+def list_studies(storage: Any) -> list[Any]:
+    import optuna
+
+    return optuna.get_all_study_summaries(storage, include_best_trial=True)
+
+
+def _sampler(seed: int | None) -> Any:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # group=True: baselines carry no searched params, and kv_type is conditional; grouping keeps
+        # the multivariate model over the knobs that do appear together.
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=10)
+
+
+def start_study(
+    spec: StudySpec,
+    *,
+    name: str,
+    storage: Any,
+    engine: Engine,
+    machine: dict[str, Any],
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Any:
+    """Create a study, enqueue the baselines and run it until it holds ``spec.trials`` trials."""
+    import optuna
+
+    if spec.trials < 1:
+        raise StudyError(f"--trials {spec.trials} asks for no trial", "use --trials 1 or more")
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=_sampler(spec.seed))
+    except optuna.exceptions.DuplicatedStudyError:
+        raise StudyError(
+            f"study '{name}' already exists in {redact(storage.url)}",
+            f"continue it with `tune resume {name}`, or choose another name with --study",
+        ) from None
+    study.set_metric_names([OBJECTIVE])
+    attrs = {
+        "model_path": str(spec.model),
+        "model_sha256": spec.model_sha256,
+        "workload": spec.workload.to_dict(),
+        "space": {"name": spec.space.name, "source": spec.space.source, "text": spec.space.text},
+        "target_trials": spec.trials,
+        "seed": spec.seed,
+        "objective": OBJECTIVE,
+        "machine": machine,
+        "created": _now(),
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    for label, config in BASELINES.items():
+        study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
+    return _run(study, spec.trials, engine, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
+
+
+def resume_study(
+    study: Any,
+    *,
+    engine: Engine,
+    space: SearchSpace,
+    trials: int | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Any:
+    """Continue ``study`` until it holds ``trials`` counted trials (default: its own target)."""
+    target = trials or int(study.user_attrs["target_trials"])
+    if target < 1:
+        raise StudyError(f"--trials {target} asks for no trial", "use --trials 1 or more")
+    if trials and trials > int(study.user_attrs["target_trials"]):
+        study.set_user_attr("target_trials", trials)
+    workload = Workload.from_dict(study.user_attrs["workload"])
+    return _run(study, target, engine, space.for_workload(workload.n_ctx_needed), workload, on_progress)
+
+
+def counted_trials(study: Any) -> list[Any]:
+    """Trials that count toward the target: completed ones, and failures the tuner recorded.
+
+    A trial failed by the heartbeat (its process died) does not count: its parameters are
+    re-enqueued and run again.
+    """
+    from optuna.trial import TrialState
+
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
+    ]
+
+
+def _run(
+    study: Any,
+    target: int,
+    engine: Engine,
+    space: SearchSpace,
+    workload: Workload,
+    on_progress: Callable[[Progress], None] | None,
+) -> Any:
+    import optuna
+
+    optuna.logging.set_verbosity(logging.ERROR)  # progress is reported through on_progress
+    # Resumed runs continue the random stream instead of repeating the first run's startup trials.
+    study.sampler = _sampler(None if study.user_attrs.get("seed") is None else study.user_attrs["seed"] + len(study.trials))
+    objective = _objective(engine, space, workload)
+    started, run_here = time.monotonic(), 0
+    while (done := len(counted_trials(study))) < target:
+        finished: list[Any] = []
+        study.optimize(
+            objective,
+            n_trials=1,
+            catch=(TrialFailed,),
+            callbacks=[lambda _study, trial: finished.append(trial)],
+            gc_after_trial=False,
+        )
+        run_here += 1
+        if on_progress and finished:
+            elapsed = time.monotonic() - started
+            remaining = target - len(counted_trials(study))
+            on_progress(_progress(study, finished[0], target, remaining, elapsed / run_here))
+    return study
+
+
+def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: float) -> Progress:
+    best = _best_trial(study)
+    measurement = trial.user_attrs.get("measurement") or {}
+    return Progress(
+        done=target - remaining,
+        target=target,
+        number=trial.number,
+        label=trial.user_attrs.get("baseline", "search"),
+        state=trial.state.name,
+        value=trial.value if trial.state.name == "COMPLETE" else None,
+        iqr=(measurement.get(OBJECTIVE) or {}).get("iqr"),
+        best_value=best.value if best else None,
+        best_number=best.number if best else None,
+        eta_s=remaining * per_trial_s,
+        reason=trial.user_attrs.get("fail_reason", ""),
+    )
+
+
+def _objective(engine: Engine, space: SearchSpace, workload: Workload) -> Callable[[Any], float]:
+    def objective(trial: Any) -> float:
+        if "baseline" in trial.user_attrs:
+            config = EngineConfig.from_dict(trial.user_attrs["baseline_config"])
+        else:
+            config, _ = space.suggest(trial)
+        trial.set_user_attr("config", config.to_dict())
+        try:
+            result = measure(engine, config, workload)
+        except (ConfigError, EngineError) as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise TrialFailed(str(exc)) from exc
+        _record(trial, result, engine)
+        return result.decode_tok_s.median
+
+    return objective
+
+
+def _record(trial: Any, result: Measurement, engine: Engine) -> None:
+    """Everything a reader of this trial needs later: medians, IQRs, raw samples, context."""
+    from tuner.hardware import describe_machine
+    from tuner.models import model_sha256
+
+    machine = describe_machine()
+    trial.set_user_attr("measurement", result.to_dict())
+    for name in ("decode_tok_s", "prompt_tok_s", "ttft_ms"):
+        stat = getattr(result, name)
+        trial.set_user_attr(f"{name}_median", round(stat.median, 3))
+        trial.set_user_attr(f"{name}_iqr", round(stat.iqr, 3))
+    trial.set_user_attr("kv_type", result.config.kv_type)
+    trial.set_user_attr("llama_cpp_version", machine.llama_cpp_version)
+    trial.set_user_attr("model_sha256", model_sha256(engine.model_path))
+    trial.set_user_attr("machine", {"summary": machine.summary(), "fingerprint": machine.fingerprint})
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries: best trial vs the baselines
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration's figures in a comparison table."""
+
+    label: str
+    number: int
+    decode: Stat
+    prompt: Stat
+    ttft: Stat
+    config: dict[str, Any]
+    ratio_vs_defaults: float | None = None
+
+    def within_noise_of(self, other: Row) -> bool:
+        """True when the decode medians differ by less than the larger of the two IQRs: a tie."""
+        return abs(self.decode.median - other.decode.median) <= max(self.decode.iqr, other.decode.iqr)
+
+    @classmethod
+    def of(cls, label: str, trial: Any, defaults: Any | None) -> Row:
+        m = trial.user_attrs["measurement"]
+        decode = Stat.from_dict(m["decode_tok_s"])
+        ratio = None
+        if defaults is not None:
+            ratio = decode.median / Stat.from_dict(defaults.user_attrs["measurement"]["decode_tok_s"]).median
+        return cls(
+            label=label,
+            number=trial.number,
+            decode=decode,
+            prompt=Stat.from_dict(m["prompt_tok_s"]),
+            ttft=Stat.from_dict(m["ttft_ms"]),
+            config=m["effective"],
+            ratio_vs_defaults=ratio,
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    target: int
+    complete: int
+    failed: int
+    best: Row | None
+    baselines: dict[str, Row]
+    failures: list[tuple[int, str]]
+
+
+def _best_trial(study: Any) -> Any | None:
+    try:
+        return study.best_trial
+    except ValueError:  # no completed trial yet
+        return None
+
+
+def _baseline_trial(study: Any, label: str) -> Any | None:
+    from optuna.trial import TrialState
+
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("baseline") == label
+    ]
+    return done[-1] if done else None
+
+
+def summarize(study: Any) -> Summary:
+    """The best trial and the baselines, with medians and spread."""
+    from optuna.trial import TrialState
+
+    defaults = _baseline_trial(study, "defaults")
+    baselines = {}
+    for label in BASELINES:
+        trial = _baseline_trial(study, label)
+        if trial is not None:
+            baselines[label] = Row.of(label, trial, defaults)
+    best = _best_trial(study)
+    failures = [
+        (t.number, t.user_attrs.get("fail_reason", "process died (heartbeat stale)"))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    ]
+    return Summary(
+        name=study.study_name,
+        target=int(study.user_attrs.get("target_trials", 0)),
+        complete=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        failed=len(failures),
+        best=Row.of("best", best, defaults) if best else None,
+        baselines=baselines,
+        failures=failures,
+    )
+
+
+def best_preset(study: Any) -> Any:
+    """The preset for the study's best completed trial, with its figures and provenance.
+
+    Raises:
+        StudyError: the study has no completed trial.
+    """
+    from tuner.preset import Preset
+
+    summary = summarize(study)
+    if summary.best is None:
+        raise StudyError(
+            f"study '{study.study_name}' has no completed trial to export",
+            f"run it first with `tune resume {study.study_name}`",
+        )
+    best = summary.best
+    config = EngineConfig.from_dict(best.config)
+    measured: dict[str, Any] = {
+        "decode_tok_s": {"median": round(best.decode.median, 2), "iqr": round(best.decode.iqr, 2)},
+        "prompt_tok_s": {"median": round(best.prompt.median, 2), "iqr": round(best.prompt.iqr, 2)},
+        "ttft_ms": {"median": round(best.ttft.median, 2), "iqr": round(best.ttft.iqr, 2)},
+        "workload": dict(study.user_attrs["workload"]),
+    }
+    for label, row in summary.baselines.items():
+        measured[f"vs_{label}"] = round(best.decode.median / row.decode.median, 3)
+    trial = study.trials[best.number]
+    provenance = {
+        "study": study.study_name,
+        "trial": best.number,
+        "baseline": trial.user_attrs.get("baseline"),
+        "machine": trial.user_attrs.get("machine"),
+        "llama_cpp_version": trial.user_attrs.get("llama_cpp_version"),
+        "model_sha256": trial.user_attrs.get("model_sha256"),
+        "exported": _now(),
+    }
+    return Preset.from_config(study.user_attrs["model_path"], config, measured=measured, provenance=provenance)
