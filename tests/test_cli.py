@@ -101,10 +101,19 @@ def test_start_on_a_file_that_is_not_gguf(tmp_path):
     _one_line_error(run_tune("start", "--model", str(bogus), cwd=tmp_path), "not a GGUF file")
 
 
-def test_start_on_a_truncated_gguf(tmp_path, model_path):
+@pytest.mark.parametrize(
+    ("keep", "message"),
+    [
+        (lambda size: 1 << 20, "GGUF header is truncated"),  # cut inside the metadata
+        (lambda size: size - (1 << 20), "llama.cpp could not load"),  # header intact, tensors cut
+    ],
+)
+def test_start_on_a_truncated_gguf(tmp_path, model_path, keep, message):
+    data = model_path.read_bytes()
     truncated = tmp_path / "truncated.gguf"
-    truncated.write_bytes(model_path.read_bytes()[: 1 << 20])
-    _one_line_error(run_tune("start", "--model", str(truncated), cwd=tmp_path), "could not load", "truncated")
+    truncated.write_bytes(data[: keep(len(data))])
+    _one_line_error(run_tune("start", "--model", str(truncated), cwd=tmp_path), message, "truncated")
+    assert not (tmp_path / "studies" / "tuner.db").exists()
 
 
 def test_existing_study_name_points_to_resume(workdir):
@@ -157,3 +166,34 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_usage_errors_exit_2(tmp_path):
     result = run_tune("start", "--trials", "many", cwd=tmp_path)
     assert result.returncode == 2
+
+
+def test_doctor_json_describes_this_machine(tmp_path):
+    import os
+
+    result = run_tune("doctor", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["cpu"]["logical_cores"] == len(os.sched_getaffinity(0))
+    assert isinstance(data["gpus"], list) and isinstance(data["gpu_offload"], bool)
+    assert len(data["fingerprint"]) == 16
+    assert data["space"]["name"] == ("rtx4090" if data["gpu_offload"] and data["gpus"] else "cpu")
+    human = run_tune("doctor", cwd=tmp_path)
+    assert human.returncode == 0 and data["fingerprint"] in human.stdout
+
+
+def test_resume_on_another_machine_is_refused(workdir, tmp_path):
+    import shutil
+
+    import optuna
+
+    shutil.copytree(workdir / "studies", tmp_path / "studies")
+    url = f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}"
+    study = optuna.load_study(study_name="cli3", storage=url)
+    machine = dict(study.user_attrs["machine"], fingerprint="0000000000000000", cpu_model="Some Other CPU")
+    study.set_user_attr("machine", machine)
+    before = _storage_snapshot(tmp_path)
+    _one_line_error(run_tune("resume", "cli3", "--trials", "4", cwd=tmp_path), "another machine", "cpu_model", "--allow-other-hardware")
+    assert _storage_snapshot(tmp_path) == before
+    allowed = run_tune("resume", "cli3", "--allow-other-hardware", cwd=tmp_path)  # at target: runs nothing
+    assert allowed.returncode == 0, allowed.stderr

@@ -17,6 +17,7 @@ from tuner.preset import Preset
 from tuner.space import load_space
 from tuner.study import (
     BASELINES,
+    InProcess,
     StudySpec,
     best_preset,
     counted_trials,
@@ -42,7 +43,7 @@ def study_db(tmp_path_factory, model_path, engine) -> Path:
         spec,
         name="s3",
         storage=open_storage(f"sqlite:///{db}"),
-        engine=engine,
+        runner=InProcess(engine),
         machine=describe_machine().to_dict(),
         on_progress=progress.append,
     )
@@ -109,7 +110,7 @@ def test_resume_reaches_its_new_target_and_keeps_earlier_trials(study_db, tmp_pa
     shutil.copy(study_db, db)
     before = {t.number: (t.value, t.params) for t in _load(db).trials}
     study = _load(db)
-    resume_study(study, engine=engine, space=load_space("cpu"), trials=4)
+    resume_study(study, runner=InProcess(engine), space=load_space("cpu"), trials=4)
     after = _load(db)
     assert len(counted_trials(after)) == 4
     assert after.user_attrs["target_trials"] == 4
@@ -120,7 +121,7 @@ def test_resume_reaches_its_new_target_and_keeps_earlier_trials(study_db, tmp_pa
 def test_resume_at_target_runs_nothing(study_db, tmp_path, engine):
     db = tmp_path / "copy.db"
     shutil.copy(study_db, db)
-    resume_study(_load(db), engine=engine, space=load_space("cpu"))
+    resume_study(_load(db), runner=InProcess(engine), space=load_space("cpu"))
     assert len(_load(db).trials) == 3
 
 
@@ -148,7 +149,7 @@ def test_start_refuses_an_existing_study(study_db, tmp_path, model_path, engine)
     shutil.copy(study_db, db)
     spec = StudySpec(model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"), workload=SMALL, trials=3)
     with pytest.raises(StudyError, match="tune resume s3"):
-        start_study(spec, name="s3", storage=open_storage(f"sqlite:///{db}"), engine=engine, machine={})
+        start_study(spec, name="s3", storage=open_storage(f"sqlite:///{db}"), runner=InProcess(engine), machine={})
 
 
 def test_missing_study_names_the_existing_ones(study_db):

@@ -48,10 +48,16 @@ def _workload(prompt_tokens: int, gen_tokens: int, repeats: int) -> Any:
     return Workload(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats)
 
 
-def _engine(model_path: Path) -> Any:
-    from tuner.engine import Engine
+TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")
 
-    return Engine(model_path)
+
+def _worker(model_path: Path, timeout_s: float) -> Any:
+    """Trials run in a worker process: a llama.cpp abort or OOM fails one trial, not the study."""
+    from tuner.worker import Worker
+
+    if timeout_s <= 0:
+        raise ConfigError(f"--trial-timeout {timeout_s} must be positive", "use a number of seconds, e.g. 600")
+    return Worker(model_path, timeout_s=timeout_s)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -69,18 +75,22 @@ def start(
     prompt_tokens: int = PromptOpt,
     gen_tokens: int = GenOpt,
     repeats: int = RepeatsOpt,
+    trial_timeout: float = TimeoutOpt,
 ) -> None:
     """Start a new study: baselines first, then the search; prints progress and a results table."""
     from tuner import hardware, models, space as spaces, study as studies
+    from tuner.gguf import read_gguf_info
 
     if trials < 1:
         raise StudyError(f"--trials {trials} asks for no trial", "use --trials 1 or more")
     workload = _workload(prompt_tokens, gen_tokens, repeats)
     model_path = models.resolve_model(model)
     machine = hardware.describe_machine()
-    search_space = spaces.load_space(space or spaces.default_space_name(machine.gpu_offload))
+    if space:
+        search_space, why = spaces.load_space(space), "chosen with --space"
+    else:
+        search_space, why = spaces.choose_space(machine, read_gguf_info(model_path))
     search_space.for_workload(workload.n_ctx_needed)  # fail before creating anything
-    storage_obj = studies.open_storage(storage)
     name = study or _default_study_name(model_path)
     spec = studies.StudySpec(
         model=model_path,
@@ -90,21 +100,23 @@ def start(
         trials=trials,
         seed=seed,
     )
-    engine = _engine(model_path)
-    engine.load(engine.config)  # a model llama.cpp cannot load fails here, before the study exists
-    typer.echo(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
-    typer.echo(f"machine: {machine.summary()}; space: {search_space.name} ({search_space.source})")
-    typer.echo(
-        f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, "
-        f"1 warm-up + {workload.repeats} repetitions per trial; objective: decode tok/s (median)"
-    )
-    result = _interruptible(
-        lambda: studies.start_study(
-            spec, name=name, storage=storage_obj, engine=engine, machine=machine.to_dict(), on_progress=_print_progress
-        ),
-        name,
-        storage,
-    )
+    with _worker(model_path, trial_timeout) as worker:
+        worker.start()  # a model llama.cpp cannot load fails here, before any storage is touched
+        storage_obj = studies.open_storage(storage)
+        typer.echo(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
+        typer.echo(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
+        typer.echo(f"space: {search_space.name} ({search_space.source}): {why}")
+        typer.echo(
+            f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, "
+            f"1 warm-up + {workload.repeats} repetitions per trial; objective: decode tok/s (median)"
+        )
+        result = _interruptible(
+            lambda: studies.start_study(
+                spec, name=name, storage=storage_obj, runner=worker, machine=machine.to_dict(), on_progress=_print_progress
+            ),
+            name,
+            storage,
+        )
     _print_summary(result, storage)
 
 
@@ -115,6 +127,7 @@ def resume(
     storage: Optional[str] = StorageOpt,
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
     allow_other_hardware: bool = typer.Option(False, "--allow-other-hardware", help="Resume on a machine with another fingerprint."),
+    trial_timeout: float = TimeoutOpt,
 ) -> None:
     """Continue a stopped or crashed study until it holds its target number of trials."""
     from tuner import hardware, models, space as spaces, study as studies
@@ -125,23 +138,26 @@ def resume(
     study_obj = studies.load_study(name, storage_obj)
     model_path = _study_model(study_obj, model)
     machine = hardware.describe_machine()
-    recorded = (study_obj.user_attrs.get("machine") or {}).get("fingerprint")
-    if recorded and recorded != machine.fingerprint and not allow_other_hardware:
-        raise StudyError(
-            f"study '{name}' was started on another machine (fingerprint {recorded}, this one {machine.fingerprint})",
-            "results from different hardware must not mix: start a new study, or pass --allow-other-hardware",
-        )
+    studies.check_machine(study_obj, machine, allow_other_hardware)
     recorded_space = study_obj.user_attrs["space"]
     search_space = spaces.parse_space(recorded_space["text"], source=recorded_space["source"])
-    engine = _engine(model_path)
     target = trials or int(study_obj.user_attrs["target_trials"])
     done = len(studies.counted_trials(study_obj))
     typer.echo(f"resuming study '{name}': {done}/{target} trials done")
-    result = _interruptible(
-        lambda: studies.resume_study(study_obj, engine=engine, space=search_space, trials=trials, on_progress=_print_progress),
-        name,
-        storage,
-    )
+    with _worker(model_path, trial_timeout) as worker:
+        result = _interruptible(
+            lambda: studies.resume_study(
+                study_obj,
+                runner=worker,
+                space=search_space,
+                trials=trials,
+                machine=machine,
+                allow_other_hardware=allow_other_hardware,
+                on_progress=_print_progress,
+            ),
+            name,
+            storage,
+        )
     _print_summary(result, storage)
 
 
@@ -230,6 +246,52 @@ def bench(
     typer.echo(_table(["metric", "median", "IQR", "samples"], rows))
     if result.clamped:
         typer.echo("clamped by llama.cpp: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.clamped.items()))
+
+
+@app.command()
+def doctor(
+    model: Optional[Path] = ModelOpt,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Describe this machine as the tuner sees it: CPU, GPUs (NVML), llama.cpp build, fingerprint, space."""
+    from tuner import hardware, models, space as spaces
+    from tuner.gguf import read_gguf_info
+
+    machine = hardware.describe_machine()
+    model_path = models.resolve_model(model)
+    info = read_gguf_info(model_path)
+    space, why = spaces.choose_space(machine, info)
+    report = {
+        "cpu": {
+            "model": machine.cpu_model,
+            "physical_cores": machine.physical_cores,
+            "logical_cores": machine.logical_cores,
+            "ram_gib": machine.ram_gib,
+        },
+        "gpus": [vars(g) for g in machine.gpus],
+        "nvml": machine.nvml_status,
+        "gpu_offload": machine.gpu_offload,
+        "llama_cpp": {"version": machine.llama_cpp_version, "system_info": machine.llama_system_info},
+        "platform": machine.platform,
+        "fingerprint": machine.fingerprint,
+        "model": {"path": str(model_path), "architecture": info.architecture, "layers": info.n_layers, "mib": round(info.file_bytes / 2**20, 1)},
+        "space": {"name": space.name, "source": space.source, "why": why},
+    }
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    cpu = report["cpu"]
+    typer.echo(f"CPU:         {cpu['model']} — {cpu['physical_cores']} physical / {cpu['logical_cores']} logical cores, {cpu['ram_gib']} GiB RAM")
+    if machine.gpus:
+        for g in machine.gpus:
+            typer.echo(f"GPU {g.index}:       {g.name}, {g.vram_free_mib}/{g.vram_total_mib} MiB free, compute {g.compute_capability}, driver {g.driver}")
+    else:
+        typer.echo(f"GPU:         none ({machine.nvml_status})")
+    typer.echo(f"llama.cpp:   llama-cpp-python {machine.llama_cpp_version}, GPU offload {'yes' if machine.gpu_offload else 'no'}")
+    typer.echo(f"             {machine.llama_system_info}")
+    typer.echo(f"model:       {model_path.name} ({info.architecture}, {info.n_layers} layers, {report['model']['mib']} MiB)")
+    typer.echo(f"fingerprint: {machine.fingerprint}")
+    typer.echo(f"space:       {space.name} — {why}")
 
 
 @app.command()
@@ -343,13 +405,17 @@ def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = T
                 ratio,
                 f"{row.prompt.median:.0f} ± {row.prompt.iqr:.0f}",
                 f"{row.ttft.median:.0f}",
+                _telemetry_cell(row.telemetry),
                 f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
                 f"fa={'on' if cfg['flash_attn'] else 'off'} kv={_kv(cfg)} top_k={cfg['top_k']}",
             ]
         )
     if rows:
         typer.echo(
-            _table(["config", "trial", "decode tok/s (median ± IQR)", "vs defaults", "prompt tok/s", "TTFT ms", "settings"], rows)
+            _table(
+                ["config", "trial", "decode tok/s (median ± IQR)", "vs defaults", "prompt tok/s", "TTFT ms", "memory", "settings"],
+                rows,
+            )
         )
         n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
         typer.echo(f"(median and interquartile range over {n} repetitions after a warm-up pass)")
@@ -363,6 +429,19 @@ def _redacted(storage: str) -> str:
     from tuner.study import redact
 
     return redact(storage)
+
+
+def _telemetry_cell(telemetry: dict[str, Any]) -> str:
+    """Peak RSS, plus peak VRAM and energy per token when a GPU was watched."""
+    cell = f"RSS {telemetry['peak_rss_mib']:.0f} MiB" if telemetry.get("peak_rss_mib") else "-"
+    gpu = telemetry.get("gpu")
+    if gpu:
+        cell += f", VRAM {gpu['peak_vram_used_mib']:.0f} MiB"
+        if gpu.get("mean_power_w") is not None:
+            cell += f", {gpu['mean_power_w']:.0f} W"
+        if gpu.get("energy_per_token_j") is not None:
+            cell += f", {gpu['energy_per_token_j']:.3f} J/tok"
+    return cell
 
 
 def _kv(cfg: dict[str, Any]) -> str:

@@ -13,7 +13,15 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
 
-__all__ = ["GpuInfo", "Machine", "describe_machine", "logical_cores", "physical_cores"]
+__all__ = [
+    "GpuInfo",
+    "Machine",
+    "describe_machine",
+    "different_machine",
+    "logical_cores",
+    "nvidia_gpus",
+    "physical_cores",
+]
 
 
 @dataclass(frozen=True)
@@ -49,6 +57,9 @@ class Machine:
             "ram_gib": round(self.ram_gib),
             "gpu_offload": self.gpu_offload,
             "gpus": [(g.name, g.vram_total_mib, g.compute_capability) for g in self.gpus],
+            # a different llama.cpp build is a different engine: its numbers must not mix either
+            "llama_cpp": self.llama_cpp_version,
+            "build": self.llama_system_info,
         }
         return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -168,3 +179,21 @@ def describe_machine() -> Machine:
         gpus=gpus,
         nvml_status=status,
     )
+
+
+def different_machine(recorded: dict[str, Any] | None, current: Machine) -> str | None:
+    """Why ``current`` is not the machine described by ``recorded`` (a Machine.to_dict()), or None."""
+    if not recorded or not recorded.get("fingerprint"):
+        return None
+    if recorded["fingerprint"] == current.fingerprint:
+        return None
+    changed = [
+        key
+        for key in ("cpu_model", "logical_cores", "physical_cores", "gpu_offload", "llama_cpp_version", "llama_system_info")
+        if recorded.get(key) != getattr(current, key)
+    ]
+    recorded_gpus = [g.get("name") for g in recorded.get("gpus", [])]
+    if recorded_gpus != [g.name for g in current.gpus]:
+        changed.append("gpus")
+    detail = ", ".join(changed) or "hardware facts"
+    return f"fingerprint {recorded['fingerprint']} vs this machine's {current.fingerprint} (differs in {detail})"

@@ -14,6 +14,7 @@ from typing import Any
 
 from tuner.engine import Engine, EngineConfig, Generation
 from tuner.errors import ConfigError
+from tuner.telemetry import Telemetry
 
 __all__ = ["Stat", "Workload", "Measurement", "measure", "WORKLOAD_TEXT"]
 
@@ -119,6 +120,7 @@ class Measurement:
     workload: Workload
     config: EngineConfig  # the effective (resolved and clamped) config that ran
     clamped: dict[str, tuple[Any, Any]]
+    telemetry: dict[str, Any] = field(default_factory=dict)  # peak RSS; GPU VRAM/util/power/energy
 
     METRICS = ("prompt_tok_s", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s", "ttft_ms", "sample_us_per_tok")
 
@@ -128,12 +130,24 @@ class Measurement:
         wall = self.wall_decode_tok_s.median
         return abs(self.decode_tok_s.median - wall) / wall if wall else float("inf")
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """The inverse of :meth:`to_dict` (how a worker process hands its result back)."""
+        return cls(
+            **{name: Stat.from_dict(data[name]) for name in cls.METRICS},
+            workload=Workload.from_dict(data["workload"]),
+            config=EngineConfig.from_dict(data["effective"]),
+            clamped={key: tuple(pair) for key, pair in data["clamped"].items()},
+            telemetry=dict(data.get("telemetry") or {}),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {name: getattr(self, name).to_dict() for name in self.METRICS}
         data["counter_wall_gap"] = self.counter_wall_gap
         data["workload"] = self.workload.to_dict()
         data["effective"] = self.config.to_dict()
         data["clamped"] = {key: list(pair) for key, pair in self.clamped.items()}
+        data["telemetry"] = self.telemetry
         return data
 
 
@@ -160,8 +174,9 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload) -> Measure
         prompt = prompt_tokens(session.tokenize(WORKLOAD_TEXT), workload.prompt_tokens)
         for _ in range(workload.warmup):
             session.generate(prompt, workload.gen_tokens, stop_at_eos=False)
-        for _ in range(workload.repeats):
-            runs.append(session.generate(prompt, workload.gen_tokens, stop_at_eos=False))
+        with Telemetry() as telemetry:
+            for _ in range(workload.repeats):
+                runs.append(session.generate(prompt, workload.gen_tokens, stop_at_eos=False))
     return Measurement(
         prompt_tok_s=Stat.of([r.n_prompt / r.prompt_ms * 1000 for r in runs]),
         decode_tok_s=Stat.of([r.n_eval / (r.eval_ms + r.sample_ms) * 1000 for r in runs]),
@@ -172,6 +187,7 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload) -> Measure
         workload=workload,
         config=effective,
         clamped=clamped,
+        telemetry=telemetry.summary(tokens=sum(r.n_eval for r in runs)),
     )
 
 

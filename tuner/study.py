@@ -9,15 +9,16 @@ even outside the search space: llama-cpp-python's defaults, and the RTX 4090 gui
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tuner.engine import Engine, EngineConfig
 from tuner.errors import ConfigError, EngineError, StorageError, StudyError
@@ -27,11 +28,14 @@ from tuner.space import SearchSpace
 __all__ = [
     "BASELINES",
     "DEFAULT_STORAGE",
+    "InProcess",
+    "Runner",
     "Progress",
     "Row",
     "StudySpec",
     "Summary",
     "TrialFailed",
+    "check_machine",
     "counted_trials",
     "list_studies",
     "load_study",
@@ -147,9 +151,7 @@ def open_storage(url: str | None = None, *, must_exist: bool = False) -> Any:
     import optuna
 
     try:
-        with warnings.catch_warnings():
-            # heartbeats are marked experimental in optuna; they are what makes crash recovery work
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with _no_experimental_warnings():  # heartbeats are what makes crash recovery work
             return optuna.storages.RDBStorage(
                 url,
                 engine_kwargs=engine_kwargs,
@@ -187,6 +189,16 @@ def _check_sqlite_path(database: str | None, shown: str, must_exist: bool) -> No
         raise StorageError(f"the directory {path.parent} is not writable", "run from a writable directory or pass --storage")
 
 
+@contextlib.contextmanager
+def _no_experimental_warnings() -> Iterator[None]:
+    """Optuna flags heartbeats, grouped TPE and metric names as experimental; users need not see that."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
 def load_study(name: str, storage: Any, *, seed: int | None = None) -> Any:
     """Load an existing study, or raise a StudyError that lists the ones that exist."""
     import optuna
@@ -208,8 +220,7 @@ def list_studies(storage: Any) -> list[Any]:
 def _sampler(seed: int | None) -> Any:
     import optuna
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    with _no_experimental_warnings():
         # group=True: baselines carry no searched params, and kv_type is conditional; grouping keeps
         # the multivariate model over the knobs that do appear together.
         return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True, n_startup_trials=10)
@@ -220,7 +231,7 @@ def start_study(
     *,
     name: str,
     storage: Any,
-    engine: Engine,
+    runner: Runner,
     machine: dict[str, Any],
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Any:
@@ -229,6 +240,7 @@ def start_study(
 
     if spec.trials < 1:
         raise StudyError(f"--trials {spec.trials} asks for no trial", "use --trials 1 or more")
+    optuna.logging.set_verbosity(logging.ERROR)  # progress is reported through on_progress
     try:
         study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=_sampler(spec.seed))
     except optuna.exceptions.DuplicatedStudyError:
@@ -236,7 +248,8 @@ def start_study(
             f"study '{name}' already exists in {redact(storage.url)}",
             f"continue it with `tune resume {name}`, or choose another name with --study",
         ) from None
-    study.set_metric_names([OBJECTIVE])
+    with _no_experimental_warnings():
+        study.set_metric_names([OBJECTIVE])
     attrs = {
         "model_path": str(spec.model),
         "model_sha256": spec.model_sha256,
@@ -252,25 +265,45 @@ def start_study(
         study.set_user_attr(key, value)
     for label, config in BASELINES.items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
-    return _run(study, spec.trials, engine, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
+    return _run(study, spec.trials, runner, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
 
 
 def resume_study(
     study: Any,
     *,
-    engine: Engine,
+    runner: Runner,
     space: SearchSpace,
     trials: int | None = None,
+    machine: Any = None,
+    allow_other_hardware: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> Any:
-    """Continue ``study`` until it holds ``trials`` counted trials (default: its own target)."""
+    """Continue ``study`` until it holds ``trials`` counted trials (default: its own target).
+
+    Args:
+        machine: this machine (:class:`tuner.hardware.Machine`); a study started on another
+            machine is refused unless ``allow_other_hardware``.
+    """
+    check_machine(study, machine, allow_other_hardware)
     target = trials or int(study.user_attrs["target_trials"])
     if target < 1:
         raise StudyError(f"--trials {target} asks for no trial", "use --trials 1 or more")
     if trials and trials > int(study.user_attrs["target_trials"]):
         study.set_user_attr("target_trials", trials)
     workload = Workload.from_dict(study.user_attrs["workload"])
-    return _run(study, target, engine, space.for_workload(workload.n_ctx_needed), workload, on_progress)
+    return _run(study, target, runner, space.for_workload(workload.n_ctx_needed), workload, on_progress)
+
+
+def check_machine(study: Any, machine: Any, allow_other_hardware: bool = False) -> None:
+    """Refuse to add trials from a machine other than the one the study was started on."""
+    from tuner.hardware import describe_machine, different_machine
+
+    why = different_machine(study.user_attrs.get("machine"), machine or describe_machine())
+    if why and not allow_other_hardware:
+        raise StudyError(
+            f"study '{study.study_name}' was started on another machine: {why}",
+            "results from different hardware must not mix: start a new study here, or pass --allow-other-hardware",
+        )
 
 
 def counted_trials(study: Any) -> list[Any]:
@@ -291,19 +324,34 @@ def counted_trials(study: Any) -> list[Any]:
 def _run(
     study: Any,
     target: int,
-    engine: Engine,
+    runner: Runner,
     space: SearchSpace,
     workload: Workload,
     on_progress: Callable[[Progress], None] | None,
 ) -> Any:
+    """Run trials until the study holds ``target`` counted trials.
+
+    Safe with several processes on one study: each re-counts before every trial, and when the
+    trials still missing are already RUNNING elsewhere it waits for them instead of overshooting.
+    """
     import optuna
 
     optuna.logging.set_verbosity(logging.ERROR)  # progress is reported through on_progress
     # Resumed runs continue the random stream instead of repeating the first run's startup trials.
     study.sampler = _sampler(None if study.user_attrs.get("seed") is None else study.user_attrs["seed"] + len(study.trials))
-    objective = _objective(engine, space, workload)
+    _requeue_interrupted(study)
+    objective = _objective(runner, space, workload, study.user_attrs.get("model_sha256", ""), target)
     started, run_here = time.monotonic(), 0
-    while (done := len(counted_trials(study))) < target:
+    while True:
+        with _no_experimental_warnings():
+            optuna.storages.fail_stale_trials(study)  # a dead process's RUNNING trial -> FAIL + re-enqueued
+        done = len(counted_trials(study))
+        if done >= target:
+            break
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if done + running >= target:
+            time.sleep(HEARTBEAT_INTERVAL_S)  # the last trials are running in another process
+            continue
         finished: list[Any] = []
         study.optimize(
             objective,
@@ -315,9 +363,21 @@ def _run(
         run_here += 1
         if on_progress and finished:
             elapsed = time.monotonic() - started
-            remaining = target - len(counted_trials(study))
+            remaining = max(target - len(counted_trials(study)), 0)
             on_progress(_progress(study, finished[0], target, remaining, elapsed / run_here))
     return study
+
+
+def _requeue_interrupted(study: Any) -> None:
+    """Trials stopped by Ctrl-C run again (a baseline in particular must not go missing)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted") and trial.number not in retried:
+            keep = {key: trial.user_attrs[key] for key in ("baseline", "baseline_config") if key in trial.user_attrs}
+            study.enqueue_trial(trial.params, user_attrs={**keep, "retry_of": trial.number})
 
 
 def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: float) -> Progress:
@@ -334,32 +394,83 @@ def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: 
         best_value=best.value if best else None,
         best_number=best.number if best else None,
         eta_s=remaining * per_trial_s,
-        reason=trial.user_attrs.get("fail_reason", ""),
+        reason=trial.user_attrs.get("fail_reason", "")
+        or ("another process took the last trial slot" if trial.user_attrs.get("surplus") else ""),
     )
 
 
-def _objective(engine: Engine, space: SearchSpace, workload: Workload) -> Callable[[Any], float]:
+class Runner(Protocol):
+    """Measures one configuration: :class:`InProcess` or :class:`tuner.worker.Worker`."""
+
+    def measure(self, config: EngineConfig, workload: Workload) -> Measurement: ...
+
+
+class InProcess:
+    """Runs trials in this process: fastest, but a llama.cpp abort takes the process down.
+
+    The CLI uses :class:`tuner.worker.Worker` instead; the library and its tests may use this.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
+        return measure(self.engine, config, workload)
+
+
+def _objective(
+    runner: Runner, space: SearchSpace, workload: Workload, model_sha: str, target: int
+) -> Callable[[Any], float]:
+    import optuna
+
+    from tuner.worker import WorkerFailed
+
     def objective(trial: Any) -> float:
+        if _surplus(trial, target):
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("another process took the last trial slot")
         if "baseline" in trial.user_attrs:
             config = EngineConfig.from_dict(trial.user_attrs["baseline_config"])
         else:
             config, _ = space.suggest(trial)
         trial.set_user_attr("config", config.to_dict())
         try:
-            result = measure(engine, config, workload)
+            result = runner.measure(config, workload)
         except (ConfigError, EngineError) as exc:
-            trial.set_user_attr("fail_reason", str(exc))
-            raise TrialFailed(str(exc)) from exc
-        _record(trial, result, engine)
+            return _fail(trial, str(exc))
+        except WorkerFailed as exc:
+            trial.set_user_attr("llama_log_tail", exc.log_tail)
+            return _fail(trial, exc.reason)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # optuna marks it FAIL; resume runs it again
+            raise
+        _record(trial, result, model_sha)
         return result.decode_tok_s.median
 
     return objective
 
 
-def _record(trial: Any, result: Measurement, engine: Engine) -> None:
+def _surplus(trial: Any, target: int) -> bool:
+    """True when processes sharing the study already fill the target without this trial.
+
+    Two processes can both see one free slot and both start a trial; the one with the lower
+    trial number keeps the slot, the other stops before measuring anything.
+    """
+    from optuna.trial import TrialState
+
+    study = trial.study
+    ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < trial.number]
+    return len(counted_trials(study)) + len(ahead) >= target
+
+
+def _fail(trial: Any, reason: str) -> float:
+    trial.set_user_attr("fail_reason", reason)
+    raise TrialFailed(reason)
+
+
+def _record(trial: Any, result: Measurement, model_sha: str) -> None:
     """Everything a reader of this trial needs later: medians, IQRs, raw samples, context."""
     from tuner.hardware import describe_machine
-    from tuner.models import model_sha256
 
     machine = describe_machine()
     trial.set_user_attr("measurement", result.to_dict())
@@ -369,7 +480,7 @@ def _record(trial: Any, result: Measurement, engine: Engine) -> None:
         trial.set_user_attr(f"{name}_iqr", round(stat.iqr, 3))
     trial.set_user_attr("kv_type", result.config.kv_type)
     trial.set_user_attr("llama_cpp_version", machine.llama_cpp_version)
-    trial.set_user_attr("model_sha256", model_sha256(engine.model_path))
+    trial.set_user_attr("model_sha256", model_sha)
     trial.set_user_attr("machine", {"summary": machine.summary(), "fingerprint": machine.fingerprint})
 
 
@@ -392,6 +503,7 @@ class Row:
     ttft: Stat
     config: dict[str, Any]
     ratio_vs_defaults: float | None = None
+    telemetry: dict[str, Any] = field(default_factory=dict)
 
     def within_noise_of(self, other: Row) -> bool:
         """True when the decode medians differ by less than the larger of the two IQRs: a tie."""
@@ -412,6 +524,7 @@ class Row:
             ttft=Stat.from_dict(m["ttft_ms"]),
             config=m["effective"],
             ratio_vs_defaults=ratio,
+            telemetry=m.get("telemetry") or {},
         )
 
 
@@ -489,6 +602,7 @@ def best_preset(study: Any) -> Any:
         "prompt_tok_s": {"median": round(best.prompt.median, 2), "iqr": round(best.prompt.iqr, 2)},
         "ttft_ms": {"median": round(best.ttft.median, 2), "iqr": round(best.ttft.iqr, 2)},
         "workload": dict(study.user_attrs["workload"]),
+        "telemetry": best.telemetry,
     }
     for label, row in summary.baselines.items():
         measured[f"vs_{label}"] = round(best.decode.median / row.decode.median, 3)

@@ -1,0 +1,87 @@
+"""Trials in a worker process: real faults (SIGKILL, timeout) fail one trial, never the study."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import optuna
+import pytest
+
+from tests.conftest import SMALL
+from tuner.engine import EngineConfig
+from tuner.errors import ConfigError, ModelError
+from tuner.hardware import describe_machine
+from tuner.measure import Workload
+from tuner.models import model_sha256
+from tuner.space import load_space
+from tuner.study import StudySpec, counted_trials, open_storage, start_study
+from tuner.worker import Worker, WorkerFailed
+
+
+def test_worker_measures_and_keeps_the_model_loaded(model_path):
+    with Worker(model_path) as worker:
+        first = worker.measure(EngineConfig(n_threads=2), SMALL)
+        pid = worker.pid
+        second = worker.measure(EngineConfig(n_threads=1, n_ctx=1024), SMALL)
+        assert worker.pid == pid, "a context-only change restarted the worker"
+    assert first.decode_tok_s.median > 0 and second.config.n_ctx == 1024
+    assert len(first.decode_tok_s.samples) == SMALL.repeats
+
+
+def test_refused_config_comes_back_as_its_own_error_and_the_worker_lives_on(model_path):
+    with Worker(model_path) as worker:
+        worker.start()
+        pid = worker.pid
+        with pytest.raises(ConfigError, match="below the"):
+            worker.measure(EngineConfig(n_ctx=256, n_batch=256), Workload(prompt_tokens=250, gen_tokens=16))
+        assert worker.pid == pid
+
+
+def test_a_model_llama_cpp_cannot_load_fails_at_start(tmp_path, model_path):
+    truncated = tmp_path / "t.gguf"
+    truncated.write_bytes(model_path.read_bytes()[: 1 << 20])
+    with Worker(truncated) as worker, pytest.raises(ModelError, match="could not load"):
+        worker.start()
+
+
+def test_timeout_kills_the_worker_and_the_next_trial_gets_a_fresh_one(model_path):
+    with Worker(model_path, timeout_s=0.5) as worker:
+        worker.start()
+        pid = worker.pid
+        with pytest.raises(WorkerFailed, match="timed out after"):
+            worker.measure(EngineConfig(n_threads=1, n_ctx=1024), Workload(prompt_tokens=256, gen_tokens=256))
+        worker.timeout_s = 120
+        assert worker.measure(EngineConfig(n_threads=2), SMALL).decode_tok_s.median > 0
+        assert worker.pid != pid and worker.restarts == 1
+
+
+class _KillOnce:
+    """Runs trials in a real Worker; during the 3rd trial it SIGKILLs the worker process."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker, self.calls = worker, 0
+
+    def measure(self, config, workload):
+        self.calls += 1
+        if self.calls == 3:
+            threading.Timer(0.3, os.kill, (self.worker.pid, signal.SIGKILL)).start()
+        return self.worker.measure(config, workload)
+
+
+def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, model_path):
+    spec = StudySpec(
+        model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"),
+        workload=Workload(prompt_tokens=64, gen_tokens=32, repeats=3), trials=4, seed=3,
+    )
+    storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
+    with Worker(model_path) as worker:
+        study = start_study(spec, name="k", storage=storage, runner=_KillOnce(worker), machine=describe_machine().to_dict())
+        assert worker.restarts == 1
+    failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
+    assert len(failed) == 1
+    assert "killed by SIGKILL" in failed[0].user_attrs["fail_reason"]
+    assert isinstance(failed[0].user_attrs["llama_log_tail"], list)
+    assert len(counted_trials(study)) == 4
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3

@@ -1,0 +1,205 @@
+"""Trials in a worker process, so that llama.cpp aborting or running out of memory cannot take the
+study down.
+
+The parent (which runs Optuna) sends one measurement request at a time over a pipe; the worker
+keeps the model loaded across requests with the same load-time params, so isolation does not cost
+a model reload per trial. A worker that dies (signal, abort, OOM) or exceeds the per-trial timeout
+is reported as :class:`WorkerFailed` with the reason and the last lines of llama.cpp's log; the
+next request starts a fresh worker.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from tuner.engine import EngineConfig
+from tuner.errors import TunerError
+from tuner.measure import Measurement, Workload
+
+__all__ = ["Worker", "WorkerFailed", "DEFAULT_TRIAL_TIMEOUT_S"]
+
+DEFAULT_TRIAL_TIMEOUT_S = 600.0
+LOG_TAIL_LINES = 8
+_START_TIMEOUT_S = 120.0
+
+
+class WorkerFailed(Exception):
+    """The worker process died or timed out during a trial; ``reason`` says how."""
+
+    def __init__(self, reason: str, log_tail: list[str]) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.log_tail = log_tail
+
+
+class Worker:
+    """A spawned process that measures configurations on one model.
+
+    Example:
+        >>> with Worker(model_path) as worker:
+        ...     result = worker.measure(EngineConfig(n_threads=2), Workload())
+    """
+
+    def __init__(self, model_path: str | Path, *, timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S) -> None:
+        self.model_path = str(model_path)
+        self.timeout_s = timeout_s
+        self._process: Any = None
+        self._conn: Any = None
+        self._log_path = Path(tempfile.mkstemp(prefix="tuner-llama-", suffix=".log")[1])
+        self.starts = 0
+
+    @property
+    def restarts(self) -> int:
+        """Fresh workers started after the first (each one replaced a dead or timed-out worker)."""
+        return max(self.starts - 1, 0)
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
+        """Measure ``config`` in the worker.
+
+        Raises:
+            ConfigError / EngineError: the configuration was refused (the worker lives on).
+            WorkerFailed: the worker died or timed out (it is gone; the next call starts another).
+        """
+        self._ensure_started()
+        try:
+            self._conn.send(("measure", config.to_dict(), workload.to_dict()))
+        except (BrokenPipeError, OSError):
+            raise self._failed("the worker process was gone before the trial started") from None
+        if not self._conn.poll(self.timeout_s):
+            self._kill()
+            raise WorkerFailed(f"trial timed out after {self.timeout_s:.0f} s (worker killed)", self._log_tail())
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, OSError):
+            raise self._failed("the worker process died during the trial") from None
+        if status == "ok":
+            return Measurement.from_dict(payload)
+        raise _error(*payload)
+
+    def start(self) -> None:
+        """Start the worker and load the model now (a model llama.cpp cannot load fails here)."""
+        self._ensure_started()
+
+    def close(self) -> None:
+        """Stop the worker (politely, then by force)."""
+        if self._process is None:
+            return
+        try:
+            self._conn.send(("stop",))
+        except (BrokenPipeError, OSError):
+            pass
+        self._process.join(timeout=5)
+        self._kill()
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+        self._log_path.unlink(missing_ok=True)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _ensure_started(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            return
+        self._kill()
+        self.starts += 1
+        context = multiprocessing.get_context("spawn")  # no fork: llama.cpp threads and locks
+        parent, child = context.Pipe()
+        self._log_path.write_text("")
+        self._process = context.Process(
+            target=_worker_main, args=(child, self.model_path, str(self._log_path)), name="tuner-worker", daemon=True
+        )
+        self._process.start()
+        child.close()
+        self._conn = parent
+        if not parent.poll(_START_TIMEOUT_S):
+            self._kill()
+            raise WorkerFailed(f"the worker did not start within {_START_TIMEOUT_S:.0f} s", self._log_tail())
+        try:
+            status, payload = parent.recv()
+        except (EOFError, OSError):
+            raise self._failed("the worker died while loading the model") from None
+        if status != "ready":
+            self._kill()
+            raise _error(*payload)
+
+    def _failed(self, what: str) -> WorkerFailed:
+        self._process.join(timeout=5)
+        code = self._process.exitcode
+        if code is None:
+            how = "still running"
+        elif code < 0:
+            how = f"killed by {signal.Signals(-code).name}"
+        else:
+            how = f"exit code {code}"
+        self._kill()
+        return WorkerFailed(f"{what} ({how})", self._log_tail())
+
+    def _kill(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self._process.kill()
+        if self._process is not None:
+            self._process.join(timeout=10)
+        if self._conn is not None:
+            self._conn.close()
+        self._process = None
+        self._conn = None
+
+    def _log_tail(self) -> list[str]:
+        try:
+            lines = self._log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        return [line for line in lines if line.strip()][-LOG_TAIL_LINES:]
+
+
+def _error(kind: str, what: str, fix: str) -> TunerError:
+    """Rebuild, in the parent, the error the worker raised (same class, same message)."""
+    from tuner import errors
+
+    cls = getattr(errors, kind, TunerError)
+    return cls(what, fix) if isinstance(cls, type) and issubclass(cls, TunerError) else TunerError(what, fix)
+
+
+def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
+    """The worker's loop: load the model once, then measure until told to stop."""
+    # Ctrl-C is the parent's to handle; the parent then stops this process.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.environ["TUNER_LLAMA_LOG"] = log_path
+    from tuner.engine import Engine
+    from tuner.measure import measure
+
+    engine = Engine(model_path)
+    try:
+        engine.load(engine.config)
+    except TunerError as exc:
+        conn.send(("error", (type(exc).__name__, exc.what, exc.fix)))
+        return
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent is gone
+        if message[0] == "stop":
+            return
+        _, config, workload = message
+        try:
+            reply = ("ok", measure(engine, EngineConfig.from_dict(config), Workload.from_dict(workload)).to_dict())
+        except TunerError as exc:
+            reply = ("error", (type(exc).__name__, exc.what, exc.fix))
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return  # the parent died mid-trial (killed): nobody is left to answer
