@@ -50,6 +50,7 @@ DEFAULT_STORAGE = "sqlite:///studies/tuner.db"
 OBJECTIVE = "decode_tok_s"
 HEARTBEAT_INTERVAL_S = 5
 GRACE_PERIOD_S = 20
+_PIP_NAMES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
 SUPPORTED_DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb", "oracle", "mssql")
 
 # The two baselines every study measures first. "defaults" is what llama_cpp.Llama does when a
@@ -159,8 +160,18 @@ def open_storage(url: str | None = None, *, must_exist: bool = False) -> Any:
                 grace_period=GRACE_PERIOD_S,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
             )
-    except (ImportError, ModuleNotFoundError) as exc:
-        raise StorageError(f"no database driver for '{shown}' ({exc.name})", f"pip install the driver for {dialect}") from None
+    except ImportError as exc:
+        cause = exc.__cause__ or exc.__context__  # optuna wraps the driver's own ImportError
+        missing = getattr(cause, "name", None) or exc.name or "for its driver"
+        raise StorageError(
+            f"no database driver for '{shown}' (Python module {missing} is missing)",
+            f"install it into the tool's environment: .venv/bin/pip install {_PIP_NAMES.get(missing, missing)}",
+        ) from None
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise StorageError(
+            f"SQLAlchemy has no driver '{parsed.drivername}' for '{shown}'",
+            f"use a known driver, e.g. {dialect}:// or sqlite:///studies/tuner.db",
+        ) from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise StorageError(f"cannot open storage '{shown}': {reason}", "check the URL, the server and its credentials") from None

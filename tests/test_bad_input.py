@@ -1,0 +1,125 @@
+"""The bad-input catalogue: one line saying what is wrong and how to fix it, exit code 2, no
+traceback, and the existing storage left exactly as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SMALL_ARGS, run_tune
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, model_path) -> Path:
+    """Storage with three studies: 'base' (1 completed trial), 'empty' (its only trial failed),
+    and 'moved' (started on a copy of the model that was then deleted)."""
+    cwd = tmp_path_factory.mktemp("bad")
+    ok = run_tune("start", "--trials", "1", "--study", "base", *SMALL_ARGS, cwd=cwd)
+    assert ok.returncode == 0, ok.stderr
+    # the defaults baseline's n_ctx (512) cannot hold 600 prompt tokens: its trial fails, recorded
+    empty = run_tune("start", "--trials", "1", "--study", "empty", "--prompt-tokens", "600", "--gen-tokens", "8", cwd=cwd)
+    assert empty.returncode == 0, empty.stderr
+    assert "FAIL: n_ctx=512 is below the 609 tokens" in empty.stdout
+    copy = cwd / "copy.gguf"
+    shutil.copy(model_path, copy)
+    moved = run_tune("start", "--trials", "1", "--study", "moved", "--model", str(copy), *SMALL_ARGS, cwd=cwd)
+    assert moved.returncode == 0, moved.stderr
+    copy.unlink()
+    altered = cwd / "altered.gguf"
+    data = bytearray(model_path.read_bytes())
+    data[-1] ^= 0xFF
+    altered.write_bytes(bytes(data))
+    (cwd / "bad").mkdir()
+    files = {
+        "syntax.yaml": "params:\n  n_threads: {low: 1, high: 2\n",
+        "unknown.yaml": "params:\n  n_treads: {low: 1, high: 2}\n",
+        "minmax.yaml": "params:\n  n_batch: {low: 512, high: 64}\n",
+        "empty.yaml": "params:\n  n_ctx: {choices: []}\n",
+        "types.yaml": "params:\n  flash_attn: {choices: [true, 3]}\n",
+        "notgguf.gguf": "this is text, not a model",
+        "preset-keys.yaml": f"model: {model_path}\nengine: {{n_ctx: 512, cont_batching: true}}\nsampling: {{}}\n",
+        "preset-types.yaml": f"model: {model_path}\nengine: {{n_ctx: lots}}\nsampling: {{}}\n",
+        "notes.db": "not a database",
+    }
+    for name, text in files.items():
+        (cwd / "bad" / name).write_text(text)
+    (cwd / "bad" / "truncated.gguf").write_bytes(model_path.read_bytes()[: 1 << 20])
+    return cwd
+
+
+def _digest(cwd: Path) -> str:
+    return hashlib.sha256((cwd / "studies" / "tuner.db").read_bytes()).hexdigest()
+
+
+CASES = [
+    # (arguments, fragments of the one-line message)
+    (["start", "--model", "bad/missing.gguf"], ["does not exist", "--model"]),
+    (["start", "--model", "bad"], ["is a directory", ".gguf"]),
+    (["start", "--model", "bad/notgguf.gguf"], ["not a GGUF file", "convert"]),
+    (["start", "--model", "bad/truncated.gguf"], ["truncated", "download"]),
+    (["start", "--space", "bad/syntax.yaml"], ["YAML syntax error at line", "fix the YAML"]),
+    (["start", "--space", "bad/unknown.yaml"], ["unknown parameter 'n_treads'", "n_threads"]),
+    (["start", "--space", "bad/minmax.yaml"], ["low=512 is greater than high=64"]),
+    (["start", "--space", "bad/empty.yaml"], ["non-empty list"]),
+    (["start", "--space", "bad/types.yaml"], ["3 has the wrong type for flash_attn", "true or false"]),
+    (["start", "--space", "gpu9000"], ["neither a built-in space", "cpu"]),
+    (["start", "--storage", "not a url"], ["not a valid SQLAlchemy URL"]),
+    (["start", "--storage", "redis://localhost/0"], ["'redis'", "does not support"]),
+    (["start", "--storage", "sqlite:///bad"], ["is a directory"]),
+    (["start", "--storage", "sqlite:///bad/notes.db"], ["not a SQLite database"]),
+    (["start", "--trials", "0"], ["--trials 0"]),
+    (["start", "--trials", "-2"], ["--trials -2"]),
+    (["start", "--repeats", "2"], ["too few", "3 or more"]),
+    (["start", "--prompt-tokens", "100000"], ["no n_ctx choice fits", "shorten the workload"]),
+    (["start", "--trial-timeout", "0"], ["--trial-timeout"]),
+    (["start", "--study", "base"], ["already exists", "tune resume base"]),
+    (["resume", "nope"], ["study 'nope' does not exist", "base"]),
+    (["show", "nope"], ["study 'nope' does not exist"]),
+    (["export", "nope"], ["study 'nope' does not exist"]),
+    (["resume", "base", "--trials", "0"], ["--trials 0"]),
+    (["export", "empty"], ["no completed trial", "tune resume empty"]),
+    (["resume", "moved"], ["does not exist", "pass the study's model file with --model"]),
+    (["resume", "base", "--model", "altered.gguf"], ["is not the model study 'base' was started with"]),
+    (["bench", "--preset", "bad/preset-keys.yaml"], ["unknown engine key 'cont_batching'"]),
+    (["bench", "--preset", "bad/preset-types.yaml"], ["n_ctx='lots' has the wrong type"]),
+    (["bench", "--preset", "bad/none.yaml"], ["does not exist", "tune export"]),
+    (["bench", "--set", "type_v=q8_0"], ["needs flash_attn: true"]),
+    (["bench", "--set", "n_threads"], ["not KEY=VALUE"]),
+    (["list", "--storage", "mysql+nodriver://u:secret@localhost/x"], ["no driver 'mysql+nodriver'"]),
+    (["list", "--storage", "postgresql://u:secret@localhost/x"], ["no database driver", "psycopg"]),
+]
+
+
+@pytest.mark.parametrize(("args", "fragments"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input(workdir, args, fragments):
+    before = _digest(workdir)
+    result = run_tune(*args, cwd=workdir, timeout=120)
+    assert result.returncode == 2, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and " — " in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    assert "secret" not in result.stderr + result.stdout
+    assert _digest(workdir) == before, "the storage changed"
+
+
+def test_studies_directory_that_cannot_be_created(tmp_path):
+    (tmp_path / "studies").write_text("a file where the studies directory should be")
+    result = run_tune("start", "--trials", "1", *SMALL_ARGS, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: cannot create the directory studies")
+    assert (tmp_path / "studies").read_text().startswith("a file")
+
+
+def test_dashboard_port_in_use(workdir):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        result = run_tune("dashboard", "--port", str(busy.getsockname()[1]), cwd=workdir, timeout=60)
+    assert result.returncode == 2 and "pick another --port" in result.stderr
