@@ -18,15 +18,17 @@ def workdir(tmp_path_factory, model_path) -> Path:
     """Storage with three studies: 'base' (1 completed trial), 'empty' (its only trial failed),
     and 'moved' (started on a copy of the model that was then deleted)."""
     cwd = tmp_path_factory.mktemp("bad")
-    ok = run_tune("start", "--trials", "1", "--study", "base", *SMALL_ARGS, cwd=cwd)
+    ok = run_tune("start", "--trials", "1", "--study", "base", *SMALL_ARGS, "--no-quality", cwd=cwd)
     assert ok.returncode == 0, ok.stderr
     # the defaults baseline's n_ctx (512) cannot hold 600 prompt tokens: its trial fails, recorded
-    empty = run_tune("start", "--trials", "1", "--study", "empty", "--prompt-tokens", "600", "--gen-tokens", "8", cwd=cwd)
+    empty = run_tune(
+        "start", "--trials", "1", "--study", "empty", "--prompt-tokens", "600", "--gen-tokens", "8", "--no-quality", cwd=cwd
+    )
     assert empty.returncode == 0, empty.stderr
     assert "FAIL: n_ctx=512 is below the 609 tokens" in empty.stdout
     copy = cwd / "copy.gguf"
     shutil.copy(model_path, copy)
-    moved = run_tune("start", "--trials", "1", "--study", "moved", "--model", str(copy), *SMALL_ARGS, cwd=cwd)
+    moved = run_tune("start", "--trials", "1", "--study", "moved", "--model", str(copy), *SMALL_ARGS, "--no-quality", cwd=cwd)
     assert moved.returncode == 0, moved.stderr
     copy.unlink()
     altered = cwd / "altered.gguf"
@@ -89,6 +91,8 @@ CASES = [
     (["bench", "--preset", "bad/none.yaml"], ["does not exist", "tune export"]),
     (["bench", "--set", "type_v=q8_0"], ["needs flash_attn: true"]),
     (["bench", "--set", "n_threads"], ["not KEY=VALUE"]),
+    (["start", "--quality-budget", "0"], ["--quality-budget 0.0 must be positive"]),
+    (["start", "--accuracy-floor", "1.5"], ["--accuracy-floor 1.5 is outside [0, 1]"]),
     (["list", "--storage", "mysql+nodriver://u:secret@localhost/x"], ["no driver 'mysql+nodriver'"]),
     (["list", "--storage", "postgresql://u:secret@localhost/x"], ["no database driver", "psycopg"]),
 ]

@@ -66,21 +66,24 @@ def test_export_and_bench_the_preset(workdir):
     for key in ("prompt_tok_s", "decode_tok_s"):
         assert {"median", "iqr", "samples"} <= set(data[key])
         assert len(data[key]["samples"]) == 3
-    assert data["effective"]["n_ctx"] >= 41
+    assert data["effective"]["n_ctx"] >= 256  # the quality proxy's evaluation text fits
+    for key in ("kld_mean", "kld_p99", "top1_agreement", "task_accuracy", "gen_nll", "repeat4"):
+        assert isinstance(data[key], float), key
 
 
 def test_bench_with_set(workdir):
-    bench = run_tune("bench", "--set", "n_threads=2", "--set", "flash_attn=true", "--json", *SMALL_ARGS, cwd=workdir)
+    bench = run_tune("bench", "--set", "n_threads=2", "--set", "flash_attn=true", "--json", "--no-quality", *SMALL_ARGS, cwd=workdir)
     assert bench.returncode == 0, bench.stderr
     data = json.loads(bench.stdout)
     assert data["effective"]["n_threads"] == 2 and data["effective"]["flash_attn"] is True
+    assert "kld_mean" not in data
 
 
 def test_resume_to_a_larger_target(workdir, tmp_path):
     import shutil
 
     shutil.copytree(workdir / "studies", tmp_path / "studies")
-    result = run_tune("resume", "cli3", "--trials", "4", cwd=tmp_path)
+    result = run_tune("resume", "cli3", "--trials", "4", cwd=tmp_path)  # the study's quality proxy comes along
     assert result.returncode == 0, result.stderr
     assert "resuming study 'cli3': 3/4" in result.stdout
     assert "[  4/4]" in result.stdout

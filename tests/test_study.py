@@ -65,7 +65,9 @@ def test_three_trial_study_records_three_trials_with_measurements(study_db):
     for t in trials:
         m = t.user_attrs["measurement"]
         assert len(m["decode_tok_s"]["samples"]) == SMALL.repeats
-        assert m["decode_tok_s"]["median"] == pytest.approx(t.value)
+        assert m["decode_tok_s"]["median"] == pytest.approx(t.values[0])
+        assert t.values[1] == pytest.approx(m["quality"]["kld_mean"])
+        assert set(t.user_attrs["constraints"]) == {"kld_mean", "task_accuracy"}
         assert {"median", "iqr", "samples"} <= set(m["prompt_tok_s"])
         assert m["effective"]["n_threads"] >= 1
         assert t.user_attrs["llama_cpp_version"] == llama_cpp.__version__
@@ -95,6 +97,9 @@ def test_study_records_what_it_tunes(study_db, model_path):
     assert attrs["workload"] == SMALL.to_dict()
     assert "n_ubatch" in attrs["space"]["text"]
     assert attrs["machine"]["logical_cores"] >= 1
+    assert attrs["objectives"] == ["decode_tok_s", "kld_mean"]
+    assert attrs["quality_budget"] == {"kld_mean": 0.03, "accuracy_floor": 0.8}
+    assert 0 < attrs["reference"]["greedy_accuracy"] <= 1
 
 
 def test_summary_compares_best_with_baselines(study_db):
@@ -102,20 +107,22 @@ def test_summary_compares_best_with_baselines(study_db):
     assert summary.complete == 3 and summary.failed == 0
     assert set(summary.baselines) == {"defaults", "guide_card"}
     assert summary.baselines["defaults"].ratio_vs_defaults == pytest.approx(1.0)
-    assert summary.best.decode.median >= max(r.decode.median for r in summary.baselines.values())
+    assert summary.best.feasible
+    assert summary.best.decode.median >= max(r.decode.median for r in summary.baselines.values() if r.feasible)
+    assert summary.pareto and all(r.feasible for r in summary.pareto)
 
 
 def test_resume_reaches_its_new_target_and_keeps_earlier_trials(study_db, tmp_path, engine):
     db = tmp_path / "copy.db"
     shutil.copy(study_db, db)
-    before = {t.number: (t.value, t.params) for t in _load(db).trials}
+    before = {t.number: (t.values, t.params) for t in _load(db).trials}
     study = _load(db)
     resume_study(study, runner=InProcess(engine), space=load_space("cpu"), trials=4)
     after = _load(db)
     assert len(counted_trials(after)) == 4
     assert after.user_attrs["target_trials"] == 4
     for number, (value, params) in before.items():
-        assert (after.trials[number].value, after.trials[number].params) == (value, params)
+        assert (after.trials[number].values, after.trials[number].params) == (value, params)
 
 
 def test_resume_at_target_runs_nothing(study_db, tmp_path, engine):

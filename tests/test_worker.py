@@ -73,7 +73,7 @@ class _KillOnce:
 def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, model_path):
     spec = StudySpec(
         model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"),
-        workload=Workload(prompt_tokens=64, gen_tokens=32, repeats=3), trials=4, seed=3,
+        workload=Workload(prompt_tokens=64, gen_tokens=32, repeats=3, quality=False), trials=4, seed=3,
     )
     storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
     with Worker(model_path) as worker:

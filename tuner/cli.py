@@ -40,12 +40,13 @@ StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL of the study s
 PromptOpt = typer.Option(128, "--prompt-tokens", help="Prompt tokens per repetition.")
 GenOpt = typer.Option(64, "--gen-tokens", help="Generated tokens per repetition.")
 RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions per trial (after one warm-up pass); at least 3.")
+NoQualityOpt = typer.Option(False, "--no-quality", help="Skip the quality proxy (speed only; no quality floor).")
 
 
-def _workload(prompt_tokens: int, gen_tokens: int, repeats: int) -> Any:
+def _workload(prompt_tokens: int, gen_tokens: int, repeats: int, no_quality: bool = False) -> Any:
     from tuner.measure import Workload
 
-    return Workload(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats)
+    return Workload(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats, quality=not no_quality)
 
 
 TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")
@@ -76,6 +77,9 @@ def start(
     gen_tokens: int = GenOpt,
     repeats: int = RepeatsOpt,
     trial_timeout: float = TimeoutOpt,
+    quality_budget: float = typer.Option(0.03, "--quality-budget", help="Largest mean KL divergence from the reference a feasible trial may have."),
+    accuracy_floor: float = typer.Option(0.8, "--accuracy-floor", help="Task accuracy a feasible trial needs, as a fraction of greedy decoding's."),
+    no_quality: bool = NoQualityOpt,
 ) -> None:
     """Start a new study: baselines first, then the search; prints progress and a results table."""
     from tuner import hardware, models, space as spaces, study as studies
@@ -83,7 +87,8 @@ def start(
 
     if trials < 1:
         raise StudyError(f"--trials {trials} asks for no trial", "use --trials 1 or more")
-    workload = _workload(prompt_tokens, gen_tokens, repeats)
+    workload = _workload(prompt_tokens, gen_tokens, repeats, no_quality)
+    budget = _budget(quality_budget, accuracy_floor)
     model_path = models.resolve_model(model)
     machine = hardware.describe_machine()
     if space:
@@ -99,6 +104,7 @@ def start(
         workload=workload,
         trials=trials,
         seed=seed,
+        budget=budget,
     )
     with _worker(model_path, trial_timeout) as worker:
         worker.start()  # a model llama.cpp cannot load fails here, before any storage is touched
@@ -108,8 +114,15 @@ def start(
         typer.echo(f"space: {search_space.name} ({search_space.source}): {why}")
         typer.echo(
             f"workload: {workload.prompt_tokens} prompt + {workload.gen_tokens} generated tokens, "
-            f"1 warm-up + {workload.repeats} repetitions per trial; objective: decode tok/s (median)"
+            f"1 warm-up + {workload.repeats} repetitions per trial"
         )
+        if workload.quality:
+            typer.echo(
+                f"objectives: decode tok/s (median, maximize) and mean KLD vs the reference (minimize); feasible when "
+                f"KLD <= {budget.kld_mean} and task accuracy >= {budget.accuracy_floor:.0%} of greedy"
+            )
+        else:
+            typer.echo("objective: decode tok/s (median); no quality proxy (--no-quality)")
         result = _interruptible(
             lambda: studies.start_study(
                 spec, name=name, storage=storage_obj, runner=worker, machine=machine.to_dict(), on_progress=_print_progress
@@ -166,16 +179,18 @@ def list_(storage: Optional[str] = StorageOpt) -> None:
     """List the studies in the storage."""
     from tuner import study as studies
 
-    summaries = studies.list_studies(studies.open_storage(storage, must_exist=True))
+    storage_obj = studies.open_storage(storage, must_exist=True)
+    summaries = studies.list_studies(storage_obj)
     if not summaries:
         typer.echo("no studies yet — start one with `tune start`")
         return
     rows = []
     for s in summaries:
-        best = f"{s.best_trial.value:.1f}" if s.best_trial else "-"
+        fastest = studies.fastest_feasible(studies.load_study(s.study_name, storage_obj))
+        best = f"{fastest.values[0]:.1f}" if fastest else "-"
         target = s.user_attrs.get("target_trials", "?")
         rows.append([s.study_name, f"{s.n_trials}/{target}", best, Path(s.user_attrs.get("model_path", "?")).name, s.user_attrs.get("created", "")])
-    typer.echo(_table(["study", "trials", "best decode tok/s", "model", "created"], rows))
+    typer.echo(_table(["study", "trials", "best feasible decode tok/s", "model", "created"], rows))
 
 
 @app.command()
@@ -188,6 +203,7 @@ def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[
     typer.echo(f"study '{name}': model {Path(attrs['model_path']).name} (sha256 {attrs['model_sha256'][:12]}…)")
     typer.echo(f"machine: {(attrs.get('machine') or {}).get('cpu_model', '?')}; space: {attrs['space']['name']}")
     _print_summary(study_obj, storage, export_hint=True)
+    _print_pareto(study_obj)
 
 
 @app.command()
@@ -206,6 +222,7 @@ def export(
         return
     preset.save(out)
     typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {preset.measured['decode_tok_s']['median']} decode tok/s)")
+    typer.echo(f"picked: {preset.measured['picked']}")
 
 
 @app.command()
@@ -217,15 +234,17 @@ def bench(
     prompt_tokens: int = PromptOpt,
     gen_tokens: int = GenOpt,
     repeats: int = RepeatsOpt,
+    no_quality: bool = NoQualityOpt,
 ) -> None:
     """Measure one configuration (llama-cpp-python defaults unless --preset/--set say otherwise)."""
     from tuner import models
     from tuner.engine import Engine
     from tuner.measure import measure
     from tuner.preset import Preset
+    from tuner.quality import reference_for
     from tuner.space import to_config
 
-    workload = _workload(prompt_tokens, gen_tokens, repeats)
+    workload = _workload(prompt_tokens, gen_tokens, repeats, no_quality)
     values: dict[str, Any] = {}
     model_arg: Any = model
     if preset is not None:
@@ -236,14 +255,24 @@ def bench(
     values.update(_parse_sets(set_))
     config = to_config(values)
     model_path = models.resolve_model(model_arg)
-    result = measure(Engine(model_path), config, workload)
+    engine = Engine(model_path)
+    reference = reference_for(engine, models.model_sha256(model_path)) if workload.quality else None
+    result = measure(engine, config, workload, reference)
     if as_json:
         data = result.to_dict()
         data["model"] = str(model_path)
+        data.update(data.pop("quality") or {})  # kld_mean, kld_p99, top1_agreement, task_accuracy, ...
         typer.echo(json.dumps(data))
         return
     rows = [[name, f"{getattr(result, name).median:.2f}", f"{getattr(result, name).iqr:.2f}", " ".join(f"{x:.1f}" for x in getattr(result, name).samples)] for name in result.METRICS]
     typer.echo(_table(["metric", "median", "IQR", "samples"], rows))
+    if result.quality:
+        q = result.quality
+        typer.echo(
+            f"quality: mean KLD {q.kld_mean:.4f} (p99 {q.kld_p99:.3f}), top-1 agreement {q.top1_agreement:.1%}, "
+            f"task accuracy {q.task_accuracy:.2f} (greedy {reference.greedy_accuracy:.2f}), generated-text NLL "
+            f"{q.gen_nll:.2f}, repeated 4-grams {q.repeat4:.1%} [{q.seconds:.1f} s]"
+        )
     if result.clamped:
         typer.echo("clamped by llama.cpp: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.clamped.items()))
 
@@ -319,6 +348,16 @@ def _default_study_name(model_path: Path) -> str:
     return model_path.stem
 
 
+def _budget(kld: float, floor: float) -> Any:
+    from tuner.quality import QualityBudget
+
+    if kld <= 0:
+        raise ConfigError(f"--quality-budget {kld} must be positive", "use e.g. 0.03 (admits flash attention and q8_0 KV)")
+    if not 0 <= floor <= 1:
+        raise ConfigError(f"--accuracy-floor {floor} is outside [0, 1]", "use e.g. 0.8 (80% of greedy decoding's accuracy)")
+    return QualityBudget(kld_mean=kld, accuracy_floor=floor)
+
+
 def _study_model(study_obj: Any, override: Optional[Path]) -> Path:
     """The study's model file, checked against the sha256 the study was started with."""
     from tuner import models
@@ -380,7 +419,10 @@ def _print_progress(p: Any) -> None:
     head = f"[{p.done:>3}/{p.target}] trial #{p.number:<3} {p.label:<10}"
     best = f"best {p.best_value:6.1f} (#{p.best_number})" if p.best_value is not None else "best -"
     if p.state == "COMPLETE":
-        typer.echo(f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} tok/s   {best}   ETA {eta}")
+        quality = ""
+        if p.kld is not None:
+            quality = f"  kld {p.kld:.4f} acc {p.accuracy:.2f} {'ok' if p.feasible else 'INFEASIBLE'}"
+        typer.echo(f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} tok/s{quality}   {best}   ETA {eta}")
     else:
         typer.echo(f"{head} {p.state}: {p.reason or 'see tune show'}   {best}   ETA {eta}")
 
@@ -395,7 +437,7 @@ def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = T
     for row in ([summary.best] if summary.best else []) + list(summary.baselines.values()):
         cfg = row.config
         ratio = f"{row.ratio_vs_defaults:.2f}x" if row.ratio_vs_defaults is not None else "-"
-        if defaults is not None and row is not defaults and row.within_noise_of(defaults):
+        if defaults is not None and row.number != defaults.number and row.within_noise_of(defaults):
             ratio += " (tie: within noise)"
         rows.append(
             [
@@ -405,30 +447,74 @@ def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = T
                 ratio,
                 f"{row.prompt.median:.0f} ± {row.prompt.iqr:.0f}",
                 f"{row.ttft.median:.0f}",
+                _quality_cell(row),
                 _telemetry_cell(row.telemetry),
-                f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
-                f"fa={'on' if cfg['flash_attn'] else 'off'} kv={_kv(cfg)} top_k={cfg['top_k']}",
+                _settings(cfg),
             ]
         )
     if rows:
         typer.echo(
             _table(
-                ["config", "trial", "decode tok/s (median ± IQR)", "vs defaults", "prompt tok/s", "TTFT ms", "memory", "settings"],
+                ["config", "trial", "decode tok/s (median ± IQR)", "vs defaults", "prompt tok/s", "TTFT ms", "quality", "memory", "settings"],
                 rows,
             )
         )
         n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
         typer.echo(f"(median and interquartile range over {n} repetitions after a warm-up pass)")
+    if summary.best is None and summary.infeasible:
+        typer.echo(f"no trial is within the quality floor ({summary.infeasible} completed trials are outside it)")
+    elif summary.best is not None and summary.best.quality:
+        typer.echo(f"best = fastest of {summary.feasible} trials within the quality floor ({summary.infeasible} outside it)")
     for number, reason in summary.failures[:5]:
         typer.echo(f"failed trial #{number}: {reason}")
     if export_hint and summary.best:
         typer.echo(f"\nexport the best: tune export {summary.name}" + (f" --storage '{_redacted(storage)}'" if storage else "") + " --out preset.yaml")
 
 
+def _print_pareto(study_obj: Any) -> None:
+    """The feasible trials that no other trial beats on both decode speed and KLD."""
+    from tuner.study import summarize
+
+    front = summarize(study_obj).pareto
+    if not front or front[0].quality is None:
+        return
+    rows = []
+    for row in front:
+        q = row.quality
+        rows.append(
+            [
+                f"#{row.number}",
+                f"{row.decode.median:.1f} ± {row.decode.iqr:.1f}",
+                f"{q['kld_mean']:.4f}",
+                f"{q['kld_p99']:.3f}",
+                f"{q['top1_agreement']:.1%}",
+                f"{q['task_accuracy']:.2f}",
+                f"{q['gen_nll']:.2f}",
+                _settings(row.config),
+            ]
+        )
+    typer.echo("\nPareto front (feasible; faster or closer to the reference than every other trial):")
+    typer.echo(_table(["trial", "decode tok/s", "mean KLD", "p99 KLD", "top-1", "accuracy", "gen NLL", "settings"], rows))
+
+
+def _settings(cfg: dict[str, Any]) -> str:
+    return (
+        f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
+        f"fa={'on' if cfg['flash_attn'] else 'off'} kv={_kv(cfg)} T={cfg['temperature']:.2f} top_k={cfg['top_k']}"
+    )
+
+
 def _redacted(storage: str) -> str:
     from tuner.study import redact
 
     return redact(storage)
+
+
+def _quality_cell(row: Any) -> str:
+    if not row.quality:
+        return "-"
+    q = row.quality
+    return f"kld {q['kld_mean']:.4f} acc {q['task_accuracy']:.2f}" + ("" if row.feasible else " INFEASIBLE")
 
 
 def _telemetry_cell(telemetry: dict[str, Any]) -> str:

@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -242,6 +242,7 @@ class Generation:
     ttft_ms: float  # wall: start of the prompt -> first token sampled
     wall_prompt_ms: float
     wall_decode_ms: float  # wall: first token sampled -> last token sampled
+    logprobs: list[float] = field(default_factory=list)  # with score=True: log p of each token
 
 
 class Session:
@@ -255,11 +256,24 @@ class Session:
     def tokenize(self, text: str) -> list[int]:
         return self.engine.model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
 
-    def generate(self, prompt: list[int], max_tokens: int, *, stop_at_eos: bool = True) -> Generation:
+    def generate(
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        *,
+        stop_at_eos: bool = True,
+        seed: int | None = None,
+        stop_text: str | None = None,
+        score: bool = False,
+    ) -> Generation:
         """Evaluate ``prompt`` from an empty KV cache, then sample up to ``max_tokens`` tokens.
 
-        With ``stop_at_eos=False`` exactly ``max_tokens`` tokens are decoded, which is what a
-        throughput measurement needs.
+        Args:
+            stop_at_eos: stop at an end-of-generation token (and at ``stop_text``). With False,
+                exactly ``max_tokens`` tokens are decoded, which is what a throughput measurement needs.
+            seed: sampler seed for this call (default: the config's).
+            stop_text: stop before a token whose text contains this (e.g. a newline).
+            score: also record each sampled token's log-probability under the raw logits.
         """
         import llama_cpp
         from llama_cpp import _internals
@@ -270,9 +284,27 @@ class Session:
                 "raise n_ctx or shorten the workload",
             )
         ctx = self.context.ctx
+        model = self.engine.model
         self.context.kv_cache_clear()  # a fresh pass every time: no prefix reuse between repetitions
-        sampler = self._sampler()
+        sampler = self._sampler(seed)
         batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+        # Measurement: decode exactly max_tokens (max_tokens + 1 sampled); text: sample max_tokens.
+        limit = max_tokens if stop_at_eos else max_tokens + 1
+        logprobs: list[float] = []
+
+        def stops(token: int) -> bool:
+            if not stop_at_eos:
+                return False
+            if llama_cpp.llama_vocab_is_eog(model.vocab, token):
+                return True
+            return bool(stop_text) and stop_text in model.token_to_piece(token).decode("utf-8", errors="ignore")
+
+        def sample() -> int:
+            token = sampler.sample(self.context, -1)
+            if score:
+                logprobs.append(self._raw_logprob(token))
+            return token
+
         try:
             llama_cpp.llama_perf_context_reset(ctx)
             start = time.perf_counter()
@@ -280,28 +312,23 @@ class Session:
                 batch.set_batch(prompt[offset : offset + self.config.n_batch], n_past=offset, logits_all=False)
                 self._decode(batch)
             prompt_done = time.perf_counter()
-            token = sampler.sample(self.context, -1)
+            tokens = [sample()]
             first = time.perf_counter()
-            tokens = [token]
-            vocab = self.engine.model.vocab
-            while len(tokens) <= max_tokens:
-                if stop_at_eos and llama_cpp.llama_vocab_is_eog(vocab, token):
-                    break
-                batch.set_batch([token], n_past=len(prompt) + len(tokens) - 1, logits_all=False)
+            while len(tokens) < limit and not stops(tokens[-1]):
+                batch.set_batch([tokens[-1]], n_past=len(prompt) + len(tokens) - 1, logits_all=False)
                 self._decode(batch)
-                token = sampler.sample(self.context, -1)
-                tokens.append(token)
+                tokens.append(sample())
             end = time.perf_counter()
             perf = llama_cpp.llama_perf_context(ctx)
             sampler_perf = llama_cpp.llama_perf_sampler(sampler.sampler)
         finally:
             batch.close()
             sampler.close()
-        if stop_at_eos and tokens and llama_cpp.llama_vocab_is_eog(vocab, tokens[-1]):
-            tokens = tokens[:-1]
+        if tokens and stops(tokens[-1]):
+            tokens, logprobs = tokens[:-1], logprobs[: len(tokens) - 1]
         return Generation(
             tokens=tokens,
-            text=self.engine.model.detokenize(tokens).decode("utf-8", errors="replace"),
+            text=model.detokenize(tokens).decode("utf-8", errors="replace"),
             n_prompt=perf.n_p_eval,
             prompt_ms=perf.t_p_eval_ms,
             n_eval=perf.n_eval,
@@ -311,7 +338,45 @@ class Session:
             ttft_ms=(first - start) * 1000,
             wall_prompt_ms=(prompt_done - start) * 1000,
             wall_decode_ms=(end - first) * 1000,
+            logprobs=logprobs,
         )
+
+    def logits(self, tokens: list[int]) -> Iterator[Any]:
+        """Teacher-force ``tokens`` from an empty KV cache, yielding each batch's logits.
+
+        Yields:
+            numpy arrays of shape (tokens in the batch, n_vocab); row i predicts the next token.
+        """
+        import llama_cpp
+        import numpy as np
+        from llama_cpp import _internals
+
+        if len(tokens) > self.context.n_ctx():
+            raise ConfigError(
+                f"n_ctx={self.context.n_ctx()} is too small for the {len(tokens)}-token evaluation text",
+                f"use n_ctx >= {len(tokens)}",
+            )
+        self.context.kv_cache_clear()
+        n_vocab = self.engine.model.n_vocab()
+        batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+        try:
+            for offset in range(0, len(tokens), self.config.n_batch):
+                chunk = tokens[offset : offset + self.config.n_batch]
+                batch.set_batch(chunk, n_past=offset, logits_all=True)
+                self._decode(batch)
+                pointer = llama_cpp.llama_get_logits(self.context.ctx)
+                yield np.ctypeslib.as_array(pointer, shape=(len(chunk), n_vocab)).copy()
+        finally:
+            batch.close()
+
+    def _raw_logprob(self, token: int) -> float:
+        """log p(token) under the last position's raw logits (no temperature, no truncation)."""
+        import llama_cpp
+        import numpy as np
+
+        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, -1), shape=(self.engine.model.n_vocab(),))
+        top = float(row.max())
+        return float(row[token] - top - np.log(np.exp(row - top).sum()))
 
     def _decode(self, batch: _internals.LlamaBatch) -> None:
         try:
@@ -319,7 +384,7 @@ class Session:
         except RuntimeError as exc:
             raise EngineError(f"llama_decode failed: {exc}", "try a smaller n_batch/n_ubatch or n_ctx") from exc
 
-    def _sampler(self) -> _SamplerChain:
+    def _sampler(self, seed: int | None = None) -> _SamplerChain:
         """The same chain llama-cpp-python builds in Llama._init_sampler, with perf counters on."""
         import llama_cpp
 
@@ -335,7 +400,8 @@ class Session:
             chain.add(llama_cpp.llama_sampler_init_top_p(cfg.top_p, 1))
             chain.add(llama_cpp.llama_sampler_init_min_p(cfg.min_p, 1))
             chain.add(llama_cpp.llama_sampler_init_temp(cfg.temperature))
-            chain.add(llama_cpp.llama_sampler_init_dist(DEFAULT_SEED if cfg.seed is None else cfg.seed))
+            seed = cfg.seed if seed is None else seed
+            chain.add(llama_cpp.llama_sampler_init_dist(DEFAULT_SEED if seed is None else seed))
         return chain
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from tuner.engine import Engine, EngineConfig, Generation
 from tuner.errors import ConfigError
+from tuner.quality import Quality, Reference, evaluate
 from tuner.telemetry import Telemetry
 
 __all__ = ["Stat", "Workload", "Measurement", "measure", "WORKLOAD_TEXT"]
@@ -44,6 +45,7 @@ class Workload:
     gen_tokens: int = 64
     repeats: int = 3
     warmup: int = 1
+    quality: bool = True  # also run the quality proxy (tuner.quality) in the same context
 
     def __post_init__(self) -> None:
         if self.prompt_tokens < 2:
@@ -57,15 +59,19 @@ class Workload:
 
     @property
     def n_ctx_needed(self) -> int:
-        """Smallest n_ctx that holds the prompt, the generated tokens and the sampled last token."""
-        return self.prompt_tokens + self.gen_tokens + 1
+        """Smallest n_ctx that holds the prompt, the generated tokens and the sampled last token,
+        and the quality proxy's evaluation text when it runs."""
+        from tuner.quality import EVAL_TOKENS
 
-    def to_dict(self) -> dict[str, int]:
+        return max(self.prompt_tokens + self.gen_tokens + 1, EVAL_TOKENS if self.quality else 0)
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Workload:
-        return cls(**{key: int(values[key]) for key in ("prompt_tokens", "gen_tokens", "repeats", "warmup")})
+        counts = {key: int(values[key]) for key in ("prompt_tokens", "gen_tokens", "repeats", "warmup")}
+        return cls(**counts, quality=bool(values.get("quality", True)))
 
 
 @dataclass(frozen=True)
@@ -121,6 +127,7 @@ class Measurement:
     config: EngineConfig  # the effective (resolved and clamped) config that ran
     clamped: dict[str, tuple[Any, Any]]
     telemetry: dict[str, Any] = field(default_factory=dict)  # peak RSS; GPU VRAM/util/power/energy
+    quality: Quality | None = None  # the quality proxy's figures, when it ran
 
     METRICS = ("prompt_tok_s", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s", "ttft_ms", "sample_us_per_tok")
 
@@ -139,6 +146,7 @@ class Measurement:
             config=EngineConfig.from_dict(data["effective"]),
             clamped={key: tuple(pair) for key, pair in data["clamped"].items()},
             telemetry=dict(data.get("telemetry") or {}),
+            quality=Quality(**data["quality"]) if data.get("quality") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -148,21 +156,25 @@ class Measurement:
         data["effective"] = self.config.to_dict()
         data["clamped"] = {key: list(pair) for key, pair in self.clamped.items()}
         data["telemetry"] = self.telemetry
+        data["quality"] = self.quality.to_dict() if self.quality else None
         return data
 
 
-def measure(engine: Engine, config: EngineConfig, workload: Workload) -> Measurement:
-    """Measure ``config`` on ``engine``: warm-up pass(es), then ``workload.repeats`` timed passes.
+def measure(engine: Engine, config: EngineConfig, workload: Workload, reference: Reference | None = None) -> Measurement:
+    """Measure ``config`` on ``engine``: warm-up pass(es), then ``workload.repeats`` timed passes,
+    then (with a ``reference`` and ``workload.quality``) the quality proxy in the same context.
 
     Raises:
         ConfigError: n_ctx below what the workload needs.
         EngineError: llama.cpp refused the configuration.
     """
     effective = config.effective()
-    if 0 < effective.n_ctx < workload.n_ctx_needed:
+    with_quality = reference is not None and workload.quality
+    need = workload.n_ctx_needed if with_quality else workload.prompt_tokens + workload.gen_tokens + 1
+    if 0 < effective.n_ctx < need:
         raise ConfigError(
-            f"n_ctx={effective.n_ctx} is below the {workload.n_ctx_needed} tokens this workload needs",
-            f"use n_ctx >= {workload.n_ctx_needed} or a shorter workload",
+            f"n_ctx={effective.n_ctx} is below the {need} tokens this workload needs",
+            f"use n_ctx >= {need} or a shorter workload",
         )
     runs: list[Generation] = []
     clamped = config.clamped()
@@ -177,6 +189,7 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload) -> Measure
         with Telemetry() as telemetry:
             for _ in range(workload.repeats):
                 runs.append(session.generate(prompt, workload.gen_tokens, stop_at_eos=False))
+        quality = evaluate(session, reference) if with_quality else None
     return Measurement(
         prompt_tok_s=Stat.of([r.n_prompt / r.prompt_ms * 1000 for r in runs]),
         decode_tok_s=Stat.of([r.n_eval / (r.eval_ms + r.sample_ms) * 1000 for r in runs]),
@@ -188,6 +201,7 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload) -> Measure
         config=effective,
         clamped=clamped,
         telemetry=telemetry.summary(tokens=sum(r.n_eval for r in runs)),
+        quality=quality,
     )
 
 

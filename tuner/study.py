@@ -15,7 +15,7 @@ import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from tuner.engine import Engine, EngineConfig
 from tuner.errors import ConfigError, EngineError, StorageError, StudyError
 from tuner.measure import Measurement, Stat, Workload, measure
+from tuner.quality import QualityBudget
 from tuner.space import SearchSpace
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "TrialFailed",
     "check_machine",
     "counted_trials",
+    "fastest_feasible",
     "list_studies",
     "load_study",
     "open_storage",
@@ -47,7 +49,9 @@ __all__ = [
 ]
 
 DEFAULT_STORAGE = "sqlite:///studies/tuner.db"
-OBJECTIVE = "decode_tok_s"
+# What a study optimizes: decode speed, and (with the quality proxy) fidelity to the reference.
+OBJECTIVES = ("decode_tok_s", "kld_mean")
+DIRECTIONS = {"decode_tok_s": "maximize", "kld_mean": "minimize"}
 HEARTBEAT_INTERVAL_S = 5
 GRACE_PERIOD_S = 20
 _PIP_NAMES = {"psycopg": "'psycopg[binary]'", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
@@ -86,6 +90,7 @@ class StudySpec:
     workload: Workload = field(default_factory=Workload)
     trials: int = 50
     seed: int | None = None
+    budget: QualityBudget = field(default_factory=QualityBudget)
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,9 @@ class Progress:
     best_number: int | None
     eta_s: float | None
     reason: str = ""
+    kld: float | None = None
+    accuracy: float | None = None
+    feasible: bool = True
 
 
 def redact(url: str) -> str:
@@ -252,15 +260,19 @@ def start_study(
     if spec.trials < 1:
         raise StudyError(f"--trials {spec.trials} asks for no trial", "use --trials 1 or more")
     optuna.logging.set_verbosity(logging.ERROR)  # progress is reported through on_progress
+    objectives = OBJECTIVES if spec.workload.quality else OBJECTIVES[:1]
     try:
-        study = optuna.create_study(study_name=name, storage=storage, direction="maximize", sampler=_sampler(spec.seed))
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=[DIRECTIONS[o] for o in objectives], sampler=_sampler(spec.seed)
+        )
     except optuna.exceptions.DuplicatedStudyError:
         raise StudyError(
             f"study '{name}' already exists in {redact(storage.url)}",
             f"continue it with `tune resume {name}`, or choose another name with --study",
         ) from None
     with _no_experimental_warnings():
-        study.set_metric_names([OBJECTIVE])
+        study.set_metric_names(list(objectives))
+    reference = runner.reference(spec.model_sha256) if spec.workload.quality else None
     attrs = {
         "model_path": str(spec.model),
         "model_sha256": spec.model_sha256,
@@ -268,7 +280,9 @@ def start_study(
         "space": {"name": spec.space.name, "source": spec.space.source, "text": spec.space.text},
         "target_trials": spec.trials,
         "seed": spec.seed,
-        "objective": OBJECTIVE,
+        "objectives": list(objectives),
+        "quality_budget": asdict(spec.budget) if spec.workload.quality else None,
+        "reference": reference,
         "machine": machine,
         "created": _now(),
     }
@@ -302,6 +316,8 @@ def resume_study(
     if trials and trials > int(study.user_attrs["target_trials"]):
         study.set_user_attr("target_trials", trials)
     workload = Workload.from_dict(study.user_attrs["workload"])
+    if workload.quality:
+        runner.reference(study.user_attrs["model_sha256"])
     return _run(study, target, runner, space.for_workload(workload.n_ctx_needed), workload, on_progress)
 
 
@@ -351,7 +367,8 @@ def _run(
     # Resumed runs continue the random stream instead of repeating the first run's startup trials.
     study.sampler = _sampler(None if study.user_attrs.get("seed") is None else study.user_attrs["seed"] + len(study.trials))
     _requeue_interrupted(study)
-    objective = _objective(runner, space, workload, study.user_attrs.get("model_sha256", ""), target)
+    budget = QualityBudget(**study.user_attrs["quality_budget"]) if study.user_attrs.get("quality_budget") else None
+    objective = _objective(runner, space, workload, study.user_attrs.get("model_sha256", ""), target, budget, study.user_attrs.get("reference"))
     started, run_here = time.monotonic(), 0
     while True:
         with _no_experimental_warnings():
@@ -392,7 +409,7 @@ def _requeue_interrupted(study: Any) -> None:
 
 
 def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: float) -> Progress:
-    best = _best_trial(study)
+    best = fastest_feasible(study)
     measurement = trial.user_attrs.get("measurement") or {}
     return Progress(
         done=target - remaining,
@@ -400,13 +417,16 @@ def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: 
         number=trial.number,
         label=trial.user_attrs.get("baseline", "search"),
         state=trial.state.name,
-        value=trial.value if trial.state.name == "COMPLETE" else None,
-        iqr=(measurement.get(OBJECTIVE) or {}).get("iqr"),
-        best_value=best.value if best else None,
+        value=trial.values[0] if trial.state.name == "COMPLETE" else None,
+        iqr=(measurement.get("decode_tok_s") or {}).get("iqr"),
+        best_value=best.values[0] if best else None,
         best_number=best.number if best else None,
         eta_s=remaining * per_trial_s,
         reason=trial.user_attrs.get("fail_reason", "")
         or ("another process took the last trial slot" if trial.user_attrs.get("surplus") else ""),
+        kld=trial.user_attrs.get("kld_mean"),
+        accuracy=trial.user_attrs.get("task_accuracy"),
+        feasible=is_feasible(trial),
     )
 
 
@@ -414,6 +434,8 @@ class Runner(Protocol):
     """Measures one configuration: :class:`InProcess` or :class:`tuner.worker.Worker`."""
 
     def measure(self, config: EngineConfig, workload: Workload) -> Measurement: ...
+
+    def reference(self, model_sha256: str) -> dict[str, float]: ...
 
 
 class InProcess:
@@ -424,19 +446,39 @@ class InProcess:
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._reference: Any = None
+
+    def reference(self, model_sha256: str) -> dict[str, float]:
+        from tuner.quality import reference_for
+
+        self._reference = reference_for(self.engine, model_sha256)
+        return {"greedy_accuracy": self._reference.greedy_accuracy, "greedy_nll": self._reference.greedy_nll}
 
     def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
-        return measure(self.engine, config, workload)
+        return measure(self.engine, config, workload, self._reference)
 
 
 def _objective(
-    runner: Runner, space: SearchSpace, workload: Workload, model_sha: str, target: int
-) -> Callable[[Any], float]:
+    runner: Runner,
+    space: SearchSpace,
+    workload: Workload,
+    model_sha: str,
+    target: int,
+    budget: QualityBudget | None,
+    reference: dict[str, float] | None,
+) -> Callable[[Any], Any]:
     import optuna
 
     from tuner.worker import WorkerFailed
 
-    def objective(trial: Any) -> float:
+    def objective(trial: Any) -> Any:
+        try:
+            return run_trial(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # optuna marks it FAIL; resume runs it again
+            raise
+
+    def run_trial(trial: Any) -> Any:
         if _surplus(trial, target):
             trial.set_user_attr("surplus", True)
             raise optuna.TrialPruned("another process took the last trial slot")
@@ -452,11 +494,16 @@ def _objective(
         except WorkerFailed as exc:
             trial.set_user_attr("llama_log_tail", exc.log_tail)
             return _fail(trial, exc.reason)
-        except KeyboardInterrupt:
-            trial.set_user_attr("interrupted", True)  # optuna marks it FAIL; resume runs it again
-            raise
         _record(trial, result, model_sha)
-        return result.decode_tok_s.median
+        if budget is None or result.quality is None:
+            return result.decode_tok_s.median
+        constraints = budget.constraints(result.quality, reference["greedy_accuracy"])
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        # optuna-dashboard 0.21 shows only the old list format: mirror them where it looks
+        trial.set_user_attr("constraints", constraints)
+        trial.set_user_attr("feasible", all(v <= 0 for v in constraints.values()))
+        return result.decode_tok_s.median, result.quality.kld_mean
 
     return objective
 
@@ -490,6 +537,9 @@ def _record(trial: Any, result: Measurement, model_sha: str) -> None:
         trial.set_user_attr(f"{name}_median", round(stat.median, 3))
         trial.set_user_attr(f"{name}_iqr", round(stat.iqr, 3))
     trial.set_user_attr("kv_type", result.config.kv_type)
+    if result.quality is not None:
+        for key, value in result.quality.to_dict().items():
+            trial.set_user_attr(key if key != "seconds" else "quality_seconds", round(value, 6))
     trial.set_user_attr("llama_cpp_version", machine.llama_cpp_version)
     trial.set_user_attr("model_sha256", model_sha)
     trial.set_user_attr("machine", {"summary": machine.summary(), "fingerprint": machine.fingerprint})
@@ -515,6 +565,8 @@ class Row:
     config: dict[str, Any]
     ratio_vs_defaults: float | None = None
     telemetry: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, float] | None = None
+    feasible: bool = True
 
     def within_noise_of(self, other: Row) -> bool:
         """True when the decode medians differ by less than the larger of the two IQRs: a tie."""
@@ -536,6 +588,8 @@ class Row:
             config=m["effective"],
             ratio_vs_defaults=ratio,
             telemetry=m.get("telemetry") or {},
+            quality=m.get("quality"),
+            feasible=is_feasible(trial),
         )
 
 
@@ -548,13 +602,25 @@ class Summary:
     best: Row | None
     baselines: dict[str, Row]
     failures: list[tuple[int, str]]
+    pareto: list[Row] = field(default_factory=list)  # feasible trials no other trial beats on both objectives
+    feasible: int = 0
+    infeasible: int = 0
 
 
-def _best_trial(study: Any) -> Any | None:
-    try:
-        return study.best_trial
-    except ValueError:  # no completed trial yet
-        return None
+def is_feasible(trial: Any) -> bool:
+    """Within the quality floor: every constraint value <= 0 (no constraints: feasible)."""
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def feasible_trials(study: Any) -> list[Any]:
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+
+
+def fastest_feasible(study: Any) -> Any | None:
+    """The fastest completed trial within the quality floor (decode tok/s is the first objective)."""
+    return max(feasible_trials(study), key=lambda t: t.values[0], default=None)
 
 
 def _baseline_trial(study: Any, label: str) -> Any | None:
@@ -576,7 +642,10 @@ def summarize(study: Any) -> Summary:
         trial = _baseline_trial(study, label)
         if trial is not None:
             baselines[label] = Row.of(label, trial, defaults)
-    best = _best_trial(study)
+    best = fastest_feasible(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    feasible = [t for t in complete if is_feasible(t)]
+    front = study.best_trials if len(study.directions) > 1 else ([best] if best else [])
     failures = [
         (t.number, t.user_attrs.get("fail_reason", "process died (heartbeat stale)"))
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
@@ -589,6 +658,23 @@ def summarize(study: Any) -> Summary:
         best=Row.of("best", best, defaults) if best else None,
         baselines=baselines,
         failures=failures,
+        pareto=sorted((Row.of("pareto", t, defaults) for t in front), key=lambda r: -r.decode.median),
+        feasible=len(feasible),
+        infeasible=len(complete) - len(feasible),
+    )
+
+
+def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
+    """One sentence: why the exported trial is the one."""
+    best = summary.best
+    assert best is not None
+    if not budget or not best.quality:
+        return f"fastest decode of {summary.complete} completed trials (no quality floor)"
+    return (
+        f"fastest decode among {summary.feasible} trials within the quality floor "
+        f"(mean KLD {best.quality['kld_mean']:.4f} <= {budget['kld_mean']}, task accuracy "
+        f"{best.quality['task_accuracy']:.2f} >= {budget['accuracy_floor']:.0%} of greedy); "
+        f"{summary.infeasible} completed trials were outside it"
     )
 
 
@@ -602,6 +688,11 @@ def best_preset(study: Any) -> Any:
 
     summary = summarize(study)
     if summary.best is None:
+        if summary.infeasible:
+            raise StudyError(
+                f"study '{study.study_name}' has no trial within the quality floor ({summary.infeasible} completed, all infeasible)",
+                f"run more trials with `tune resume {study.study_name} --trials N`, or start a study with a looser --quality-budget",
+            )
         raise StudyError(
             f"study '{study.study_name}' has no completed trial to export",
             f"run it first with `tune resume {study.study_name}`",
@@ -614,6 +705,8 @@ def best_preset(study: Any) -> Any:
         "ttft_ms": {"median": round(best.ttft.median, 2), "iqr": round(best.ttft.iqr, 2)},
         "workload": dict(study.user_attrs["workload"]),
         "telemetry": best.telemetry,
+        "quality": best.quality,
+        "picked": why_picked(summary, study.user_attrs.get("quality_budget")),
     }
     for label, row in summary.baselines.items():
         measured[f"vs_{label}"] = round(best.decode.median / row.decode.median, 3)

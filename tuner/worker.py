@@ -52,6 +52,7 @@ class Worker:
         self._conn: Any = None
         self._log_path = Path(tempfile.mkstemp(prefix="tuner-llama-", suffix=".log")[1])
         self.starts = 0
+        self._model_sha256: str | None = None
 
     @property
     def restarts(self) -> int:
@@ -84,6 +85,26 @@ class Worker:
         if status == "ok":
             return Measurement.from_dict(payload)
         raise _error(*payload)
+
+    def reference(self, model_sha256: str) -> dict[str, float]:
+        """Load (or compute once, then cache) the quality reference in the worker.
+
+        Returns:
+            The greedy reference's sampling scores: ``greedy_accuracy`` and ``greedy_nll``.
+        """
+        self._ensure_started()
+        self._conn.send(("reference", model_sha256))
+        if not self._conn.poll(self.timeout_s):
+            self._kill()
+            raise WorkerFailed(f"computing the quality reference timed out after {self.timeout_s:.0f} s", self._log_tail())
+        try:
+            status, payload = self._conn.recv()
+        except (EOFError, OSError):
+            raise self._failed("the worker process died computing the quality reference") from None
+        if status != "ok":
+            raise _error(*payload)
+        self._model_sha256 = model_sha256
+        return payload
 
     def start(self) -> None:
         """Start the worker and load the model now (a model llama.cpp cannot load fails here)."""
@@ -133,6 +154,9 @@ class Worker:
         if status != "ready":
             self._kill()
             raise _error(*payload)
+        if self._model_sha256 is not None:  # a fresh worker after a crash: load the reference again
+            parent.send(("reference", self._model_sha256))
+            parent.recv()
 
     def _failed(self, what: str) -> WorkerFailed:
         self._process.join(timeout=5)
@@ -180,6 +204,8 @@ def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
     from tuner.engine import Engine
     from tuner.measure import measure
 
+    from tuner.quality import reference_for
+
     engine = Engine(model_path)
     try:
         engine.load(engine.config)
@@ -187,16 +213,22 @@ def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
         conn.send(("error", (type(exc).__name__, exc.what, exc.fix)))
         return
     conn.send(("ready", os.getpid()))
+    reference = None
     while True:
         try:
             message = conn.recv()
         except (EOFError, OSError):
             return  # the parent is gone
-        if message[0] == "stop":
-            return
-        _, config, workload = message
         try:
-            reply = ("ok", measure(engine, EngineConfig.from_dict(config), Workload.from_dict(workload)).to_dict())
+            if message[0] == "stop":
+                return
+            if message[0] == "reference":
+                reference = reference_for(engine, message[1])
+                reply: tuple[str, Any] = ("ok", {"greedy_accuracy": reference.greedy_accuracy, "greedy_nll": reference.greedy_nll})
+            else:
+                _, config, workload = message
+                result = measure(engine, EngineConfig.from_dict(config), Workload.from_dict(workload), reference)
+                reply = ("ok", result.to_dict())
         except TunerError as exc:
             reply = ("error", (type(exc).__name__, exc.what, exc.fix))
         try:

@@ -1,0 +1,98 @@
+"""The quality proxy on the real engine and model, and the quality floor in a real study."""
+
+from __future__ import annotations
+
+import pytest
+
+from tuner.engine import KV_TYPES, EngineConfig
+from tuner.hardware import describe_machine
+from tuner.measure import Workload
+from tuner.models import model_sha256
+from tuner.quality import EVAL_TOKENS, TASKS, QualityBudget, evaluate, reference_config, reference_for
+from tuner.space import parse_space
+from tuner.study import InProcess, StudySpec, best_preset, is_feasible, open_storage, start_study
+
+
+@pytest.fixture(scope="module")
+def reference(engine, model_path):
+    return reference_for(engine, model_sha256(model_path))
+
+
+def _quality(engine, reference, **settings):
+    with engine.session(EngineConfig(n_ctx=1024, n_threads=2, **settings)) as session:
+        session.generate(session.tokenize("warm up"), 4)
+        return evaluate(session, reference)
+
+
+def test_reference_shape_and_cache(engine, model_path, reference):
+    assert len(reference.tokens) == EVAL_TOKENS >= 256
+    assert reference.top_ids.shape == (EVAL_TOKENS - 1, 64)
+    assert (reference.top_logp[:, :-1] >= reference.top_logp[:, 1:]).all()  # sorted, best first
+    assert 0 < reference.greedy_accuracy <= 1 and len(TASKS) >= 24
+    again = reference_for(engine, model_sha256(model_path))  # from the cache file
+    assert (again.top_ids == reference.top_ids).all()
+
+
+def test_reference_config_against_itself(engine, reference):
+    with engine.session(reference_config()) as session:
+        quality = evaluate(session, reference)
+    assert quality.kld_mean == pytest.approx(0, abs=1e-6)
+    assert quality.top1_agreement == 1.0
+    assert quality.task_accuracy == reference.greedy_accuracy  # greedy, same seeds: same answers
+
+
+def test_threads_and_ubatch_are_bit_identical(engine, reference):
+    quality = _quality(engine, reference, n_ubatch=64, temperature=0.0)
+    assert quality.kld_mean == pytest.approx(0, abs=1e-6) and quality.top1_agreement == 1.0
+
+
+def test_budget_admits_flash_attention_and_q8_0_and_rejects_q4_0(engine, reference):
+    budget = QualityBudget()
+    flash = _quality(engine, reference, flash_attn=True, temperature=0.0)
+    q8 = _quality(engine, reference, flash_attn=True, type_k=KV_TYPES["q8_0"], type_v=KV_TYPES["q8_0"], temperature=0.0)
+    q4 = _quality(engine, reference, flash_attn=True, type_k=KV_TYPES["q4_0"], type_v=KV_TYPES["q4_0"], temperature=0.0)
+    assert 0 < flash.kld_mean <= budget.kld_mean and flash.top1_agreement < 1
+    assert 0 < q8.kld_mean <= budget.kld_mean
+    assert q4.kld_mean > budget.kld_mean, "q4_0 K/V should be infeasible under the default budget"
+    assert q4.top1_agreement < q8.top1_agreement
+    assert budget.constraints(q4, reference.greedy_accuracy)["kld_mean"] > 0
+    assert q4.kld_p99 > q4.kld_mean
+
+
+def test_untruncated_high_temperature_scores_below_greedy(engine, reference):
+    hot = _quality(engine, reference, temperature=1.5, top_k=0, top_p=1.0, min_p=0.0)
+    rescued = _quality(engine, reference, temperature=1.5, top_k=0, top_p=1.0, min_p=0.1)
+    assert hot.task_accuracy < reference.greedy_accuracy
+    assert hot.gen_nll > 2 * reference.greedy_nll
+    assert rescued.task_accuracy > hot.task_accuracy and rescued.gen_nll < hot.gen_nll
+    assert QualityBudget().constraints(hot, reference.greedy_accuracy)["task_accuracy"] > 0
+
+
+FAST_BUT_LOSSY = """
+name: lossy
+params:
+  n_ubatch: {low: 64, high: 512, log: true}
+fixed: {n_ctx: 1024, n_threads: 2, n_threads_batch: 2, flash_attn: true, kv_type: q4_0, temperature: 0.0}
+"""
+
+
+def test_export_never_picks_an_infeasible_trial(tmp_path, engine, model_path):
+    # The searched trials use 2 threads (faster than the defaults' 1) but a q4_0 KV cache
+    # (outside the default KLD budget): the fastest trial is infeasible.
+    spec = StudySpec(
+        model=model_path, model_sha256=model_sha256(model_path), space=parse_space(FAST_BUT_LOSSY),
+        workload=Workload(prompt_tokens=32, gen_tokens=16, repeats=3), trials=4, seed=5,
+    )
+    study = start_study(
+        spec, name="lossy", storage=open_storage(f"sqlite:///{tmp_path / 'q.db'}"),
+        runner=InProcess(engine), machine=describe_machine().to_dict(),
+    )
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    infeasible = [t for t in complete if not is_feasible(t)]
+    assert len(infeasible) == 2 and all(t.user_attrs["kv_type"] == "q4_0" for t in infeasible)
+    preset = best_preset(study)
+    picked = study.trials[preset.provenance["trial"]]
+    assert is_feasible(picked)
+    assert max(t.values[0] for t in infeasible) > picked.values[0], "premise: an infeasible trial was faster"
+    assert "within the quality floor" in preset.measured["picked"]
+    assert preset.measured["quality"]["kld_mean"] <= 0.03
