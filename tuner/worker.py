@@ -70,21 +70,7 @@ class Worker:
             ConfigError / EngineError: the configuration was refused (the worker lives on).
             WorkerFailed: the worker died or timed out (it is gone; the next call starts another).
         """
-        self._ensure_started()
-        try:
-            self._conn.send(("measure", config.to_dict(), workload.to_dict()))
-        except (BrokenPipeError, OSError):
-            raise self._failed("the worker process was gone before the trial started") from None
-        if not self._conn.poll(self.timeout_s):
-            self._kill()
-            raise WorkerFailed(f"trial timed out after {self.timeout_s:.0f} s (worker killed)", self._log_tail())
-        try:
-            status, payload = self._conn.recv()
-        except (EOFError, OSError):
-            raise self._failed("the worker process died during the trial") from None
-        if status == "ok":
-            return Measurement.from_dict(payload)
-        raise _error(*payload)
+        return Measurement.from_dict(self._request(("measure", config.to_dict(), workload.to_dict()), "the trial"))
 
     def reference(self, model_sha256: str) -> dict[str, float]:
         """Load (or compute once, then cache) the quality reference in the worker.
@@ -92,18 +78,26 @@ class Worker:
         Returns:
             The greedy reference's sampling scores: ``greedy_accuracy`` and ``greedy_nll``.
         """
+        scores = self._request(("reference", model_sha256), "computing the quality reference")
+        self._model_sha256 = model_sha256  # a replacement worker loads it again
+        return scores
+
+    def _request(self, message: tuple[Any, ...], what: str) -> Any:
+        """Send one request and wait for its answer, within the timeout."""
         self._ensure_started()
-        self._conn.send(("reference", model_sha256))
+        try:
+            self._conn.send(message)
+        except (BrokenPipeError, OSError):
+            raise self._failed(f"the worker process was gone before {what} started") from None
         if not self._conn.poll(self.timeout_s):
             self._kill()
-            raise WorkerFailed(f"computing the quality reference timed out after {self.timeout_s:.0f} s", self._log_tail())
+            raise WorkerFailed(f"{what} timed out after {self.timeout_s:.0f} s (worker killed)", self._log_tail())
         try:
             status, payload = self._conn.recv()
         except (EOFError, OSError):
-            raise self._failed("the worker process died computing the quality reference") from None
+            raise self._failed(f"the worker process died during {what}") from None
         if status != "ok":
             raise _error(*payload)
-        self._model_sha256 = model_sha256
         return payload
 
     def start(self) -> None:
