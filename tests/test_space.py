@@ -7,7 +7,7 @@ import pytest
 
 from tuner.engine import KV_TYPES
 from tuner.errors import SpaceError
-from tuner.space import builtin_spaces, default_space_name, load_space, parse_space
+from tuner.space import builtin_spaces, load_space, parse_space
 
 
 def test_builtin_spaces_load():
@@ -16,11 +16,6 @@ def test_builtin_spaces_load():
         space = load_space(name)
         names = {p.name for p in space.params}
         assert {"n_batch", "n_ubatch", "n_threads", "temperature", "top_k", "top_p"} <= names
-
-
-def test_default_space_follows_gpu_offload():
-    assert default_space_name(False) == "cpu"
-    assert default_space_name(True) == "rtx4090"
 
 
 def test_fixed_trial_gives_that_config():

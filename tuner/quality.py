@@ -21,7 +21,6 @@ import hashlib
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -285,8 +284,3 @@ def _log_softmax(rows: np.ndarray) -> np.ndarray:
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-tuner" / "quality"
-
-
-def quality_meta() -> dict[str, Any]:
-    """What the proxy is, for the study's records."""
-    return {"eval_tokens": EVAL_TOKENS, "top_k": TOP_K, "tasks": len(TASKS), "open_prompts": len(OPEN_PROMPTS)}

@@ -27,7 +27,6 @@ __all__ = [
     "SearchSpace",
     "builtin_spaces",
     "choose_space",
-    "default_space_name",
     "fit_gpu_space",
     "load_space",
     "parse_space",
@@ -158,11 +157,6 @@ def builtin_spaces() -> dict[str, Path]:
     """Search spaces shipped with the tool: name -> file."""
     folder = resources.files("tuner.search_spaces")
     return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
-
-
-def default_space_name(gpu_offload: bool) -> str:
-    """The GPU space when llama.cpp can offload to a GPU, else the CPU space."""
-    return "rtx4090" if gpu_offload else "cpu"
 
 
 def load_space(name_or_path: str | Path, *, cores: int | None = None) -> SearchSpace:

@@ -218,12 +218,12 @@ def _no_experimental_warnings() -> Iterator[None]:
         yield
 
 
-def load_study(name: str, storage: Any, *, seed: int | None = None) -> Any:
+def load_study(name: str, storage: Any) -> Any:
     """Load an existing study, or raise a StudyError that lists the ones that exist."""
     import optuna
 
     try:
-        return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(seed))
+        return optuna.load_study(study_name=name, storage=storage, sampler=_sampler(None))
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)]
         known = f"studies here: {', '.join(names)}" if names else "start one with `tune start`"

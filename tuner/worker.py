@@ -149,8 +149,7 @@ class Worker:
             self._kill()
             raise _error(*payload)
         if self._model_sha256 is not None:  # a fresh worker after a crash: load the reference again
-            parent.send(("reference", self._model_sha256))
-            parent.recv()
+            self._request(("reference", self._model_sha256), "reloading the quality reference")
 
     def _failed(self, what: str) -> WorkerFailed:
         self._process.join(timeout=5)
