@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TUNE_ARGS ?= --trials 50
 
-.PHONY: tune test install clean
+.PHONY: tune test install clean system-deps
 
 install: $(STAMP)
 
@@ -22,8 +22,12 @@ tune: $(STAMP)
 	$(BIN)/tune start $(TUNE_ARGS)
 
 # pytest exits 5 when it collects no test; make treats any non-zero exit as failure.
-test: $(STAMP)
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
+
+# chromium (browser checks) and postgresql (many-workers test), from Debian.
+system-deps:
+	bash scripts/system_deps.sh
 
 clean:
 	rm -rf $(VENV) *.egg-info

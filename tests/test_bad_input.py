@@ -94,7 +94,9 @@ CASES = [
     (["start", "--quality-budget", "0"], ["--quality-budget 0.0 must be positive"]),
     (["start", "--accuracy-floor", "1.5"], ["--accuracy-floor 1.5 is outside [0, 1]"]),
     (["list", "--storage", "mysql+nodriver://u:secret@localhost/x"], ["no driver 'mysql+nodriver'"]),
-    (["list", "--storage", "postgresql://u:secret@localhost/x"], ["no database driver", "psycopg"]),
+    # mysqlclient is not a dependency: its driver is missing, as psycopg would be without [postgres]
+    (["list", "--storage", "mysql://u:secret@127.0.0.1:1/x"], ["no database driver", "mysqlclient"]),
+    (["list", "--storage", "postgresql://u:secret@127.0.0.1:1/x"], ["cannot open storage", "u:***@", "check the URL"]),
 ]
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import optuna
 import pytest
 
 from tests.conftest import run_tune
+from tests.browser import assert_not_blank, dump_dom, needs_chromium, screenshot
 
 
 def _free_port() -> int:
@@ -80,3 +83,46 @@ def test_dashboard_without_storage(tmp_path: Path):
     result = run_tune("dashboard", cwd=tmp_path, timeout=60)
     assert result.returncode == 2 and "no study storage" in result.stderr
     assert not (tmp_path / "studies").exists()
+
+
+def _visible_text(dom: str) -> str:
+    """The text a reader sees: markup, styles and scripts dropped, one space between text nodes."""
+    body = re.sub(r"<(style|script)\b.*?</\1>", " ", dom, flags=re.S)
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", body)).split())
+
+
+@needs_chromium
+def test_dashboard_shows_the_study_and_its_trials_in_a_browser(storage, tmp_path):
+    """The React app, rendered by real headless Chromium, shows the study, its trials and values."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner.cli", "dashboard", "--storage", storage, "--port", str(port)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    profile = tmp_path / "chromium-profile"
+    try:
+        summaries = json.loads(_get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60))["study_summaries"]
+        assert [s["study_name"] for s in summaries] == ["dash-study"]
+        base = f"http://127.0.0.1:{port}/dashboard"
+        study_url = f"{base}/studies/{summaries[0]['study_id']}"
+
+        home = _visible_text(dump_dom(f"{base}/", profile, budget_ms=10000))
+        assert "dash-study" in home and "Direction: MAXIMIZE" in home
+
+        page = _visible_text(dump_dom(study_url, profile, budget_ms=10000))
+        assert f"dash-study (id={summaries[0]['study_id']})" in page
+        # The fixture's trials: 10.0 then 12.5, so trial 1 is the best, with its parameter.
+        assert "Best Trial (number=1) 12.5" in page and "n_threads" in page
+
+        trials = _visible_text(dump_dom(f"{study_url}/trials", profile, budget_ms=10000))
+        assert "2 Trials" in trials and "Trial 0 Complete" in trials and "Trial 1 Complete" in trials
+
+        shot = screenshot(study_url, tmp_path / "dashboard-study.png", profile, size="1400,1000", budget_ms=10000)
+        assert shot.size == (1400, 1000)
+        assert_not_blank(shot)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

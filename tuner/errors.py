@@ -57,3 +57,7 @@ class PresetError(TunerError):
 
 class EngineError(TunerError):
     """llama.cpp refused the configuration (e.g. the context could not be created)."""
+
+
+class OutputError(TunerError):
+    """An export or a report cannot be written: an unknown format, or an unwritable path."""

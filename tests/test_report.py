@@ -1,0 +1,246 @@
+"""`tune report`: PNG figures and a self-contained HTML page that a real browser renders.
+
+The page and its figures come from a real study made by `tune start` on the embedded model; a
+real headless Chromium opens the page and reports, through the page's own script, whether each
+figure decoded. Importances need more trials than a quick real study holds, so they are checked
+on a study run through the real study loop against a simulated machine.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import re
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from PIL import Image
+
+from tests.browser import assert_not_blank, dump_dom, needs_chromium, screenshot
+from tests.conftest import run_tune
+from tuner.engine import EngineConfig
+from tuner.errors import EngineError
+from tuner.measure import Measurement, Stat, Workload
+from tuner.models import default_model_path
+from tuner.quality import Quality, QualityBudget
+from tuner.report import MIN_IMPORTANCE_TRIALS, ReportFiles, write_report
+from tuner.space import load_space
+from tuner.study import StudySpec, load_study, open_storage, start_study, summarize
+
+# ---------------------------------------------------------------------------------------------
+# A real study, its report
+
+
+@pytest.fixture(scope="module")
+def real(cli_study, tmp_path_factory) -> dict[str, Path | str]:
+    """`tune report` on the shared 3-trial study (2 baselines + 1 search trial, quality proxy on,
+    confirmed; tests/conftest.py)."""
+    cwd = tmp_path_factory.mktemp("report")
+    storage = f"sqlite:///{cli_study / 'studies' / 'tuner.db'}"
+    reported = run_tune("report", "cli3", "--out", "out", "--storage", storage, cwd=cwd)
+    assert reported.returncode == 0, reported.stderr
+    return {"cwd": cwd, "storage": storage, "out": cwd / "out", "stdout": reported.stdout}
+
+
+def _images(page: str) -> list[dict[str, str]]:
+    """The attributes of every <img> on the page."""
+    return [dict(re.findall(r'([\w-]+)="([^"]*)"', tag)) for tag in re.findall(r"<img\b[^>]*>", page)]
+
+
+def _summary_rows(page: str) -> dict[str, str]:
+    table = re.search(r'<table class="summary">(.*?)</table>', page, re.S).group(1)
+    return dict(re.findall(r"<tr><th>(.*?)</th><td>(.*?)</td></tr>", table))
+
+
+def test_report_writes_the_page_and_one_valid_png_per_figure(real):
+    out = real["out"]
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["baselines.png", "history.png", "pareto.png"]  # too few trials for importances
+    assert real["stdout"].splitlines() == ["wrote out/report.html (self-contained: open it in any browser)"] + [
+        f"wrote out/{name}" for name in ("history.png", "pareto.png", "baselines.png")
+    ]
+    for name in pngs:
+        with Image.open(out / name) as image:
+            image.verify()  # raises on a truncated or corrupt PNG
+        with Image.open(out / name) as image:
+            assert image.format == "PNG" and image.width >= 600 and image.height >= 300
+            assert_not_blank(image)
+
+
+def test_report_page_is_self_contained(real):
+    page = (real["out"] / "report.html").read_text()
+    images = _images(page)
+    assert [img["id"] for img in images] == ["history", "pareto", "baselines"]
+    for img in images:
+        prefix = "data:image/png;base64,"
+        assert img["src"].startswith(prefix)
+        assert base64.b64decode(img["src"][len(prefix) :]) == (real["out"] / f"{img['id']}.png").read_bytes()
+        assert img["alt"]
+    # Nothing to fetch: no stylesheet link, no external script or image, no URL at all.
+    assert "<link" not in page and "http://" not in page and "https://" not in page
+    assert re.findall(r"<script\b[^>]*\bsrc=", page) == []
+
+
+def test_report_summarizes_the_study_and_its_best(real):
+    page = (real["out"] / "report.html").read_text()
+    study = load_study("cli3", open_storage(real["storage"], must_exist=True))
+    summary = summarize(study)
+    rows = _summary_rows(page)
+    assert rows["study"] == "cli3"
+    assert rows["model"].startswith(default_model_path().name)
+    assert study.user_attrs["machine"]["cpu_model"] in rows["machine"]
+    assert rows["trials"].startswith(f"{summary.complete} completed") and "target 3" in rows["trials"]
+    assert rows["best config"].startswith(f"trial #{summary.best.number}: threads {summary.best.config['n_threads']}/")
+    assert rows["best vs defaults"].startswith(f"trial reading: {summary.best.ratio_vs_defaults:.2f}x")
+    assert rows["confirmation"].startswith("3 interleaved rounds: ")  # `tune start` confirmed its winner
+    assert summary.confirmation.why in html.unescape(rows["confirmation"])
+    # The baseline table names each configuration with its trial number.
+    for label, row in summary.baselines.items():
+        assert f"<td>{label.replace('_', ' ')} (#{row.number}" in page
+
+
+def test_report_says_why_a_small_study_has_no_importances(real):
+    page = (real["out"] / "report.html").read_text()
+    for objective in ("decode tok/s", "mean KLD"):
+        assert f"<h2>Parameter importance for {objective}</h2>" in page
+    notes = re.findall(r'<p class="missing">(.*?)</p>', page)
+    assert len(notes) == 2
+    assert all(f"need at least {MIN_IMPORTANCE_TRIALS} completed search trials" in n and "this study has 1" in n for n in notes)
+
+
+@needs_chromium
+def test_report_renders_in_chromium(real, tmp_path):
+    url = (real["out"] / "report.html").as_uri()
+    dom = dump_dom(url, tmp_path / "profile")
+    assert 'data-figures-checked="true"' in dom  # the page's own check ran
+    images = _images(dom)
+    assert len(images) == len(list(real["out"].glob("*.png"))) == 3
+    for img in images:
+        assert img.get("data-loaded") == "true", img["id"]
+        assert int(img["data-natural-width"]) >= 600, img["id"]
+    shot = screenshot(url, real["cwd"] / "report-screenshot.png", tmp_path / "profile")
+    assert shot.size == (1280, 1800)
+    assert_not_blank(shot)
+
+
+def test_report_errors_are_one_line(real, tmp_path):
+    missing = run_tune("report", "nope", "--out", "out", "--storage", real["storage"], cwd=tmp_path)
+    not_a_dir = run_tune("report", "cli3", "--out", str(real["out"] / "report.html"), "--storage", real["storage"], cwd=tmp_path)
+    for result, fragment in ((missing, "study 'nope' does not exist"), (not_a_dir, "pass a writable directory with --out")):
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+        assert fragment in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Importances: the real study loop on a simulated machine
+
+
+class SimulatedMachine:
+    """A Runner: decode speed grows with n_threads up to 4 cores; flash attention costs quality
+    beyond the default budget (infeasible trials); a 4096-token context does not fit (failed trials)."""
+
+    def reference(self, model_sha256: str) -> dict[str, float]:
+        return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
+
+    def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
+        effective = config.effective()
+        if effective.n_ctx == 4096:
+            raise EngineError("llama.cpp could not create a context for n_ctx=4096 (simulated)", "use a smaller n_ctx")
+        decode = 10.0 * min(effective.n_threads, 4)
+        kld = 0.04 if effective.flash_attn else 0.001
+        quality = Quality(kld, 3 * kld, 0.95, 0.7, 1.0, 0.0) if workload.quality else None
+
+        def stat(median: float) -> Stat:
+            return Stat.of([0.97 * median, median, 1.02 * median])
+
+        rates = {name: stat(decode) for name in ("decode_tok_s", "eval_tok_s", "wall_decode_tok_s")}
+        return Measurement(
+            prompt_tok_s=stat(100.0),
+            ttft_ms=stat(50.0),
+            sample_us_per_tok=stat(5.0),
+            **rates,
+            workload=workload,
+            config=effective,
+            clamped={},
+            quality=quality,
+        )
+
+
+def _simulated_study(trials: int, quality: bool) -> optuna.Study:
+    spec = StudySpec(
+        model=default_model_path(),
+        model_sha256="0" * 64,
+        space=load_space("cpu", cores=4),
+        workload=Workload(prompt_tokens=32, gen_tokens=8, quality=quality),
+        trials=trials,
+        seed=3,
+        budget=QualityBudget(),
+    )
+    machine = {"cpu_model": "simulated CPU", "logical_cores": 4, "fingerprint": "sim"}
+    return start_study(spec, name="sim", storage=optuna.storages.InMemoryStorage(), runner=SimulatedMachine(), machine=machine)
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory) -> tuple[optuna.Study, ReportFiles]:
+    """36 trials on the simulated machine: about 30 completed search trials, some infeasible, some failed."""
+    study = _simulated_study(trials=36, quality=True)
+    return study, write_report(study, tmp_path_factory.mktemp("simulated"))
+
+
+def test_importances_rank_the_knob_that_drives_decode_speed_first(simulated):
+    study, files = simulated
+    assert len([t for t in study.trials if t.state.name == "COMPLETE" and t.params]) >= MIN_IMPORTANCE_TRIALS
+    figures = ["history", "pareto", "importance_decode_tok_s", "importance_kld_mean", "baselines"]
+    assert [p.name for p in files.images] == [f"{name}.png" for name in figures]
+    page = files.html.read_text()
+    tables = re.findall(r"<h2>Parameter importance for (.*?)</h2>.*?<table>(.*?)</table>", page, re.S)
+    ranked = {objective: re.findall(r"<tr><td>(\w+)</td><td>([\d.]+)</td></tr>", table) for objective, table in tables}
+    assert set(ranked) == {"decode tok/s", "mean KLD"}
+    assert ranked["decode tok/s"][0][0] == "n_threads"
+    searched = {p.name for p in load_space("cpu", cores=4).params}
+    for rows in ranked.values():
+        assert {name for name, _ in rows} <= searched  # baselines add no parameter of their own
+        assert sum(float(v) for _, v in rows) == pytest.approx(1.0, abs=0.01)
+
+
+def test_report_counts_infeasible_and_failed_trials_and_the_confirmation(simulated):
+    study, files = simulated
+    summary = summarize(study)
+    assert summary.infeasible and summary.failed  # the simulated machine makes both
+    page = files.html.read_text()
+    rows = _summary_rows(page)
+    assert rows["trials"] == (
+        f"{summary.complete} completed ({summary.feasible} feasible, {summary.infeasible} infeasible), "
+        f"{summary.failed} failed; target 36"
+    )
+    assert rows["confirmation"].startswith("3 interleaved rounds: ")  # start_study confirmed the winner
+    assert rows["best config"].startswith(f"trial #{summary.best.number}: ")
+    # The guide card runs flash attention, which costs the simulated model too much quality.
+    guide = re.search(r"<tr><td>guide card \(#1, infeasible\)</td>(.*?)</tr>", page).group(1)
+    assert "<td>no</td>" in guide  # the "feasible" column
+
+
+def test_write_report_prints_nothing(simulated, tmp_path, capfd):
+    """Library code never prints: not optuna's log lines, not its importance warnings."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)  # as a fresh process has it
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a warning that escaped would fail here
+            write_report(simulated[0], tmp_path)
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    assert capfd.readouterr() == ("", "")
+
+
+def test_a_speed_only_study_says_it_has_no_pareto_front(tmp_path):
+    study = _simulated_study(trials=3, quality=False)
+    files = write_report(study, tmp_path)
+    assert [p.name for p in files.images] == ["history.png", "baselines.png"]
+    page = files.html.read_text()
+    assert "no quality objective (it was started with --no-quality)" in page
+    assert "<h2>Parameter importance for mean KLD</h2>" not in page

@@ -1,0 +1,315 @@
+"""Export formats: a tuned preset written for the servers people actually run.
+
+* ``yaml``: the preset itself (what :class:`tuner.engine.Engine` loads), unchanged.
+* ``llama-server``: one command line for llama.cpp's ``llama-server``, in the flag spellings of a
+  current llama.cpp (``common/arg.cpp``): ``-fa on|off`` takes a value, and ``-ngl -1`` now means
+  "auto", so llama-cpp-python's "all layers" (-1) is written ``-ngl all``.
+* ``ollama``: a Modelfile (``FROM`` + ``PARAMETER`` lines); what ollama cannot set per model is
+  said in ``#`` comments instead of being dropped silently.
+* ``json``: a config file for llama-cpp-python's own server,
+  ``python -m llama_cpp.server --config_file FILE``: ``{"models": [ModelSettings]}``. That file
+  rejects unknown keys and sampling is per request there, so sampling goes to :func:`notes`.
+
+Writers are functions ``Preset -> str`` in :data:`FORMATS`. Each writes the keys the preset sets,
+so a setting the preset leaves out keeps the target's own default.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import shlex
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tuner.engine import KV_TYPE_NAMES, KV_TYPES
+from tuner.errors import ModelError, OutputError
+from tuner.preset import Preset
+
+__all__ = [
+    "DEFAULT_FORMAT",
+    "FORMATS",
+    "notes",
+    "sampling_request",
+    "save",
+    "to_llama_server",
+    "to_modelfile",
+    "to_server_config",
+    "to_yaml",
+    "writer",
+]
+
+DEFAULT_FORMAT = "yaml"
+
+# preset key -> llama-server flag, in the order written (llama.cpp common/arg.cpp).
+SERVER_FLAGS = {
+    "n_ctx": "-c",
+    "n_batch": "-b",
+    "n_ubatch": "-ub",
+    "n_threads": "-t",
+    "n_threads_batch": "-tb",
+    "flash_attn": "-fa",
+    "n_gpu_layers": "-ngl",
+    "type_k": "-ctk",
+    "type_v": "-ctv",
+    "temperature": "--temp",
+    "top_k": "--top-k",
+    "top_p": "--top-p",
+    "min_p": "--min-p",
+    "repeat_penalty": "--repeat-penalty",
+    "seed": "-s",
+}
+SPLIT_MODES = {0: "none", 1: "layer", 2: "row"}  # LLAMA_SPLIT_MODE_* -> llama-server's -sm names
+
+# preset key -> ollama PARAMETER (json tags of ollama's api.Options / api.Runner).
+OLLAMA_PARAMS = {
+    "n_ctx": "num_ctx",
+    "n_batch": "num_batch",
+    "n_threads": "num_thread",
+    "n_gpu_layers": "num_gpu",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "top_p": "top_p",
+    "min_p": "min_p",
+    "repeat_penalty": "repeat_penalty",
+    "seed": "seed",
+}
+# num_gpu when every layer is asked for and the model's layer count cannot be read: more layers
+# than any model has, which llama.cpp-based runners clamp to "all".
+ALL_LAYERS_FALLBACK = 999
+
+
+def writer(name: str) -> Callable[[Preset], str]:
+    """The writer for an ``--format`` name.
+
+    Raises:
+        OutputError: an unknown format (the message lists the valid ones).
+    """
+    try:
+        return FORMATS[name]
+    except KeyError:
+        guess = difflib.get_close_matches(name, FORMATS, n=1)
+        hint = f"did you mean '{guess[0]}'? " if guess else ""
+        raise OutputError(f"unknown export format '{name}'", f"{hint}use one of: {', '.join(FORMATS)}") from None
+
+
+def to_yaml(preset: Preset) -> str:
+    """The preset YAML (the default format)."""
+    return preset.dumps()
+
+
+def to_llama_server(preset: Preset) -> str:
+    """One runnable ``llama-server`` command line.
+
+    The flags in :data:`SERVER_FLAGS` are written whenever the preset sets them; load-time
+    settings (mmap/mlock, KV offload, split mode, main GPU) only where they differ from the
+    default that llama-server and llama-cpp-python share, so the line stays short.
+    """
+    values = _values(preset)
+    words = ["llama-server", "-m", _one_line(preset.model)]
+    for key, flag in SERVER_FLAGS.items():
+        if key in values:
+            words += [flag, _server_value(key, values[key])]
+    words += _server_load_flags(values)
+    return shlex.join(words) + "\n"
+
+
+def to_modelfile(preset: Preset, n_layers: int | None = None) -> str:
+    """An ollama Modelfile: a provenance header, ``FROM`` the GGUF file, one ``PARAMETER`` a setting.
+
+    Args:
+        preset: the tuned preset.
+        n_layers: layers llama.cpp can offload (repeating layers + output), for ``num_gpu`` when
+            the preset offloads all of them; read from the GGUF header when not given.
+    """
+    values = _values(preset)
+    lines = _modelfile_header(preset)
+    lines.append(f"FROM {_modelfile_path(preset.model)}")
+    for key, name in OLLAMA_PARAMS.items():
+        if key not in values:
+            continue
+        value = values[key]
+        if key == "n_gpu_layers" and value == -1:
+            value, why = _all_layers(preset.model, n_layers)
+            lines.append(f"# num_gpu {value}: the preset offloads every layer (n_gpu_layers -1); {why}")
+        lines.append(f"PARAMETER {name} {value}")
+    if values.get("main_gpu"):
+        lines.append(f"PARAMETER main_gpu {values['main_gpu']}")
+    if values.get("use_mmap") is False:
+        lines.append("PARAMETER use_mmap false")
+    lines += _ollama_unsupported(values)
+    return "\n".join(lines) + "\n"
+
+
+def to_server_config(preset: Preset) -> str:
+    """A config file for ``python -m llama_cpp.server --config_file FILE``: ``{"models": [ModelSettings]}``.
+
+    Every engine setting the preset sets is a ``ModelSettings`` field of the same name and type
+    (type_k/type_v as ggml ids). Sampling is not: that server takes it per request (:func:`notes`).
+    """
+    settings: dict[str, Any] = {"model": preset.model}
+    settings.update({key: value for key, value in _values(preset).items() if key in preset.engine})
+    # The server defaults to logits_all=true, which computes and copies logits for every prompt
+    # token (and holds an n_ctx x n_vocab array); the tuner measured with llama-cpp-python's own
+    # default, false, as create_completion users get it. Set it to true only to get logprobs.
+    settings["logits_all"] = False
+    return json.dumps({"models": [settings]}, indent=2) + "\n"
+
+
+def sampling_request(preset: Preset) -> dict[str, Any]:
+    """The preset's sampling as fields of a llama-cpp-python server completion request."""
+    return {key: value for key, value in _values(preset).items() if key in preset.sampling}
+
+
+def notes(preset: Preset, name: str) -> list[str]:
+    """What a user must know that the exported text itself cannot carry (one line each)."""
+    if name == "json" and preset.sampling:
+        return [
+            "note: llama-cpp-python's server takes sampling per request, not in its config file: "
+            f"send {json.dumps(sampling_request(preset))} with each completion request"
+        ]
+    return []
+
+
+def save(text: str, path: str | Path) -> Path:
+    """Write exported text to ``path`` (parent folders created).
+
+    Raises:
+        OutputError: the path cannot be written.
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror}", "choose a writable --out path") from exc
+    return path
+
+
+FORMATS: dict[str, Callable[[Preset], str]] = {
+    "yaml": to_yaml,
+    "json": to_server_config,
+    "llama-server": to_llama_server,
+    "ollama": to_modelfile,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _values(preset: Preset) -> dict[str, Any]:
+    """The settings the preset sets, validated and typed (KV types as ggml ids); unset (None) left out."""
+    config = preset.config()
+    keys = [*preset.engine, *preset.sampling]
+    return {key: getattr(config, key) for key in keys if getattr(config, key) is not None}
+
+
+def _server_value(key: str, value: Any) -> str:
+    if key == "flash_attn":
+        return "on" if value else "off"  # current llama.cpp: -fa takes on|off|auto
+    if key == "n_gpu_layers" and value == -1:
+        return "all"  # current llama.cpp reads -ngl -1 as "auto"
+    if key in ("type_k", "type_v"):
+        return KV_TYPE_NAMES[value]
+    return str(value)
+
+
+def _server_load_flags(values: dict[str, Any]) -> list[str]:
+    """llama-server flags for load-time settings that differ from the shared defaults."""
+    flags = []
+    mmap, mlock = values.get("use_mmap", True), values.get("use_mlock", False)
+    if mlock:
+        flags += ["--load-mode", "mlock"]  # llama-server's mlock mode maps and locks the model
+    elif not mmap:
+        flags += ["--load-mode", "none"]
+    if values.get("offload_kqv") is False:
+        flags.append("-nkvo")
+    if values.get("split_mode", 1) != 1:
+        flags += ["-sm", _split_mode(values["split_mode"])]
+    if values.get("main_gpu"):
+        flags += ["-mg", str(values["main_gpu"])]
+    return flags
+
+
+def _split_mode(mode: int) -> str:
+    try:
+        return SPLIT_MODES[mode]
+    except KeyError:
+        raise OutputError(f"split_mode={mode} has no llama-server name", "use 0 (none), 1 (layer) or 2 (row) in the preset") from None
+
+
+def _modelfile_header(preset: Preset) -> list[str]:
+    prov, measured = preset.provenance, preset.measured
+    origin = f"study '{prov['study']}', trial #{prov['trial']}" if "study" in prov else "a hand-written preset"
+    lines = [f"# Modelfile from llama-tuner: {origin}"]
+    decode = measured.get("decode_tok_s") or {}
+    if "median" in decode:
+        machine = (prov.get("machine") or {}).get("summary", "this machine")
+        version = prov.get("llama_cpp_version", "?")
+        lines.append(
+            f"# measured {decode['median']} ± {decode.get('iqr', '?')} decode tok/s (median ± IQR) "
+            f"with llama-cpp-python {version} on {machine}"
+        )
+    confirmed = (measured.get("confirmed") or {}).get("decode_tok_s") or {}
+    if "median" in confirmed:
+        lines.append(f"# confirmed at {confirmed['median']} decode tok/s when re-measured against the defaults")
+    lines.append("# ollama runs its own llama.cpp build (and its own engine for some models): re-measure there")
+    return lines
+
+
+def _all_layers(model: str, n_layers: int | None) -> tuple[int, str]:
+    """num_gpu for "every layer": ollama's -1 means "decide for me", not "all"."""
+    if n_layers is None:
+        from tuner.gguf import read_gguf_info
+
+        try:
+            n_layers = read_gguf_info(model).n_layers + 1  # llama.cpp offloads the output layer as one more
+        except (ModelError, OSError):  # the model moved, or is not on this machine
+            n_layers = None
+    if n_layers is None:
+        return ALL_LAYERS_FALLBACK, "the model's layer count is unknown, so a number above any model's"
+    return n_layers, "ollama's -1 means 'decide for me', so the model's layer count (output layer included)"
+
+
+def _ollama_unsupported(values: dict[str, Any]) -> list[str]:
+    """Comment lines for settings a Modelfile cannot carry."""
+    lines = []
+    if "n_ubatch" in values:
+        lines.append(f"# n_ubatch {values['n_ubatch']}: ollama has no Modelfile parameter for the physical batch size")
+    if "n_threads_batch" in values and values["n_threads_batch"] != values.get("n_threads"):
+        lines.append(f"# n_threads_batch {values['n_threads_batch']}: ollama uses num_thread for prompt processing too")
+    if "flash_attn" in values or "type_k" in values or "type_v" in values:
+        lines.append("# flash attention and the KV-cache type are server-wide in ollama; start it with:")
+        lines.append(f"#   {_ollama_env(values)} ollama serve")
+        k, v = values.get("type_k", KV_TYPES["f16"]), values.get("type_v", KV_TYPES["f16"])
+        if k != v:
+            lines.append(f"# (K {KV_TYPE_NAMES[k]} / V {KV_TYPE_NAMES[v]}: ollama has one type for both; K's is used above)")
+    if values.get("use_mlock"):
+        lines.append("# use_mlock: current ollama has no such parameter")
+    if values.get("offload_kqv") is False or values.get("split_mode", 1) != 1:
+        lines.append("# offload_kqv / split_mode: not settable in ollama; the preset's values differ from the defaults")
+    return lines
+
+
+def _ollama_env(values: dict[str, Any]) -> str:
+    flash = "1" if values.get("flash_attn") else "0"
+    kv = KV_TYPE_NAMES[values.get("type_k", KV_TYPES["f16"])]
+    return f"OLLAMA_FLASH_ATTENTION={flash} OLLAMA_KV_CACHE_TYPE={kv}"
+
+
+def _one_line(path: str) -> str:
+    if "\n" in path or "\r" in path:
+        raise OutputError(f"model path {path!r} contains a line break", "move the model to a path without one")
+    return path
+
+
+def _modelfile_path(path: str) -> str:
+    """Quote the FROM value the way ollama's own parser writes it (only with edge spaces)."""
+    path = _one_line(path)
+    if path != path.strip():
+        if '"' in path:
+            raise OutputError(f"model path {path!r} has edge spaces and a double quote", "rename the model file")
+        return f'"{path}"'
+    return path
