@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from dataclasses import replace
+
 from tuner.engine import Engine
-from tuner.measure import Workload
+from tuner.measure import Stat, Workload
 from tuner.models import default_model_path
 
 # Small enough to keep the suite quick on 2 cores, large enough to exercise batching.
@@ -32,6 +34,68 @@ def engine(model_path: Path):
 @pytest.fixture
 def small() -> Workload:
     return SMALL
+
+
+@pytest.fixture(scope="session")
+def cli_study(tmp_path_factory) -> Path:
+    """A working directory holding 'cli3', a 3-trial study made by the real `tune start`
+    (default storage studies/tuner.db, quality proxy on, confirmation on); its output in start.out.
+
+    Shared by the CLI and report tests; tests that change a study work on a copy.
+    """
+    cwd = tmp_path_factory.mktemp("cli")
+    result = run_tune("start", "--trials", "3", "--study", "cli3", "--seed", "1", *SMALL_ARGS, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    (cwd / "start.out").write_text(result.stdout)
+    return cwd
+
+
+class LuckyOnce:
+    """A runner that records one measurement 20x too fast: the winner's curse, made reproducible.
+
+    A real lucky reading cannot be produced on demand; everything else is the real engine.
+    """
+
+    def __init__(self, engine: Engine, lucky_call: int) -> None:
+        from tuner.study import InProcess
+
+        self.inner, self.calls, self.lucky_call = InProcess(engine), 0, lucky_call
+
+    def reference(self, model_sha256: str):
+        return self.inner.reference(model_sha256)
+
+    def measure(self, config, workload):
+        result = self.inner.measure(config, workload)
+        self.calls += 1
+        if self.calls == self.lucky_call:
+            result = replace(result, decode_tok_s=Stat.of([x * 20 for x in result.decode_tok_s.samples]))
+        return result
+
+
+@pytest.fixture(scope="session")
+def speed_study(tmp_path_factory, model_path: Path, engine: Engine):
+    """A 12-trial speed-only study (noise floor, confirmation) whose trial #3 read 20x too fast.
+
+    Returns (storage URL, study name, notes the library reported).
+    """
+    from tuner.hardware import describe_machine
+    from tuner.models import model_sha256
+    from tuner.space import load_space
+    from tuner.study import StudySpec, open_storage, start_study
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('speed') / 'speed.db'}"
+    spec = StudySpec(
+        model=model_path,
+        model_sha256=model_sha256(model_path),
+        space=load_space("cpu"),
+        workload=replace(SMALL, quality=False),
+        trials=12,  # 10 searched: enough for parameter importances
+        seed=3,
+    )
+    notes: list[str] = []
+    runner = LuckyOnce(engine, lucky_call=7)  # 3 noise-floor runs, then trials #0 #1 #2 #3: the 7th call
+    start_study(spec, name="speed", storage=open_storage(url), runner=runner, machine=describe_machine().to_dict(), on_note=notes.append)
+    return url, "speed", notes
 
 
 def run_tune(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:

@@ -12,13 +12,9 @@ from tests.conftest import SMALL_ARGS, run_tune
 
 
 @pytest.fixture(scope="module")
-def workdir(tmp_path_factory) -> Path:
-    """A working directory holding a 3-trial study made by `tune start` (default storage)."""
-    cwd = tmp_path_factory.mktemp("cli")
-    result = run_tune("start", "--trials", "3", "--study", "cli3", "--seed", "1", *SMALL_ARGS, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    (cwd / "start.out").write_text(result.stdout)
-    return cwd
+def workdir(cli_study) -> Path:
+    """The working directory of the shared 3-trial study 'cli3' (tests/conftest.py)."""
+    return cli_study
 
 
 def _one_line_error(result, *fragments: str) -> None:
@@ -46,6 +42,15 @@ def test_start_shows_progress_and_the_comparison_table(workdir):
         assert label in out
     assert "export the best: tune export cli3" in out
     assert (workdir / "studies" / "tuner.db").is_file()
+
+
+def test_start_measures_the_noise_floor_first_and_confirms_the_winner_last(workdir):
+    out = (workdir / "start.out").read_text()
+    assert out.index("noise floor: ±") < out.index("[  1/3]")  # before the first trial
+    assert out.index("confirming: defaults, ") > out.index("[  3/3]")  # after the last
+    assert "round 3/3:" in out
+    assert "confirmation (3 interleaved rounds, speed only):" in out
+    assert "winner: " in out
 
 
 def test_list_and_show(workdir):
@@ -83,7 +88,8 @@ def test_resume_to_a_larger_target(workdir, tmp_path):
     import shutil
 
     shutil.copytree(workdir / "studies", tmp_path / "studies")
-    result = run_tune("resume", "cli3", "--trials", "4", cwd=tmp_path)  # the study's quality proxy comes along
+    # the study's quality proxy comes along; confirmation after a resume: tests/test_recovery.py
+    result = run_tune("resume", "cli3", "--trials", "4", "--confirm-rounds", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "resuming study 'cli3': 3/4" in result.stdout
     assert "[  4/4]" in result.stdout

@@ -85,7 +85,7 @@ def test_export_never_picks_an_infeasible_trial(tmp_path, engine, model_path):
     )
     study = start_study(
         spec, name="lossy", storage=open_storage(f"sqlite:///{tmp_path / 'q.db'}"),
-        runner=InProcess(engine), machine=describe_machine().to_dict(),
+        runner=InProcess(engine), machine=describe_machine().to_dict(), confirm_rounds=0,  # feasibility alone picks here
     )
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     infeasible = [t for t in complete if not is_feasible(t)]

@@ -15,6 +15,7 @@ import optuna
 from tests.conftest import run_tune
 
 ARGS = ["--prompt-tokens", "32", "--gen-tokens", "16", "--repeats", "3", "--no-quality"]
+NO_CONFIRM = ["--confirm-rounds", "0"]  # these tests are about recovery; confirmation has its own
 
 
 def _spawn(*args: str, cwd: Path) -> subprocess.Popen[str]:
@@ -59,7 +60,7 @@ def _wait_running(cwd: Path, name: str, timeout: float = 60) -> None:
 
 
 def test_sigkill_of_the_cli_then_resume_completes_with_earlier_trials_intact(tmp_path):
-    proc = _spawn("start", "--trials", "5", "--study", "killed", "--seed", "2", *ARGS, cwd=tmp_path)
+    proc = _spawn("start", "--trials", "5", "--study", "killed", "--seed", "2", *ARGS, *NO_CONFIRM, cwd=tmp_path)
     _wait_for_line(proc, "[  3/5]")
     _wait_running(tmp_path, "killed")
     time.sleep(0.5)  # into the measurement
@@ -69,7 +70,7 @@ def test_sigkill_of_the_cli_then_resume_completes_with_earlier_trials_intact(tmp
     assert len(before) >= 3
     assert any(t.state == optuna.trial.TrialState.RUNNING for t in _trials(tmp_path, "killed"))
 
-    resumed = run_tune("resume", "killed", cwd=tmp_path)
+    resumed = run_tune("resume", "killed", *NO_CONFIRM, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     trials = _trials(tmp_path, "killed")
     for number, finished in before.items():
@@ -84,7 +85,7 @@ def test_sigkill_of_the_cli_then_resume_completes_with_earlier_trials_intact(tmp
 
 
 def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
-    proc = _spawn("start", "--trials", "4", "--study", "interrupted", *ARGS, cwd=tmp_path)
+    proc = _spawn("start", "--trials", "4", "--study", "interrupted", *ARGS, *NO_CONFIRM, cwd=tmp_path)
     _wait_for_line(proc, "[  1/4]")
     _wait_running(tmp_path, "interrupted")
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends to the job
@@ -97,7 +98,7 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
     interrupted = [t for t in trials if t.user_attrs.get("interrupted")]
     assert len(interrupted) == 1, [(t.number, t.state, t.user_attrs) for t in trials]
 
-    resumed = run_tune("resume", "interrupted", cwd=tmp_path)
+    resumed = run_tune("resume", "interrupted", *NO_CONFIRM, cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     trials = _trials(tmp_path, "interrupted")
     assert len([t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]) == 4
@@ -107,12 +108,17 @@ def test_ctrl_c_stops_cleanly_and_prints_the_resume_command(tmp_path):
 
 
 def test_two_resumes_at_once_reach_the_target_without_duplicates(tmp_path):
-    started = run_tune("start", "--trials", "2", "--study", "shared", *ARGS, cwd=tmp_path)
+    started = run_tune("start", "--trials", "2", "--study", "shared", *ARGS, *NO_CONFIRM, cwd=tmp_path)
     assert started.returncode == 0, started.stderr
     procs = [_spawn("resume", "shared", "--trials", "4", cwd=tmp_path) for _ in range(2)]  # speed only (--no-quality)
+    outputs = []
     for proc in procs:
         out, err = proc.communicate(timeout=600)
         assert proc.returncode == 0, (out, err)
+        outputs.append(out)
+    # Only the process that ran the study's last trial re-measures the winner; the other says so.
+    assert sum("confirming: defaults" in out for out in outputs) == 1, outputs
+    assert sum("another worker ran the study's last trial" in out for out in outputs) == 1, outputs
     trials = _trials(tmp_path, "shared")
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 4, [t.state for t in trials]

@@ -46,6 +46,7 @@ def study_db(tmp_path_factory, model_path, engine) -> Path:
         runner=InProcess(engine),
         machine=describe_machine().to_dict(),
         on_progress=progress.append,
+        confirm_rounds=0,  # confirmation: tests/test_confirm.py
     )
     assert [p.done for p in progress] == [1, 2, 3]
     assert progress[-1].eta_s == 0
@@ -117,7 +118,7 @@ def test_resume_reaches_its_new_target_and_keeps_earlier_trials(study_db, tmp_pa
     shutil.copy(study_db, db)
     before = {t.number: (t.values, t.params) for t in _load(db).trials}
     study = _load(db)
-    resume_study(study, runner=InProcess(engine), space=load_space("cpu"), trials=4)
+    resume_study(study, runner=InProcess(engine), space=load_space("cpu"), trials=4, confirm_rounds=0)
     after = _load(db)
     assert len(counted_trials(after)) == 4
     assert after.user_attrs["target_trials"] == 4
@@ -128,7 +129,7 @@ def test_resume_reaches_its_new_target_and_keeps_earlier_trials(study_db, tmp_pa
 def test_resume_at_target_runs_nothing(study_db, tmp_path, engine):
     db = tmp_path / "copy.db"
     shutil.copy(study_db, db)
-    resume_study(_load(db), runner=InProcess(engine), space=load_space("cpu"))
+    resume_study(_load(db), runner=InProcess(engine), space=load_space("cpu"), confirm_rounds=0)
     assert len(_load(db).trials) == 3
 
 

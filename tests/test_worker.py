@@ -10,6 +10,7 @@ import optuna
 import pytest
 
 from tests.conftest import SMALL
+from tuner.confirm import NOISE_RUNS
 from tuner.engine import EngineConfig
 from tuner.errors import ConfigError, ModelError
 from tuner.hardware import describe_machine
@@ -60,12 +61,14 @@ def test_timeout_kills_the_worker_and_the_next_trial_gets_a_fresh_one(model_path
 class _KillOnce:
     """Runs trials in a real Worker; during the 3rd trial it SIGKILLs the worker process."""
 
+    KILL_AT = NOISE_RUNS + 3  # the study measures its noise floor first
+
     def __init__(self, worker: Worker) -> None:
         self.worker, self.calls = worker, 0
 
     def measure(self, config, workload):
         self.calls += 1
-        if self.calls == 3:
+        if self.calls == self.KILL_AT:
             threading.Timer(0.3, os.kill, (self.worker.pid, signal.SIGKILL)).start()
         return self.worker.measure(config, workload)
 
@@ -77,7 +80,9 @@ def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, mode
     )
     storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
     with Worker(model_path) as worker:
-        study = start_study(spec, name="k", storage=storage, runner=_KillOnce(worker), machine=describe_machine().to_dict())
+        study = start_study(
+            spec, name="k", storage=storage, runner=_KillOnce(worker), machine=describe_machine().to_dict(), confirm_rounds=0
+        )
         assert worker.restarts == 1
     failed = study.get_trials(states=(optuna.trial.TrialState.FAIL,))
     assert len(failed) == 1

@@ -50,6 +50,16 @@ def _workload(prompt_tokens: int, gen_tokens: int, repeats: int, no_quality: boo
 
 
 TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")
+ConfirmOpt = typer.Option(
+    3, "--confirm-rounds", help="Interleaved rounds re-measuring the top candidates and the defaults at the end (0: skip)."
+)
+
+
+def _check_rounds(rounds: int) -> None:
+    if rounds < 0:
+        raise ConfigError(f"--confirm-rounds {rounds} is negative", "use 0 to skip confirmation, or 3 or more rounds")
+    if 0 < rounds < 3:
+        raise ConfigError(f"--confirm-rounds {rounds} is too few for a median and spread", "use 3 or more rounds, or 0 to skip")
 
 
 def _worker(model_path: Path, timeout_s: float) -> Any:
@@ -80,8 +90,9 @@ def start(
     quality_budget: float = typer.Option(0.03, "--quality-budget", help="Largest mean KL divergence from the reference a feasible trial may have."),
     accuracy_floor: float = typer.Option(0.8, "--accuracy-floor", help="Task accuracy a feasible trial needs, as a fraction of greedy decoding's."),
     no_quality: bool = NoQualityOpt,
+    confirm_rounds: int = ConfirmOpt,
 ) -> None:
-    """Start a new study: baselines first, then the search; prints progress and a results table."""
+    """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""
     from tuner import hardware, models, space as spaces, study as studies
     from tuner.gguf import read_gguf_info
 
@@ -89,6 +100,7 @@ def start(
         raise StudyError(f"--trials {trials} asks for no trial", "use --trials 1 or more")
     workload = _workload(prompt_tokens, gen_tokens, repeats, no_quality)
     budget = _budget(quality_budget, accuracy_floor)
+    _check_rounds(confirm_rounds)
     model_path = models.resolve_model(model)
     machine = hardware.describe_machine()
     if space:
@@ -125,7 +137,14 @@ def start(
             typer.echo("objective: decode tok/s (median); no quality proxy (--no-quality)")
         result = _interruptible(
             lambda: studies.start_study(
-                spec, name=name, storage=storage_obj, runner=worker, machine=machine.to_dict(), on_progress=_print_progress
+                spec,
+                name=name,
+                storage=storage_obj,
+                runner=worker,
+                machine=machine.to_dict(),
+                on_progress=_print_progress,
+                on_note=typer.echo,
+                confirm_rounds=confirm_rounds,
             ),
             name,
             storage,
@@ -141,12 +160,14 @@ def resume(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
     allow_other_hardware: bool = typer.Option(False, "--allow-other-hardware", help="Resume on a machine with another fingerprint."),
     trial_timeout: float = TimeoutOpt,
+    confirm_rounds: int = ConfirmOpt,
 ) -> None:
-    """Continue a stopped or crashed study until it holds its target number of trials."""
-    from tuner import hardware, models, space as spaces, study as studies
+    """Continue a stopped or crashed study until it holds its target number of trials, then confirm its winner."""
+    from tuner import hardware, space as spaces, study as studies
 
     if trials is not None and trials < 1:
         raise StudyError(f"--trials {trials} asks for no trial", "use --trials 1 or more")
+    _check_rounds(confirm_rounds)
     storage_obj = studies.open_storage(storage, must_exist=True)
     study_obj = studies.load_study(name, storage_obj)
     model_path = _study_model(study_obj, model)
@@ -167,6 +188,8 @@ def resume(
                 machine=machine,
                 allow_other_hardware=allow_other_hardware,
                 on_progress=_print_progress,
+                on_note=typer.echo,
+                confirm_rounds=confirm_rounds,
             ),
             name,
             storage,
@@ -211,18 +234,108 @@ def export(
     name: str = typer.Argument(..., help="Study name."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the preset here [default: print it]."),
     storage: Optional[str] = StorageOpt,
+    fmt: str = typer.Option(
+        "yaml", "--format", help="yaml (the preset the engine loads), json (llama-cpp-python server config), llama-server or ollama."
+    ),
 ) -> None:
-    """Export the study's best configuration as a preset YAML that the engine loads."""
-    from tuner import study as studies
+    """Export the study's best configuration: a preset YAML that the engine loads, or a server's own format."""
+    from tuner import export as exports, study as studies
 
+    write = exports.writer(fmt)  # an unknown --format fails before the storage is opened
     study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
     preset = studies.best_preset(study_obj)
+    text = write(preset)
     if out is None:
-        typer.echo(preset.dumps(), nl=False)
+        typer.echo(text, nl=False)
+        for note in exports.notes(preset, fmt):
+            typer.echo(note, err=True)  # stderr: stdout stays a valid file
         return
-    preset.save(out)
+    if fmt == exports.DEFAULT_FORMAT:
+        preset.save(out)
+    else:
+        exports.save(text, out)
     typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {preset.measured['decode_tok_s']['median']} decode tok/s)")
     typer.echo(f"picked: {preset.measured['picked']}")
+    for note in exports.notes(preset, fmt):
+        typer.echo(note)
+
+
+@app.command()
+def report(
+    name: str = typer.Argument(..., help="Study name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for report.html and its PNG figures (created if missing)."),
+    storage: Optional[str] = StorageOpt,
+) -> None:
+    """Write an HTML report with figures: history, Pareto front, importances, best vs baselines."""
+    from tuner import study as studies
+    from tuner.report import write_report
+
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    files = write_report(study_obj, out)
+    typer.echo(f"wrote {files.html} (self-contained: open it in any browser)")
+    for image in files.images:
+        typer.echo(f"wrote {image}")
+
+
+@app.command()
+def explain(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    audit_guide: bool = typer.Option(
+        False, "--audit-guide", help="Measure the RTX 4090 guide's per-knob claims here, interleaved (a few minutes)."
+    ),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds for --audit-guide (3 or more)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
+    trial_timeout: float = TimeoutOpt,
+) -> None:
+    """Parameter importances per objective, each knob's measured effect, and the guide audit."""
+    from tuner import explain as explaining, hardware, study as studies
+    from tuner.measure import Workload
+
+    if audit_guide:
+        _check_rounds(rounds)
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    _print_importances(explaining.importances(study_obj), len(explaining.searched_trials(study_obj)))
+    _print_knob_effects(explaining.knob_effects(study_obj))
+    if audit_guide:
+        studies.check_machine(study_obj, hardware.describe_machine())
+        workload = Workload.from_dict(study_obj.user_attrs["workload"])
+        typer.echo(f"\nguide audit: {len(explaining.GUIDE_CLAIMS)} claims x 2 configurations x {rounds} interleaved rounds (speed only)")
+        with _worker(_study_model(study_obj, model), trial_timeout) as worker:
+            results = explaining.audit_guide(worker, workload, rounds=rounds, noise=studies.noise_floor(study_obj), on_note=typer.echo)
+        study_obj.set_user_attr("guide_audit", {"rounds": rounds, "claims": [r.to_dict() for r in results]})
+    stored = study_obj.user_attrs.get("guide_audit")
+    if stored:
+        _print_guide_audit(stored)
+    elif not audit_guide:
+        typer.echo(f"\nthe guide's per-knob claims are not audited yet: tune explain {name} --audit-guide")
+
+
+@app.command("confirm")
+def confirm_(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (3 or more)."),
+    candidates: int = typer.Option(3, "--candidates", help="How many of the fastest feasible trials to re-measure."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
+    trial_timeout: float = TimeoutOpt,
+) -> None:
+    """Re-measure the study's top candidates and the defaults, interleaved, and pick the winner."""
+    from tuner import confirm as confirming, hardware, study as studies
+
+    _check_rounds(rounds)
+    if rounds == 0:
+        raise ConfigError("--rounds 0 confirms nothing", "use 3 or more rounds")
+    if candidates < 1:
+        raise ConfigError(f"--candidates {candidates} re-measures nothing", "use 1 or more")
+    storage_obj = studies.open_storage(storage, must_exist=True)
+    study_obj = studies.load_study(name, storage_obj)
+    studies.check_machine(study_obj, hardware.describe_machine())
+    with _worker(_study_model(study_obj, model), trial_timeout) as worker:
+        result = confirming.confirm(study_obj, worker, rounds=rounds, candidates=candidates, on_note=typer.echo)
+    if result is None:
+        raise StudyError(f"study '{name}' has no feasible trial besides the defaults to confirm", f"run more trials: tune resume {name} --trials N")
+    _print_summary(study_obj, storage)
 
 
 @app.command()
@@ -437,7 +550,7 @@ def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = T
     for row in ([summary.best] if summary.best else []) + list(summary.baselines.values()):
         cfg = row.config
         ratio = f"{row.ratio_vs_defaults:.2f}x" if row.ratio_vs_defaults is not None else "-"
-        if defaults is not None and row.number != defaults.number and row.within_noise_of(defaults):
+        if defaults is not None and row.number != defaults.number and row.within_noise_of(defaults, summary.noise):
             ratio += " (tie: within noise)"
         rows.append(
             [
@@ -465,10 +578,84 @@ def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = T
         typer.echo(f"no trial is within the quality floor ({summary.infeasible} completed trials are outside it)")
     elif summary.best is not None and summary.best.quality:
         typer.echo(f"best = fastest of {summary.feasible} trials within the quality floor ({summary.infeasible} outside it)")
+    if summary.noise:
+        typer.echo(f"noise floor: ±{summary.noise:.1%} run to run (differences within it are ties)")
+    _print_confirmation(summary)
     for number, reason in summary.failures[:5]:
         typer.echo(f"failed trial #{number}: {reason}")
     if export_hint and summary.best:
         typer.echo(f"\nexport the best: tune export {summary.name}" + (f" --storage '{_redacted(storage)}'" if storage else "") + " --out preset.yaml")
+
+
+def _print_confirmation(summary: Any) -> None:
+    """The re-measurement that picked the winner: trial reading vs confirmed figures."""
+    confirmation = summary.confirmation
+    if confirmation is None:
+        if summary.best is not None and summary.best.label == "best":
+            typer.echo("not confirmed by re-measurement (the study changed since, or confirmation was skipped)")
+        return
+    d = confirmation.defaults.decode
+    rows = [["defaults", "-", f"{d.median:.1f} ± {d.iqr:.1f}", "1.00x", "-"]]
+    for c in sorted(confirmation.candidates, key=lambda c: -(c.decode.median if c.rounds else 0)):
+        if c.error or not c.rounds:
+            rows.append([c.label + (" (winner)" if c.trial == confirmation.winner else ""), f"{c.trial_decode:.1f}", f"failed: {c.error}", "-", "-"])
+            continue
+        r = c.ratio
+        rows.append(
+            [
+                c.label + (" (winner)" if c.trial == confirmation.winner else ""),
+                f"{c.trial_decode:.1f}",
+                f"{c.decode.median:.1f} ± {c.decode.iqr:.1f}",
+                f"{r.median:.2f}x ({min(r.samples):.2f}-{max(r.samples):.2f})",
+                f"{c.kld_mean:.4f}" if c.kld_mean is not None else "-",
+            ]
+        )
+    typer.echo(f"\nconfirmation ({confirmation.rounds} interleaved rounds, speed only):")
+    typer.echo(_table(["config", "trial read", "confirmed tok/s (median ± IQR)", "vs defaults (range)", "mean KLD"], rows))
+    typer.echo(f"winner: {confirmation.why}")
+
+
+def _print_importances(scores: dict[str, dict[str, float]], completed: int) -> None:
+    """One bar table per objective: which knobs explain the variation between trials."""
+    from tuner.explain import MIN_TRIALS_FOR_IMPORTANCE
+
+    for objective, knobs in scores.items():
+        typer.echo(f"\nimportance for {objective} (optuna PED-ANOVA over the effective settings of {completed} completed searched trials):")
+        if not knobs:
+            typer.echo(f"  needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials with differing settings")
+            continue
+        rows = [[knob, f"{score:.3f}", "#" * round(score * 40)] for knob, score in knobs.items() if score > 0]
+        typer.echo(_table(["knob", "importance", ""], rows))
+
+
+def _print_knob_effects(effects: list[Any]) -> None:
+    if not effects:
+        return
+    rows = [
+        [e.knob, e.group, e.trials, f"{e.decode_median:.1f}", f"{e.kld_median:.4f}" if e.kld_median is not None else "-"]
+        for e in effects
+    ]
+    typer.echo("\nper-knob effect (trials grouped by the value that ran; knobs move together, so these are hints):")
+    typer.echo(_table(["knob", "value", "trials", "median decode tok/s", "median KLD"], rows))
+
+
+def _print_guide_audit(stored: dict[str, Any]) -> None:
+    from tuner.explain import ClaimResult
+
+    rows = []
+    for data in stored["claims"]:
+        claim = ClaimResult(**{**data, "claimed": tuple(data["claimed"]) if data["claimed"] else None})
+        d, p = claim.decode_ratio, claim.prompt_ratio
+        rows.append(
+            [
+                claim.guide_says,
+                f"{d.median:.2f}x ({min(d.samples):.2f}-{max(d.samples):.2f})",
+                f"{p.median:.2f}x ({min(p.samples):.2f}-{max(p.samples):.2f})",
+                claim.verdict,
+            ]
+        )
+    typer.echo(f"\nthe guide's claims, measured here (AFTER / BEFORE on llama-cpp-python's defaults, {stored['rounds']} interleaved rounds):")
+    typer.echo(_table(["guide says", "decode ratio (range)", "prompt ratio (range)", "verdict"], rows))
 
 
 def _print_pareto(study_obj: Any) -> None:

@@ -97,7 +97,7 @@ class Preset:
         for name, allowed in (("engine", LOAD_KEYS + CONTEXT_KEYS), ("sampling", SAMPLING_KEYS)):
             section = data.get(name) or {}
             if not isinstance(section, dict):
-                raise PresetError(f"{source}: '{name}' must be a mapping", f"see `tune export` output")
+                raise PresetError(f"{source}: '{name}' must be a mapping", "see `tune export` output")
             for key in section:
                 if key not in allowed:
                     guess = difflib.get_close_matches(str(key), allowed, n=1)

@@ -206,7 +206,7 @@ def parse_space(text: str, *, source: str = "<space>", cores: int | None = None)
     for name, value in fixed.items():
         _check_knob(source, f"fixed.{name}", str(name))
         if name in raw_params:
-            raise SpaceError(f"{source}: '{name}' is both searched and fixed", f"remove it from params or from fixed")
+            raise SpaceError(f"{source}: '{name}' is both searched and fixed", "remove it from params or from fixed")
         _check_value(source, f"fixed.{name}", str(name), value)
     try:
         to_config(dict(fixed))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from tuner.confirm import CONFIRM_ROUNDS
 from tuner.engine import Engine, EngineConfig
 from tuner.errors import ConfigError, EngineError, StorageError, StudyError
 from tuner.measure import Measurement, Stat, Workload, measure
@@ -41,6 +43,7 @@ __all__ = [
     "fastest_feasible",
     "list_studies",
     "load_study",
+    "noise_floor",
     "open_storage",
     "redact",
     "resume_study",
@@ -152,6 +155,10 @@ def open_storage(url: str | None = None, *, must_exist: bool = False) -> Any:
             f"storage URL '{shown}' uses '{dialect}', which Optuna's RDB storage does not support",
             "use sqlite:///FILE, postgresql://... or mysql://...",
         )
+    if _wants_missing_psycopg2(parsed):
+        # SQLAlchemy 2.0 reads a plain postgresql:// as psycopg2, but the [postgres] extra installs
+        # psycopg 3: use the driver that is there rather than fail on one the user never chose.
+        url = parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
     engine_kwargs: dict[str, Any] = {}
     if dialect == "sqlite":
         _check_sqlite_path(parsed.database, shown, must_exist)
@@ -183,6 +190,15 @@ def open_storage(url: str | None = None, *, must_exist: bool = False) -> Any:
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
         raise StorageError(f"cannot open storage '{shown}': {reason}", "check the URL, the server and its credentials") from None
+
+
+def _wants_missing_psycopg2(parsed: Any) -> bool:
+    """A postgresql:// URL whose default driver here is psycopg2, absent, while psycopg 3 is installed."""
+    import importlib.util
+
+    if parsed.drivername != "postgresql" or parsed.get_dialect().driver != "psycopg2":
+        return False
+    return importlib.util.find_spec("psycopg2") is None and importlib.util.find_spec("psycopg") is not None
 
 
 def _check_sqlite_path(database: str | None, shown: str, must_exist: bool) -> None:
@@ -253,8 +269,15 @@ def start_study(
     runner: Runner,
     machine: dict[str, Any],
     on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    confirm_rounds: int = CONFIRM_ROUNDS,
 ) -> Any:
-    """Create a study, enqueue the baselines and run it until it holds ``spec.trials`` trials."""
+    """Create a study, enqueue the baselines and run it until it holds ``spec.trials`` trials.
+
+    Before the first trial it measures the noise floor (the defaults, several times); after the
+    last, it confirms the winner by re-measuring the top candidates (``confirm_rounds`` 0: skip).
+    ``on_note`` receives one-line messages about both.
+    """
     import optuna
 
     if spec.trials < 1:
@@ -290,7 +313,9 @@ def start_study(
         study.set_user_attr(key, value)
     for label, config in BASELINES.items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
-    return _run(study, spec.trials, runner, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
+    _measure_noise(study, runner, spec.workload, on_note)
+    ran = _run(study, spec.trials, runner, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
+    return _confirm(study, runner, confirm_rounds, ran, False, on_note)
 
 
 def resume_study(
@@ -302,8 +327,11 @@ def resume_study(
     machine: Any = None,
     allow_other_hardware: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    confirm_rounds: int = CONFIRM_ROUNDS,
 ) -> Any:
-    """Continue ``study`` until it holds ``trials`` counted trials (default: its own target).
+    """Continue ``study`` until it holds ``trials`` counted trials (default: its own target),
+    then confirm its winner as :func:`start_study` does.
 
     Args:
         machine: this machine (:class:`tuner.hardware.Machine`); a study started on another
@@ -318,7 +346,51 @@ def resume_study(
     workload = Workload.from_dict(study.user_attrs["workload"])
     if workload.quality:
         runner.reference(study.user_attrs["model_sha256"])
-    return _run(study, target, runner, space.for_workload(workload.n_ctx_needed), workload, on_progress)
+    if "noise_floor" not in study.user_attrs:  # a study from before noise floors, or interrupted early
+        _measure_noise(study, runner, workload, on_note)
+    nothing_to_do = len(counted_trials(study)) >= target
+    ran = _run(study, target, runner, space.for_workload(workload.n_ctx_needed), workload, on_progress)
+    return _confirm(study, runner, confirm_rounds, ran, nothing_to_do, on_note)
+
+
+def noise_floor(study: Any) -> float:
+    """The study's relative noise floor (0 when it has none): smaller differences are ties."""
+    stored = study.user_attrs.get("noise_floor")
+    return float(stored["relative"]) if stored else 0.0
+
+
+def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Callable[[str], None] | None) -> None:
+    from tuner.confirm import measure_noise_floor
+    from tuner.worker import WorkerFailed
+
+    try:
+        floor = measure_noise_floor(runner, workload)
+    except (ConfigError, EngineError, WorkerFailed) as exc:
+        # The defaults cannot run this workload (e.g. n_ctx 512 under a longer prompt): their
+        # baseline trial will fail and say why; ties then rest on each trial's own spread.
+        if on_note:
+            on_note(f"noise floor not measured: the defaults cannot run this workload ({getattr(exc, 'reason', exc)})")
+        return
+    study.set_user_attr("noise_floor", floor.to_dict())
+    if on_note:
+        on_note(f"noise floor: {floor.describe()}; closer results are ties")
+
+
+def _confirm(
+    study: Any, runner: Runner, rounds: int, ran: set[int], nothing_to_do: bool, on_note: Callable[[str], None] | None
+) -> Any:
+    """Confirm the winner, once per study run even with several workers: the process that ran
+    the study's last counted trial does it (exactly one did). A resume of a study that already
+    held its target (``nothing_to_do``) confirms only when the study has no current confirmation."""
+    from tuner.confirm import confirm
+
+    counted = [t.number for t in counted_trials(study)]
+    last_here = bool(ran) and bool(counted) and max(counted) in ran
+    if rounds > 0 and (last_here or (nothing_to_do and current_confirmation(study) is None)):
+        confirm(study, runner, rounds=rounds, on_note=on_note)
+    elif rounds > 0 and not nothing_to_do and on_note:
+        on_note("another worker ran the study's last trial: it confirms the winner")
+    return study
 
 
 def check_machine(study: Any, machine: Any, allow_other_hardware: bool = False) -> None:
@@ -355,8 +427,8 @@ def _run(
     space: SearchSpace,
     workload: Workload,
     on_progress: Callable[[Progress], None] | None,
-) -> Any:
-    """Run trials until the study holds ``target`` counted trials.
+) -> set[int]:
+    """Run trials until the study holds ``target`` counted trials; return the numbers run here.
 
     Safe with several processes on one study: each re-counts before every trial, and when the
     trials still missing are already RUNNING elsewhere it waits for them instead of overshooting.
@@ -369,7 +441,7 @@ def _run(
     _requeue_interrupted(study)
     budget = QualityBudget(**study.user_attrs["quality_budget"]) if study.user_attrs.get("quality_budget") else None
     objective = _objective(runner, space, workload, study.user_attrs.get("model_sha256", ""), target, budget, study.user_attrs.get("reference"))
-    started, run_here = time.monotonic(), 0
+    started, run_here, numbers = time.monotonic(), 0, set()
     while True:
         with _no_experimental_warnings():
             optuna.storages.fail_stale_trials(study)  # a dead process's RUNNING trial -> FAIL + re-enqueued
@@ -389,11 +461,12 @@ def _run(
             gc_after_trial=False,
         )
         run_here += 1
+        numbers.update(t.number for t in finished)
         if on_progress and finished:
             elapsed = time.monotonic() - started
             remaining = max(target - len(counted_trials(study)), 0)
             on_progress(_progress(study, finished[0], target, remaining, elapsed / run_here))
-    return study
+    return numbers
 
 
 def _requeue_interrupted(study: Any) -> None:
@@ -568,9 +641,13 @@ class Row:
     quality: dict[str, float] | None = None
     feasible: bool = True
 
-    def within_noise_of(self, other: Row) -> bool:
-        """True when the decode medians differ by less than the larger of the two IQRs: a tie."""
-        return abs(self.decode.median - other.decode.median) <= max(self.decode.iqr, other.decode.iqr)
+    def within_noise_of(self, other: Row, noise: float = 0.0) -> bool:
+        """A tie: the decode medians differ by no more than the larger of the two IQRs, or by no
+        more than the relative ``noise`` (the study's noise floor)."""
+        from tuner.confirm import is_tie
+
+        gap = abs(self.decode.median - other.decode.median)
+        return gap <= max(self.decode.iqr, other.decode.iqr) or is_tie(self.decode.median, other.decode.median, noise)
 
     @classmethod
     def of(cls, label: str, trial: Any, defaults: Any | None) -> Row:
@@ -605,6 +682,8 @@ class Summary:
     pareto: list[Row] = field(default_factory=list)  # feasible trials no other trial beats on both objectives
     feasible: int = 0
     infeasible: int = 0
+    noise: float = 0.0  # the study's relative noise floor
+    confirmation: Any = None  # tuner.confirm.Confirmation, when current (see current_confirmation)
 
 
 def is_feasible(trial: Any) -> bool:
@@ -642,7 +721,8 @@ def summarize(study: Any) -> Summary:
         trial = _baseline_trial(study, label)
         if trial is not None:
             baselines[label] = Row.of(label, trial, defaults)
-    best = fastest_feasible(study)
+    confirmation = current_confirmation(study)
+    best = study.trials[confirmation.winner] if confirmation else fastest_feasible(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     feasible = [t for t in complete if is_feasible(t)]
     front = study.best_trials if len(study.directions) > 1 else ([best] if best else [])
@@ -661,13 +741,31 @@ def summarize(study: Any) -> Summary:
         pareto=sorted((Row.of("pareto", t, defaults) for t in front), key=lambda r: -r.decode.median),
         feasible=len(feasible),
         infeasible=len(complete) - len(feasible),
+        noise=noise_floor(study),
+        confirmation=confirmation,
     )
+
+
+def current_confirmation(study: Any) -> Any | None:
+    """The stored confirmation, if it still speaks for the study: it picked a winner, and no
+    trial was added since (a resumed study must be confirmed again)."""
+    from tuner.confirm import Confirmation
+
+    stored = study.user_attrs.get("confirmation")
+    if not stored:
+        return None
+    confirmation = Confirmation.from_dict(stored)
+    if confirmation.winner is None or confirmation.counted_trials != len(counted_trials(study)):
+        return None
+    return confirmation
 
 
 def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
     """One sentence: why the exported trial is the one."""
     best = summary.best
     assert best is not None
+    if summary.confirmation is not None:
+        return f"confirmed by re-measurement: {summary.confirmation.why}"
     if not budget or not best.quality:
         return f"fastest decode of {summary.complete} completed trials (no quality floor)"
     return (
@@ -676,6 +774,19 @@ def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
         f"{best.quality['task_accuracy']:.2f} >= {budget['accuracy_floor']:.0%} of greedy); "
         f"{summary.infeasible} completed trials were outside it"
     )
+
+
+def _confirmed_figures(confirmation: Any) -> dict[str, Any]:
+    """The winner's re-measured figures for a preset's ``measured.confirmed`` section."""
+    winner = confirmation.candidate(confirmation.winner)
+    ratios = winner.ratio_vs_defaults
+    return {
+        "decode_tok_s": {"median": round(winner.decode.median, 2), "iqr": round(winner.decode.iqr, 2), "rounds": [round(x, 2) for x in winner.rounds]},
+        "defaults_decode_tok_s": {"median": round(confirmation.defaults.decode.median, 2), "rounds": [round(x, 2) for x in confirmation.defaults.rounds]},
+        "vs_defaults": {"median": round(statistics.median(ratios), 3), "low": round(min(ratios), 3), "high": round(max(ratios), 3)},
+        "interval": f"range of the per-round ratios over {confirmation.rounds} interleaved rounds",
+        "candidates": {c.label: round(c.decode.median, 2) for c in confirmation.candidates if c.rounds},
+    }
 
 
 def best_preset(study: Any) -> Any:
@@ -707,7 +818,10 @@ def best_preset(study: Any) -> Any:
         "telemetry": best.telemetry,
         "quality": best.quality,
         "picked": why_picked(summary, study.user_attrs.get("quality_budget")),
+        "noise_floor": round(summary.noise, 4),
     }
+    if summary.confirmation is not None:
+        measured["confirmed"] = _confirmed_figures(summary.confirmation)
     for label, row in summary.baselines.items():
         measured[f"vs_{label}"] = round(best.decode.median / row.decode.median, 3)
     trial = study.trials[best.number]

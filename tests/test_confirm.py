@@ -1,0 +1,166 @@
+"""Noise floor and confirmation: ties are not wins, and the winner is picked by re-measurement."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import pytest
+
+from tuner.confirm import Candidate, Confirmation, NoiseFloor, _pick_winner, confirm, is_tie, measure_noise_floor, pick_candidates
+from tuner.engine import EngineConfig
+from tuner.hardware import describe_machine
+from tuner.measure import Stat
+from tuner.models import model_sha256
+from tuner.space import load_space
+from tuner.study import (
+    InProcess,
+    StudySpec,
+    best_preset,
+    current_confirmation,
+    load_study,
+    open_storage,
+    resume_study,
+    start_study,
+    summarize,
+)
+from tests.conftest import SMALL
+
+SPEED_ONLY = replace(SMALL, quality=False)
+
+
+# --- the statistics, on numbers chosen to sit on either side of the rules ---------------------
+
+
+def test_noise_floor_is_the_larger_of_run_to_run_range_and_within_run_spread():
+    runs = [Stat.of([40.0, 41.0, 42.0]), Stat.of([44.0, 45.0, 46.0]), Stat.of([49.0, 50.0, 51.0])]
+    floor = NoiseFloor.of(runs, SPEED_ONLY)
+    assert floor.run_medians == [41.0, 45.0, 50.0]
+    assert floor.relative == pytest.approx((50.0 - 41.0) / 45.0)  # range 9 over median 45: 20%
+    steady_runs_noisy_inside = [Stat.of([30.0, 45.0, 60.0])] * 3
+    assert NoiseFloor.of(steady_runs_noisy_inside, SPEED_ONLY).relative == pytest.approx(15.0 / 45.0)
+    assert NoiseFloor.from_dict(floor.to_dict()) == floor
+
+
+def test_differences_within_the_noise_are_ties():
+    assert is_tie(50.0, 52.0, noise=0.05)  # 3.8% apart
+    assert not is_tie(50.0, 60.0, noise=0.05)  # 16.7% apart
+    assert is_tie(0.0, 0.0, noise=0.0)
+
+
+def _candidate(label: str, rounds: list[float], defaults: list[float], kld: float | None = None) -> Candidate:
+    number = 0 if label == "defaults" else int(label.lstrip("#"))
+    return Candidate(label, number, {}, None, kld, rounds, [a / d for a, d in zip(rounds, defaults)])
+
+
+DEFAULTS = [30.0, 31.0, 29.0]
+
+
+def test_a_clear_win_goes_to_the_fastest_re_measured_candidate():
+    fast, slow = _candidate("#5", [50.0, 51.0, 49.0], DEFAULTS), _candidate("#7", [40.0, 41.0, 39.0], DEFAULTS)
+    winner, why = _pick_winner([slow, fast, _candidate("defaults", DEFAULTS, DEFAULTS)], noise=0.05)
+    assert winner is fast
+    assert "#5 is fastest when re-measured" in why and "the defaults" in why
+
+
+def test_a_tie_on_speed_goes_to_the_closer_to_reference_candidate():
+    fast_lossy = _candidate("#5", [50.0, 51.0, 49.0], DEFAULTS, kld=0.02)
+    almost_exact = _candidate("#7", [49.0, 50.0, 48.5], DEFAULTS, kld=0.001)
+    winner, why = _pick_winner([fast_lossy, almost_exact], noise=0.05)
+    assert winner is almost_exact
+    assert "ties with #5" in why and "lowest mean KLD" in why
+
+
+def test_a_candidate_that_only_ties_the_defaults_does_not_replace_them():
+    lucky = _candidate("#5", [31.0, 30.0, 31.5], DEFAULTS)
+    winner, why = _pick_winner([lucky, _candidate("defaults", DEFAULTS, DEFAULTS)], noise=0.05)
+    assert winner.label == "defaults"
+    assert "nothing is faster than the defaults beyond the noise" in why
+
+
+# --- on the real engine ------------------------------------------------------------------------
+
+
+def test_noise_floor_measures_the_defaults_several_times(engine):
+    floor = measure_noise_floor(InProcess(engine), SMALL, runs=3)
+    assert len(floor.run_medians) == 3 and all(x > 0 for x in floor.run_medians)
+    assert len(set(floor.run_medians)) > 1  # three separate measurements, not one copied
+    assert floor.relative >= floor.within_run_rel_iqr >= 0
+    assert floor.workload["quality"] is False  # speed only: it must stay cheap
+
+
+@pytest.fixture(scope="module")
+def confirmed(speed_study):
+    """The shared 12-trial speed-only study (tests/conftest.py) whose trial #3 read 20x too fast."""
+    url, name, notes = speed_study
+    return load_study(name, open_storage(url, must_exist=True)), notes
+
+
+def test_the_study_stores_its_noise_floor_and_confirmation(confirmed):
+    study, notes = confirmed
+    assert study.user_attrs["noise_floor"]["relative"] >= 0
+    assert notes[0].startswith("noise floor: ±")
+    assert any(n.startswith("confirming: defaults, ") for n in notes)
+    assert len([n for n in notes if n.startswith("round ")]) == 3
+    stored = Confirmation.from_dict(study.user_attrs["confirmation"])
+    assert stored.rounds == 3 and len(stored.defaults.rounds) == 3
+    for candidate in stored.candidates:
+        assert len(candidate.rounds) == 3 and len(candidate.ratio_vs_defaults) == 3
+
+
+def test_a_lucky_trial_is_caught_by_re_measurement(confirmed):
+    study, _ = confirmed
+    assert study.trials[3].values[0] == max(t.values[0] for t in study.trials)  # it led the study
+    confirmation = current_confirmation(study)
+    lucky = confirmation.candidate(3)
+    assert lucky.trial_decode > 5 * lucky.decode.median  # its re-measured speed is the real one
+    contenders = confirmation.candidates + [confirmation.defaults]
+    winner, _ = _pick_winner(contenders, confirmation.noise)
+    assert confirmation.winner == winner.trial  # picked from the re-measurement, by the rules above
+
+
+def test_summary_and_export_use_the_confirmed_winner(confirmed):
+    study, _ = confirmed
+    confirmation = current_confirmation(study)
+    assert summarize(study).best.number == confirmation.winner
+    preset = best_preset(study)
+    assert preset.provenance["trial"] == confirmation.winner
+    confirmed_figures = preset.measured["confirmed"]
+    vs = confirmed_figures["vs_defaults"]
+    assert vs["low"] <= vs["median"] <= vs["high"]
+    assert len(confirmed_figures["decode_tok_s"]["rounds"]) == 3
+    assert preset.measured["picked"].startswith("confirmed by re-measurement")
+
+
+def test_candidates_are_the_fastest_feasible_distinct_settings_without_the_defaults(confirmed):
+    study, _ = confirmed
+    picked = pick_candidates(study.get_trials(), n=3)
+    assert all(t.user_attrs.get("baseline") != "defaults" for t in picked)
+    assert [t.values[0] for t in picked] == sorted((t.values[0] for t in picked), reverse=True)
+    assert len({repr(sorted(t.user_attrs["measurement"]["effective"].items())) for t in picked}) == len(picked)
+
+
+def test_a_study_that_grew_since_its_confirmation_is_not_called_confirmed(speed_study, tmp_path, engine):
+    url, name, _ = speed_study
+    copy = tmp_path / "grown.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    study = load_study(name, open_storage(f"sqlite:///{copy}", must_exist=True))
+    assert current_confirmation(study) is not None
+    study = resume_study(study, runner=InProcess(engine), space=load_space("cpu"), trials=13, confirm_rounds=0)
+    assert current_confirmation(study) is None
+    assert "confirmed" not in best_preset(study).measured
+    assert not best_preset(study).measured["picked"].startswith("confirmed")
+    assert summarize(study).best.number == max(
+        (t for t in study.trials if t.state.name == "COMPLETE"), key=lambda t: t.values[0]
+    ).number  # back to the trials' own figures: the lucky #3 leads again, unconfirmed
+
+
+def test_confirmation_with_nothing_to_compare_stores_nothing(tmp_path, model_path, engine):
+    spec = StudySpec(
+        model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"), workload=SPEED_ONLY, trials=1
+    )
+    storage = open_storage(f"sqlite:///{tmp_path / 'one.db'}")
+    study = start_study(spec, name="one", storage=storage, runner=InProcess(engine), machine=describe_machine().to_dict())
+    assert confirm(study, InProcess(engine)) is None  # only the defaults ran
+    assert "confirmation" not in study.user_attrs
+    assert best_preset(study).config() == EngineConfig().effective()  # the defaults stand

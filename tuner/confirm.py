@@ -1,0 +1,279 @@
+"""Noise as a first-class problem: the noise floor of a study, and confirmation of its winner.
+
+A study ranks trials by single measurements (a warm-up pass and a few repetitions each). On a
+shared machine a trial can read fast by luck, and the fastest of 50 noisy readings is biased
+upward: the winner's curse. Two defences:
+
+* The **noise floor**: at study start the defaults baseline is measured several times, and the
+  run-to-run spread of its medians becomes the smallest relative difference the study calls a
+  win. Anything closer is a tie.
+* **Confirmation**: when a study run ends, the top feasible candidates and the defaults are
+  measured again, interleaved (D A B C, A B C D, ...) in the same process, and the winner is picked
+  from that re-measurement, with the per-round ratio vs the defaults as its interval.
+
+Confirmation re-measures speed only: the quality proxy is deterministic for a configuration (no
+noise to average out), so each candidate keeps the quality figures of its trial.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from tuner.engine import EngineConfig
+from tuner.errors import ConfigError, EngineError
+from tuner.measure import Stat, Workload
+
+__all__ = [
+    "Candidate",
+    "Confirmation",
+    "NoiseFloor",
+    "confirm",
+    "is_tie",
+    "measure_noise_floor",
+    "pick_candidates",
+]
+
+NOISE_RUNS = 3
+CONFIRM_ROUNDS = 3
+CONFIRM_CANDIDATES = 3
+
+Note = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """Run-to-run noise of one configuration (the defaults) on this machine, now.
+
+    ``relative`` is the larger of (a) the range of the run medians over their median and (b) the
+    median within-run relative IQR: how far apart two readings of the *same* settings can land.
+    """
+
+    relative: float
+    run_medians: list[float]
+    within_run_rel_iqr: float
+    workload: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, runs: list[Stat], workload: Workload) -> NoiseFloor:
+        medians = [run.median for run in runs]
+        centre = statistics.median(medians)
+        spread = (max(medians) - min(medians)) / centre if centre else float("inf")
+        within = statistics.median(run.rel_iqr for run in runs)
+        return cls(max(spread, within), medians, within, workload.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NoiseFloor:
+        return cls(float(data["relative"]), [float(x) for x in data["run_medians"]], float(data["within_run_rel_iqr"]), dict(data.get("workload") or {}))
+
+    def describe(self) -> str:
+        runs = ", ".join(f"{x:.1f}" for x in self.run_medians)
+        return f"±{self.relative:.1%} (the defaults read {runs} decode tok/s over {len(self.run_medians)} runs)"
+
+
+def is_tie(a: float, b: float, noise: float) -> bool:
+    """True when ``a`` and ``b`` differ by no more than the relative ``noise``: not a win."""
+    top = max(abs(a), abs(b))
+    return top == 0 or abs(a - b) / top <= noise
+
+
+def measure_noise_floor(runner: Any, workload: Workload, runs: int = NOISE_RUNS) -> NoiseFloor:
+    """Measure the defaults ``runs`` times (speed only) and return their spread."""
+    speed_only = replace(workload, quality=False)
+    results = [runner.measure(EngineConfig(), speed_only).decode_tok_s for _ in range(runs)]
+    return NoiseFloor.of(results, speed_only)
+
+
+@dataclass
+class Candidate:
+    """One configuration in a confirmation: a trial's settings, re-measured each round."""
+
+    label: str  # "defaults" or "#<trial number>"
+    trial: int | None
+    config: dict[str, Any]
+    trial_decode: float | None  # what the trial itself measured
+    kld_mean: float | None = None
+    rounds: list[float] = field(default_factory=list)  # decode tok/s median of each round
+    ratio_vs_defaults: list[float] = field(default_factory=list)  # per round
+    error: str = ""
+
+    @property
+    def decode(self) -> Stat:
+        return Stat.of(self.rounds)
+
+    @property
+    def ratio(self) -> Stat:
+        return Stat.of(self.ratio_vs_defaults)
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """The re-measurement that picks a study's winner (stored on the study as ``confirmation``)."""
+
+    winner: int | None  # trial number; None when no candidate beat nothing (only defaults)
+    why: str
+    candidates: list[Candidate]
+    defaults: Candidate
+    rounds: int
+    noise: float
+    counted_trials: int  # how many trials the study held when confirmed (stale when it grows)
+    workload: dict[str, Any]
+
+    def candidate(self, number: int) -> Candidate:
+        return next(c for c in [*self.candidates, self.defaults] if c.trial == number)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Confirmation:
+        return cls(
+            winner=data["winner"],
+            why=data["why"],
+            candidates=[Candidate(**c) for c in data["candidates"]],
+            defaults=Candidate(**data["defaults"]),
+            rounds=int(data["rounds"]),
+            noise=float(data["noise"]),
+            counted_trials=int(data["counted_trials"]),
+            workload=dict(data["workload"]),
+        )
+
+
+def pick_candidates(trials: list[Any], n: int = CONFIRM_CANDIDATES) -> list[Any]:
+    """The ``n`` fastest feasible trials with distinct settings, the defaults baseline excluded.
+
+    Not only the Pareto front: with mean KLD 0 for many settings, one trial can dominate the front
+    while the runners-up, within noise of it, are exactly what confirmation must compare.
+    """
+    seen: set[str] = set()
+    picked = []
+    for trial in sorted(trials, key=lambda t: -t.values[0]):
+        config = trial.user_attrs["measurement"]["effective"]
+        key = repr(sorted(config.items()))
+        if trial.user_attrs.get("baseline") == "defaults" or key in seen:
+            continue
+        seen.add(key)
+        picked.append(trial)
+        if len(picked) == n:
+            break
+    return picked
+
+
+def confirm(
+    study: Any,
+    runner: Any,
+    *,
+    rounds: int = CONFIRM_ROUNDS,
+    candidates: int = CONFIRM_CANDIDATES,
+    on_note: Note | None = None,
+) -> Confirmation | None:
+    """Re-measure the top feasible trials and the defaults, interleaved; store and return the result.
+
+    Returns None (and stores nothing) when there is nothing to compare: no feasible trial other
+    than the defaults baseline.
+    """
+    from tuner.study import _baseline_trial, counted_trials, feasible_trials, noise_floor
+
+    note = on_note or (lambda _msg: None)
+    top = pick_candidates(feasible_trials(study), candidates)
+    if not top:
+        return None
+    workload = replace(Workload.from_dict(study.user_attrs["workload"]), quality=False)
+    noise = noise_floor(study)
+    baseline = _baseline_trial(study, "defaults")
+    entries = [_defaults_entry(baseline)] + [
+        Candidate(f"#{t.number}", t.number, t.user_attrs["measurement"]["effective"], t.values[0], t.user_attrs.get("kld_mean"))
+        for t in top
+    ]
+    note(f"confirming: {', '.join(c.label for c in entries)} re-measured in {rounds} interleaved rounds (speed only)")
+    for r in range(rounds):
+        order = entries[r % len(entries) :] + entries[: r % len(entries)]  # rotate: no fixed position
+        for entry in order:
+            _measure_into(entry, runner, workload)
+        note(f"round {r + 1}/{rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
+    defaults, measured = entries[0], [e for e in entries[1:] if not e.error and e.rounds]
+    if defaults.error:
+        raise EngineError(f"confirmation could not measure the defaults: {defaults.error}", "run `tune resume` again")
+    measured = [_with_ratios(e, defaults) for e in measured]
+    contenders = measured + ([_with_ratios(defaults, defaults)] if defaults.trial is not None else [])
+    winner, why = _pick_winner(contenders, noise)
+    result = Confirmation(
+        winner=winner.trial if winner else None,
+        why=why,
+        candidates=measured + [e for e in entries[1:] if e.error],
+        defaults=_with_ratios(defaults, defaults),
+        rounds=rounds,
+        noise=noise,
+        counted_trials=len(counted_trials(study)),
+        workload=workload.to_dict(),
+    )
+    study.set_user_attr("confirmation", result.to_dict())
+    note(why)
+    return result
+
+
+def _defaults_entry(baseline: Any | None) -> Candidate:
+    """The defaults: every ratio's denominator, and a contender itself when its trial completed
+    (if nothing beats it beyond the noise, the honest pick is to change nothing)."""
+    if baseline is None:
+        return Candidate("defaults", None, EngineConfig().to_dict(), None)
+    return Candidate(
+        "defaults",
+        baseline.number,
+        EngineConfig().to_dict(),
+        baseline.values[0],
+        baseline.user_attrs.get("kld_mean"),
+    )
+
+
+def _measure_into(entry: Candidate, runner: Any, workload: Workload) -> None:
+    """One round's measurement of ``entry``; a failure is recorded on it and it drops out."""
+    from tuner.worker import WorkerFailed
+
+    if entry.error:
+        return
+    try:
+        result = runner.measure(EngineConfig.from_dict(entry.config), workload)
+    except (ConfigError, EngineError) as exc:
+        entry.error = str(exc)
+        return
+    except WorkerFailed as exc:
+        entry.error = exc.reason
+        return
+    entry.rounds.append(result.decode_tok_s.median)
+
+
+def _with_ratios(entry: Candidate, defaults: Candidate) -> Candidate:
+    return replace(entry, ratio_vs_defaults=[a / d for a, d in zip(entry.rounds, defaults.rounds)])
+
+
+def _pick_winner(measured: list[Candidate], noise: float) -> tuple[Candidate | None, str]:
+    """Fastest confirmed median; among candidates tied with it (within noise), the best quality."""
+    if not measured:
+        return None, "no candidate could be re-measured; the trials' own figures stand"
+    fastest = max(measured, key=lambda c: c.decode.median)
+    tied = [c for c in measured if is_tie(c.decode.median, fastest.decode.median, max(noise, c.decode.rel_iqr, fastest.decode.rel_iqr))]
+    if len(tied) == 1:
+        return fastest, (
+            f"{fastest.label} is fastest when re-measured: {fastest.decode.median:.1f} tok/s, "
+            f"{fastest.ratio.median:.2f}x the defaults (rounds {min(fastest.ratio_vs_defaults):.2f}-{max(fastest.ratio_vs_defaults):.2f}x)"
+        )
+    # A tie on speed: prefer fidelity to the reference, then changing nothing (the defaults), then
+    # the faster median.
+    winner = min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", -c.decode.median))
+    others = ", ".join(c.label for c in tied if c is not winner)
+    if winner.label == "defaults":
+        return winner, (
+            f"nothing is faster than the defaults beyond the noise (±{noise:.1%}): {others} tie with them "
+            f"({winner.decode.median:.1f} tok/s re-measured); keeping the defaults"
+        )
+    reason = "the lowest mean KLD" if winner.kld_mean is not None else "its median"
+    return winner, (
+        f"{winner.label} ({winner.decode.median:.1f} tok/s, {winner.ratio.median:.2f}x the defaults) ties with {others} "
+        f"within the noise (±{noise:.1%}); picked for {reason}"
+    )
