@@ -5,7 +5,9 @@ measured on the real engine (one full measurement each, in shuffled order so dri
 up with any knob) and stored as data (benchmarks/data/landscape_cpu.json). Studies are then
 replayed against it, noise-free, for many seeds: each trial's value is the recorded decode tok/s
 of the grid point it suggests. Reported: trials until the best-so-far reaches 97% of the grid
-optimum (median and spread over seeds).
+optimum (median and spread over seeds; a seed that never gets there counts as budget + 1), for
+the tool's objective (decode tok/s) and, from the same recording, for prompt tok/s, whose
+landscape has more structure (batch sizes and n_threads_batch matter there, not for decode).
 
 Honest limits: the grid is coarse (2-4 values per knob); flash attention and KV type form one
 categorical knob here (GridSampler needs a fixed space, the tool's space makes kv_type
@@ -92,7 +94,7 @@ def record(path: Path, prompt_tokens: int, gen_tokens: int) -> None:
     print(f"wrote {path} ({len(rows)} points)")
 
 
-def trials_to_target(sampler: object, table: dict[tuple, float], threshold: float, budget: int) -> int | None:
+def trials_to_target(sampler: object, table: dict[tuple, float], threshold: float, budget: int) -> int:
     """Trials a study with ``sampler`` needs until its best value reaches ``threshold``."""
     import optuna
 
@@ -106,7 +108,7 @@ def trials_to_target(sampler: object, table: dict[tuple, float], threshold: floa
         best = max(best, value)
         if best >= threshold:
             return n
-    return None
+    return budget + 1  # censored: never got there within the budget
 
 
 def samplers(seed: int) -> dict[str, object]:
@@ -123,7 +125,7 @@ def samplers(seed: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--record", action="store_true", help="measure the landscape again on this machine")
+    parser.add_argument("--record", action="store_true", help="measure the landscape again on this machine (the token counts apply only then)")
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--prompt-tokens", type=int, default=64)
     parser.add_argument("--gen-tokens", type=int, default=32)
@@ -136,43 +138,35 @@ def main() -> None:
     optuna.logging.set_verbosity(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data = json.loads(LANDSCAPE.read_text())
-    table = {tuple(row["point"][k] for k in GRID): row["decode_tok_s"] for row in data["points"]}
+    print(f"landscape: {len(data['points'])} points recorded {data['recorded']} on {data['machine']} "
+          f"(llama-cpp-python {data['llama_cpp_version']}, workload {data['workload']['prompt_tokens']}+{data['workload']['gen_tokens']} tokens)")
+    result: dict[str, object] = {"points": len(data["points"]), "seeds": args.seeds}
+    for objective in ("decode_tok_s", "prompt_tok_s"):
+        table = {tuple(row["point"][k] for k in GRID): row[objective] for row in data["points"]}
+        medians = replay(table, objective, args.seeds)
+        prefix = "" if objective == "decode_tok_s" else "prompt_"
+        for name, median in medians.items():
+            result[f"{prefix}{name}_trials_to_97pct"] = median
+    print(json.dumps(result))
+
+
+def replay(table: dict[tuple, float], objective: str, seeds: int) -> dict[str, float]:
+    """Median trials to 97% of the optimum per sampler, printed with their spread."""
     optimum = max(table.values())
     threshold = TARGET * optimum
     near = sum(v >= threshold for v in table.values())
-    print(f"landscape: {len(table)} points recorded {data['recorded']} on {data['machine']} (llama-cpp-python {data['llama_cpp_version']})")
-    print(f"optimum {optimum:.1f} decode tok/s; {near} of {len(table)} points are within 97% of it (>= {threshold:.1f})")
     budget = len(table)
-    needed: dict[str, list[int | None]] = {name: [] for name in ("tpe", "random", "grid")}
-    for seed in range(args.seeds):
-        for name, sampler in samplers(seed).items():
-            needed[name].append(trials_to_target(sampler, table, threshold, budget))
-    summary = {}
-    print(f"\ntrials to reach 97% of the optimum over {args.seeds} seeds (budget {budget} trials):")
-    for name, counts in needed.items():
-        reached = [c for c in counts if c is not None]
-        median = statistics.median(reached) if reached else None
-        q = statistics.quantiles(reached, n=4, method="inclusive") if len(reached) > 1 else [median, median, median]
-        summary[name] = median
-        print(
-            f"  {name:<7} median {median}  IQR {q[0]}-{q[2]}  max {max(reached) if reached else '-'}"
-            f"  never within budget: {counts.count(None)}/{len(counts)}"
-        )
-    expected_random = (len(table) + 1) / (near + 1)  # mean of the first hit without replacement
-    print(f"  (a uniform draw without replacement needs {expected_random:.1f} trials on average)")
-    print(
-        json.dumps(
-            {
-                "tpe_trials_to_97pct": summary["tpe"],
-                "random_trials_to_97pct": summary["random"],
-                "grid_trials_to_97pct": summary["grid"],
-                "points": len(table),
-                "points_within_97pct": near,
-                "optimum_decode_tok_s": optimum,
-                "seeds": args.seeds,
-            }
-        )
-    )
+    print(f"\n{objective}: optimum {optimum:.1f}; {near} of {len(table)} points are within 97% of it (>= {threshold:.1f})")
+    print(f"trials to reach 97% of the optimum over {seeds} seeds (budget {budget}; never = counted as {budget + 1}):")
+    medians = {}
+    for name in ("tpe", "random", "grid"):
+        counts = [trials_to_target(samplers(seed)[name], table, threshold, budget) for seed in range(seeds)]
+        q1, median, q3 = statistics.quantiles(counts, n=4, method="inclusive")
+        medians[name] = statistics.median(counts)
+        never = sum(c > budget for c in counts)
+        print(f"  {name:<7} median {medians[name]:g}  IQR {q1:g}-{q3:g}  max {max(counts)}  never within budget: {never}/{seeds}")
+    print(f"  (a uniform draw with replacement needs {len(table) / near:.1f} trials on average)")
+    return medians
 
 
 if __name__ == "__main__":

@@ -254,7 +254,13 @@ def export(
         preset.save(out)
     else:
         exports.save(text, out)
-    typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {preset.measured['decode_tok_s']['median']} decode tok/s)")
+    confirmed = preset.measured.get("confirmed")
+    figure = (
+        f"{confirmed['decode_tok_s']['median']} decode tok/s confirmed, {confirmed['vs_defaults']['median']}x the defaults"
+        if confirmed
+        else f"{preset.measured['decode_tok_s']['median']} decode tok/s in its trial, not confirmed"
+    )
+    typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {figure})")
     typer.echo(f"picked: {preset.measured['picked']}")
     for note in exports.notes(preset, fmt):
         typer.echo(note)
@@ -292,8 +298,8 @@ def explain(
     from tuner import explain as explaining, hardware, study as studies
     from tuner.measure import Workload
 
-    if audit_guide:
-        _check_rounds(rounds)
+    if audit_guide and rounds < 3:
+        raise ConfigError(f"--rounds {rounds} is too few for a median and spread", "use 3 or more rounds")
     study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
     _print_importances(explaining.importances(study_obj), len(explaining.searched_trials(study_obj)))
     _print_knob_effects(explaining.knob_effects(study_obj))
@@ -577,7 +583,8 @@ def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = T
     if summary.best is None and summary.infeasible:
         typer.echo(f"no trial is within the quality floor ({summary.infeasible} completed trials are outside it)")
     elif summary.best is not None and summary.best.quality:
-        typer.echo(f"best = fastest of {summary.feasible} trials within the quality floor ({summary.infeasible} outside it)")
+        picked = "confirmed by re-measurement" if summary.confirmation else "fastest"
+        typer.echo(f"best = {picked} of {summary.feasible} trials within the quality floor ({summary.infeasible} outside it)")
     if summary.noise:
         typer.echo(f"noise floor: ±{summary.noise:.1%} run to run (differences within it are ties)")
     _print_confirmation(summary)
@@ -645,6 +652,9 @@ def _print_guide_audit(stored: dict[str, Any]) -> None:
     rows = []
     for data in stored["claims"]:
         claim = ClaimResult(**{**data, "claimed": tuple(data["claimed"]) if data["claimed"] else None})
+        if not claim.measured:
+            rows.append([claim.guide_says, "-", "-", claim.verdict])
+            continue
         d, p = claim.decode_ratio, claim.prompt_ratio
         rows.append(
             [

@@ -175,17 +175,24 @@ def confirm(
     """Re-measure the top feasible trials and the defaults, interleaved; store and return the result.
 
     Returns None (and stores nothing) when there is nothing to compare: no feasible trial other
-    than the defaults baseline.
+    than the defaults baseline, or no defaults to compare against (their baseline trial failed,
+    e.g. their n_ctx 512 cannot hold the workload, or they failed when re-measured).
     """
     from tuner.study import _baseline_trial, counted_trials, feasible_trials, noise_floor
 
+    if rounds < 1:
+        raise ConfigError(f"confirmation with {rounds} rounds measures nothing", "use 3 or more rounds")
     note = on_note or (lambda _msg: None)
+    seen = len(counted_trials(study))  # before picking: trials added meanwhile make it stale
     top = pick_candidates(feasible_trials(study), candidates)
+    baseline = _baseline_trial(study, "defaults")
     if not top:
+        return None
+    if baseline is None:
+        note("not confirmed: the defaults baseline did not complete, so there is nothing to compare against")
         return None
     workload = replace(Workload.from_dict(study.user_attrs["workload"]), quality=False)
     noise = noise_floor(study)
-    baseline = _baseline_trial(study, "defaults")
     entries = [_defaults_entry(baseline)] + [
         Candidate(f"#{t.number}", t.number, t.user_attrs["measurement"]["effective"], t.values[0], t.user_attrs.get("kld_mean"))
         for t in top
@@ -198,10 +205,10 @@ def confirm(
         note(f"round {r + 1}/{rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
     defaults, measured = entries[0], [e for e in entries[1:] if not e.error and e.rounds]
     if defaults.error:
-        raise EngineError(f"confirmation could not measure the defaults: {defaults.error}", "run `tune resume` again")
+        note(f"not confirmed: the defaults failed when re-measured ({defaults.error}); the trials' own figures stand")
+        return None
     measured = [_with_ratios(e, defaults) for e in measured]
-    contenders = measured + ([_with_ratios(defaults, defaults)] if defaults.trial is not None else [])
-    winner, why = _pick_winner(contenders, noise)
+    winner, why = _pick_winner(measured + [_with_ratios(defaults, defaults)], noise)
     result = Confirmation(
         winner=winner.trial if winner else None,
         why=why,
@@ -209,7 +216,7 @@ def confirm(
         defaults=_with_ratios(defaults, defaults),
         rounds=rounds,
         noise=noise,
-        counted_trials=len(counted_trials(study)),
+        counted_trials=seen,
         workload=workload.to_dict(),
     )
     study.set_user_attr("confirmation", result.to_dict())
@@ -217,11 +224,9 @@ def confirm(
     return result
 
 
-def _defaults_entry(baseline: Any | None) -> Candidate:
-    """The defaults: every ratio's denominator, and a contender itself when its trial completed
-    (if nothing beats it beyond the noise, the honest pick is to change nothing)."""
-    if baseline is None:
-        return Candidate("defaults", None, EngineConfig().to_dict(), None)
+def _defaults_entry(baseline: Any) -> Candidate:
+    """The defaults: every ratio's denominator, and a contender themselves (if nothing beats them
+    beyond the noise, the honest pick is to change nothing)."""
     return Candidate(
         "defaults",
         baseline.number,
@@ -258,14 +263,15 @@ def _pick_winner(measured: list[Candidate], noise: float) -> tuple[Candidate | N
         return None, "no candidate could be re-measured; the trials' own figures stand"
     fastest = max(measured, key=lambda c: c.decode.median)
     tied = [c for c in measured if is_tie(c.decode.median, fastest.decode.median, max(noise, c.decode.rel_iqr, fastest.decode.rel_iqr))]
+    defaults = next((c for c in measured if c.label == "defaults"), None)
+    if defaults is not None and defaults not in tied and _no_faster_than(_prefer(tied), defaults, noise):
+        tied.append(defaults)  # ties are not transitive: the pick must itself beat the defaults
     if len(tied) == 1:
         return fastest, (
             f"{fastest.label} is fastest when re-measured: {fastest.decode.median:.1f} tok/s, "
             f"{fastest.ratio.median:.2f}x the defaults (rounds {min(fastest.ratio_vs_defaults):.2f}-{max(fastest.ratio_vs_defaults):.2f}x)"
         )
-    # A tie on speed: prefer fidelity to the reference, then changing nothing (the defaults), then
-    # the faster median.
-    winner = min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", -c.decode.median))
+    winner = _prefer(tied)
     others = ", ".join(c.label for c in tied if c is not winner)
     if winner.label == "defaults":
         return winner, (
@@ -277,3 +283,19 @@ def _pick_winner(measured: list[Candidate], noise: float) -> tuple[Candidate | N
         f"{winner.label} ({winner.decode.median:.1f} tok/s, {winner.ratio.median:.2f}x the defaults) ties with {others} "
         f"within the noise (±{noise:.1%}); picked for {reason}"
     )
+
+
+def _prefer(tied: list[Candidate]) -> Candidate:
+    """Among candidates tied on speed: the closest to the reference, then changing nothing (the
+    defaults), then the faster median."""
+    return min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", -c.decode.median))
+
+
+def _no_faster_than(candidate: Candidate, defaults: Candidate, noise: float) -> bool:
+    """True when ``candidate`` does not beat the defaults beyond the noise, judged on the paired
+    per-round ratios (both measured in the same round, side by side)."""
+    if candidate is defaults or not candidate.ratio_vs_defaults:
+        return False
+    ratio = candidate.ratio
+    return ratio.median - 1 <= max(noise, ratio.rel_iqr)
+

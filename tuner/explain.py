@@ -65,6 +65,7 @@ class Claim:
     after: dict[str, Any]
     claimed: tuple[float, float] | None  # claimed speed-up as fractions (0.25, 0.35) = "+25-35%"
     guide_says: str
+    metric: str = "decode"  # what the claim is about: "decode" or "prompt" processing
 
 
 # From ../shared/reference/rtx4090-tuning-guide.md, "BEFORE" and "AFTER" as written there.
@@ -76,6 +77,7 @@ GUIDE_CLAIMS: tuple[Claim, ...] = (
         {"n_ctx": 2048, "n_batch": 4096},
         (0.40, 0.60),
         "n_batch 2048 -> 4096: +40-60% in parallel processing (n_ctx 2048 as in the guide)",
+        "prompt",  # batching speeds up prompt processing; decode goes one token at a time
     ),
     Claim(
         "n_threads",
@@ -228,6 +230,12 @@ class ClaimResult:
     prompt_after: list[float] = field(default_factory=list)
     clamped: dict[str, Any] = field(default_factory=dict)  # what llama.cpp changed on the AFTER side
     verdict: str = ""
+    metric: str = "decode"
+    error: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return not self.error and len(self.decode_after) == len(self.decode_before) > 0
 
     @property
     def decode_ratio(self) -> Stat:
@@ -255,12 +263,26 @@ def audit_guide(
     Every round measures all 2 x len(claims) configurations, in an order rotated each round.
     """
     speed_only = replace(workload, quality=False)
-    results = [ClaimResult(c.knob, c.guide_says, c.claimed, c.before, c.after) for c in claims]
+    from tuner.errors import ConfigError, EngineError
+    from tuner.worker import WorkerFailed
+
+    if rounds < 1:
+        raise ConfigError(f"a guide audit with {rounds} rounds measures nothing", "use 3 or more rounds")
+    results = [ClaimResult(c.knob, c.guide_says, c.claimed, c.before, c.after, metric=c.metric) for c in claims]
     jobs = [(r, side) for r in results for side in ("before", "after")]
     for round_ in range(rounds):
         shift = round_ % len(jobs)
         for result, side in jobs[shift:] + jobs[:shift]:
-            measurement = runner.measure(EngineConfig.from_dict(getattr(result, side)), speed_only)
+            if result.error:
+                continue
+            try:
+                measurement = runner.measure(EngineConfig.from_dict(getattr(result, side)), speed_only)
+            except (ConfigError, EngineError) as exc:
+                result.error = str(exc)
+                continue
+            except WorkerFailed as exc:  # e.g. a timeout: this claim drops out, the others go on
+                result.error = exc.reason
+                continue
             getattr(result, f"decode_{side}").append(measurement.decode_tok_s.median)
             getattr(result, f"prompt_{side}").append(measurement.prompt_tok_s.median)
             if side == "after":
@@ -273,17 +295,26 @@ def audit_guide(
 
 
 def _verdict(result: ClaimResult, noise: float) -> str:
-    ratio = result.decode_ratio
-    change = ratio.median - 1
-    noise = max(noise, ratio.rel_iqr)
+    """holds / exceeds the claim / refuted / no measurable effect / not testable, on the claim's metric."""
+    if not result.measured:
+        return f"could not be measured: {result.error}"
     clamp = ""
     if result.clamped:
         clamp = " (llama.cpp clamped: " + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in result.clamped.items()) + ")"
-    if is_tie(ratio.median, 1.0, noise):
-        return f"no measurable effect on decode: {change:+.0%}, within the noise ±{noise:.0%}{clamp}"
+    for knob, (_, ran) in result.clamped.items():
+        if knob in result.before and ran == result.before[knob] and knob in result.after:
+            return f"not testable as written{clamp}: AFTER runs the same {knob} as BEFORE"
+    ratio = result.prompt_ratio if result.metric == "prompt" else result.decode_ratio
+    change, spread = ratio.median - 1, max(noise, ratio.rel_iqr)
+    what = f"{result.metric} {change:+.0%}"
+    if is_tie(ratio.median, 1.0, spread):
+        return f"no measurable effect: {what}, within the noise ±{spread:.0%}{clamp}"
     if result.claimed is None:
-        return f"decode {change:+.0%}{clamp}"
+        return f"{what}{clamp}"
     low, high = result.claimed
-    if low <= change <= high:
-        return f"holds here: decode {change:+.0%}{clamp}"
-    return f"refuted here: decode {change:+.0%}, claimed +{low:.0%} to +{high:.0%}{clamp}"
+    lowest, highest = min(ratio.samples) - 1, max(ratio.samples) - 1
+    if lowest <= high and highest >= low:  # the per-round range meets the claimed interval
+        return f"holds here: {what} (rounds {lowest:+.0%} to {highest:+.0%}){clamp}"
+    if change > high:
+        return f"exceeds the claim here: {what}, claimed +{low:.0%} to +{high:.0%}{clamp}"
+    return f"refuted here: {what}, claimed +{low:.0%} to +{high:.0%}{clamp}"

@@ -369,7 +369,7 @@ def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Call
         # The defaults cannot run this workload (e.g. n_ctx 512 under a longer prompt): their
         # baseline trial will fail and say why; ties then rest on each trial's own spread.
         if on_note:
-            on_note(f"noise floor not measured: the defaults cannot run this workload ({getattr(exc, 'reason', exc)})")
+            on_note(f"noise floor not measured: the defaults failed on this workload ({getattr(exc, 'reason', exc)})")
         return
     study.set_user_attr("noise_floor", floor.to_dict())
     if on_note:
@@ -401,7 +401,7 @@ def check_machine(study: Any, machine: Any, allow_other_hardware: bool = False) 
     if why and not allow_other_hardware:
         raise StudyError(
             f"study '{study.study_name}' was started on another machine: {why}",
-            "results from different hardware must not mix: start a new study here, or pass --allow-other-hardware",
+            "results from different hardware must not mix: start a new study here, or resume with --allow-other-hardware",
         )
 
 
@@ -785,7 +785,7 @@ def _confirmed_figures(confirmation: Any) -> dict[str, Any]:
         "defaults_decode_tok_s": {"median": round(confirmation.defaults.decode.median, 2), "rounds": [round(x, 2) for x in confirmation.defaults.rounds]},
         "vs_defaults": {"median": round(statistics.median(ratios), 3), "low": round(min(ratios), 3), "high": round(max(ratios), 3)},
         "interval": f"range of the per-round ratios over {confirmation.rounds} interleaved rounds",
-        "candidates": {c.label: round(c.decode.median, 2) for c in confirmation.candidates if c.rounds},
+        "candidates": {c.label: round(c.decode.median, 2) for c in confirmation.candidates if c.rounds and not c.error},
     }
 
 
