@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tuner.confirm import is_tie
-from tuner.engine import EngineConfig
+from tuner.engine import CONTEXT_KEYS, SAMPLING_KEYS, EngineConfig
 from tuner.measure import Stat, Workload
 
 __all__ = [
@@ -34,25 +34,17 @@ __all__ = [
     "searched_trials",
 ]
 
-# PED-ANOVA contrasts the top 10% of trials with the rest: below this it has nothing to contrast.
+# PED-ANOVA contrasts the top 10% of trials with the rest: below this it has nothing to contrast
+# (and below 20 that top is one trial: rough, and said so where importances are shown).
 MIN_TRIALS_FOR_IMPORTANCE = 10
 
-# The knobs whose effect a study can show (what the search spaces search).
+# The knobs whose effect a study can show: what the search spaces search, with type_k/type_v as
+# their symmetric pair kv_type, and without the sampler seed.
 KNOBS = (
-    "n_ctx",
-    "n_batch",
-    "n_ubatch",
-    "n_threads",
-    "n_threads_batch",
-    "flash_attn",
-    "kv_type",
-    "offload_kqv",
-    "n_gpu_layers",
-    "temperature",
-    "top_k",
-    "top_p",
-    "min_p",
-    "repeat_penalty",
+    ("n_gpu_layers",)
+    + tuple(k for k in CONTEXT_KEYS if k not in ("type_k", "type_v"))
+    + ("kv_type",)
+    + tuple(k for k in SAMPLING_KEYS if k != "seed")
 )
 
 

@@ -27,8 +27,8 @@ from tuner.study import Row, Summary, is_feasible, summarize
 
 __all__ = ["MIN_IMPORTANCE_TRIALS", "ReportFiles", "write_report"]
 
-# PED-ANOVA compares the top 10% of trials with all of them: from 20 searched trials on, that top
-# holds at least 2 trials (its own minimum per regime); below, one lucky trial decides everything.
+# PED-ANOVA compares the top 10% of trials with all of them: below 20 searched trials that top is a
+# single trial, so importances from 10-19 trials are rough (the page says few trials make them noisy).
 MIN_IMPORTANCE_TRIALS = MIN_TRIALS_FOR_IMPORTANCE  # one threshold for `tune report` and `tune explain`
 
 NAMES = {"defaults": "defaults", "guide_card": "guide card", "best": "best"}
