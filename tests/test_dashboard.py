@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
@@ -48,24 +50,31 @@ def _get(url: str, deadline: float) -> bytes:
             time.sleep(0.3)
 
 
-def test_dashboard_lists_the_study(storage, tmp_path):
+@contextlib.contextmanager
+def _serving(storage: str, cwd: Path) -> Iterator[int]:
+    """`tune dashboard` running on a free port (its default host, 127.0.0.1); yields the port."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner.cli", "dashboard", "--storage", storage, "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_dashboard_lists_the_study(storage, tmp_path):
+    with _serving(storage, tmp_path) as port:
         body = _get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60)
         names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
         assert names == ["dash-study"]
         page = _get(f"http://127.0.0.1:{port}/dashboard/", time.monotonic() + 10)
         assert b"<html" in page.lower()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_dashboard_on_a_busy_port(storage, tmp_path):
@@ -94,16 +103,8 @@ def _visible_text(dom: str) -> str:
 @needs_chromium
 def test_dashboard_shows_the_study_and_its_trials_in_a_browser(storage, tmp_path):
     """The React app, rendered by real headless Chromium, shows the study, its trials and values."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tuner.cli", "dashboard", "--storage", storage, "--port", str(port)],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
     profile = tmp_path / "chromium-profile"
-    try:
+    with _serving(storage, tmp_path) as port:
         summaries = json.loads(_get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60))["study_summaries"]
         assert [s["study_name"] for s in summaries] == ["dash-study"]
         base = f"http://127.0.0.1:{port}/dashboard"
@@ -123,6 +124,3 @@ def test_dashboard_shows_the_study_and_its_trials_in_a_browser(storage, tmp_path
         shot = screenshot(study_url, tmp_path / "dashboard-study.png", profile, size="1400,1000", budget_ms=10000)
         assert shot.size == (1400, 1000)
         assert_not_blank(shot)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)

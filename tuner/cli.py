@@ -552,11 +552,10 @@ def _print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = T
     summary = summarize(study_obj)
     typer.echo(f"\n{summary.complete} completed, {summary.failed} failed of target {summary.target}")
     rows = []
-    defaults = summary.baselines.get("defaults")
     for row in ([summary.best] if summary.best else []) + list(summary.baselines.values()):
         cfg = row.config
         ratio = f"{row.ratio_vs_defaults:.2f}x" if row.ratio_vs_defaults is not None else "-"
-        if defaults is not None and row.number != defaults.number and row.within_noise_of(defaults, summary.noise):
+        if summary.ties_defaults(row):
             ratio += " (tie: within noise)"
         rows.append(
             [

@@ -395,10 +395,7 @@ def _ratio(row: Row, summary: Summary) -> str:
     if row.ratio_vs_defaults is None:
         return "-"
     text = f"{row.ratio_vs_defaults:.2f}x"
-    defaults = summary.baselines.get("defaults")
-    if defaults is not None and row.number != defaults.number and row.within_noise_of(defaults, summary.noise):
-        text += " (tie: within noise)"
-    return text
+    return text + " (tie: within noise)" if summary.ties_defaults(row) else text
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -685,6 +684,11 @@ class Summary:
     noise: float = 0.0  # the study's relative noise floor
     confirmation: Any = None  # tuner.confirm.Confirmation, when current (see current_confirmation)
 
+    def ties_defaults(self, row: Row) -> bool:
+        """True when ``row`` (not the defaults themselves) is within the noise of the defaults."""
+        defaults = self.baselines.get("defaults")
+        return defaults is not None and row.number != defaults.number and row.within_noise_of(defaults, self.noise)
+
 
 def is_feasible(trial: Any) -> bool:
     """Within the quality floor: every constraint value <= 0 (no constraints: feasible)."""
@@ -783,7 +787,7 @@ def _confirmed_figures(confirmation: Any) -> dict[str, Any]:
     return {
         "decode_tok_s": {"median": round(winner.decode.median, 2), "iqr": round(winner.decode.iqr, 2), "rounds": [round(x, 2) for x in winner.rounds]},
         "defaults_decode_tok_s": {"median": round(confirmation.defaults.decode.median, 2), "rounds": [round(x, 2) for x in confirmation.defaults.rounds]},
-        "vs_defaults": {"median": round(statistics.median(ratios), 3), "low": round(min(ratios), 3), "high": round(max(ratios), 3)},
+        "vs_defaults": {"median": round(winner.ratio.median, 3), "low": round(min(ratios), 3), "high": round(max(ratios), 3)},
         "interval": f"range of the per-round ratios over {confirmation.rounds} interleaved rounds",
         "candidates": {c.label: round(c.decode.median, 2) for c in confirmation.candidates if c.rounds and not c.error},
     }
