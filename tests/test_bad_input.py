@@ -93,6 +93,11 @@ CASES = [
     (["bench", "--set", "n_threads"], ["not KEY=VALUE"]),
     (["start", "--quality-budget", "0"], ["--quality-budget 0.0 must be positive"]),
     (["start", "--accuracy-floor", "1.5"], ["--accuracy-floor 1.5 is outside [0, 1]"]),
+    (["start", "--confirm-rounds", "2"], ["--confirm-rounds 2 is too few", "3 or more"]),
+    (["resume", "base", "--confirm-rounds", "-1"], ["--confirm-rounds -1 is negative", "0 to skip"]),
+    (["confirm", "base", "--rounds", "0"], ["--rounds 0 confirms nothing", "3 or more"]),
+    (["confirm", "base", "--candidates", "0"], ["--candidates 0 re-measures nothing", "1 or more"]),
+    (["explain", "base", "--audit-guide", "--rounds", "1"], ["--rounds 1 is too few", "3 or more"]),
     (["list", "--storage", "mysql+nodriver://u:secret@localhost/x"], ["no driver 'mysql+nodriver'"]),
     # mysqlclient is not a dependency: its driver is missing, as psycopg would be without [postgres]
     (["list", "--storage", "mysql://u:secret@127.0.0.1:1/x"], ["no database driver", "mysqlclient"]),
