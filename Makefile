@@ -11,10 +11,12 @@ TUNE_ARGS ?= --trials 50
 
 install: $(STAMP)
 
-# Re-install only when the project's dependencies change.
-$(STAMP): pyproject.toml
+# Re-install only when the project's dependencies change. llama-cpp-python is built first, by
+# scripts/install_llama.sh (only what the tool uses; LLAMA_CMAKE_ARGS overrides its flags).
+$(STAMP): pyproject.toml scripts/install_llama.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	bash scripts/install_llama.sh $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
