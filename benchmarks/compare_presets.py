@@ -18,8 +18,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuner.engine import Engine  # noqa: E402
-from tuner.measure import Stat, Workload, measure  # noqa: E402
+from tuner.measure import Workload, measure  # noqa: E402
 from tuner.preset import Preset  # noqa: E402
+from tuner.stats import Stat  # noqa: E402
 from tuner.study import BASELINES  # noqa: E402
 
 

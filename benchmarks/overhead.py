@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuner.engine import Engine  # noqa: E402
 from tuner.hardware import describe_machine  # noqa: E402
-from tuner.measure import Stat, Workload, measure  # noqa: E402
+from tuner.measure import Workload, measure  # noqa: E402
 from tuner.models import default_model_path, model_sha256  # noqa: E402
 from tuner.space import load_space  # noqa: E402
+from tuner.stats import Stat  # noqa: E402
 from tuner.study import StudySpec, counted_trials, open_storage, resume_study, start_study  # noqa: E402
 from tuner.worker import Worker  # noqa: E402
 

@@ -28,9 +28,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tuner.engine import Engine, EngineConfig  # noqa: E402
-from tuner.measure import Stat, Workload, measure  # noqa: E402
+from tuner.config import EngineConfig  # noqa: E402
+from tuner.engine import Engine  # noqa: E402
+from tuner.measure import Workload, measure  # noqa: E402
 from tuner.preset import Preset  # noqa: E402
+from tuner.stats import Stat  # noqa: E402
 
 BUFFER_BYTES = 1 << 30  # far beyond any last-level cache
 KV_BYTES = {"f16": 2.0, "q8_0": 34 / 32, "q4_0": 18 / 32}  # bytes per element, ggml block formats

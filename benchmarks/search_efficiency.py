@@ -46,7 +46,7 @@ TARGET = 0.97
 
 
 def _config(point: dict) -> object:
-    from tuner.engine import EngineConfig
+    from tuner.config import EngineConfig
     from tuner.space import to_config
 
     flash, kv = point["attn"].split("/")
@@ -114,10 +114,10 @@ def trials_to_target(sampler: object, table: dict[tuple, float], threshold: floa
 def samplers(seed: int) -> dict[str, object]:
     import optuna
 
-    from tuner.study import _sampler
+    from tuner.study._storage import new_sampler
 
     return {
-        "tpe": _sampler(seed),  # exactly the tool's sampler: multivariate TPE, 10 startup trials
+        "tpe": new_sampler(seed),  # exactly the tool's sampler: multivariate TPE, 10 startup trials
         "random": optuna.samplers.RandomSampler(seed=seed),
         "grid": optuna.samplers.GridSampler(GRID, seed=seed),  # every point once, shuffled
     }

@@ -12,8 +12,9 @@ import pytest
 from dataclasses import replace
 
 from tuner.engine import Engine
-from tuner.measure import Stat, Workload
+from tuner.measure import Workload
 from tuner.models import default_model_path
+from tuner.stats import Stat
 
 # Small enough to keep the suite quick on 2 cores, large enough to exercise batching.
 SMALL = Workload(prompt_tokens=32, gen_tokens=8, repeats=3)

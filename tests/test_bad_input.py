@@ -73,8 +73,8 @@ CASES = [
     (["start", "--storage", "redis://localhost/0"], ["'redis'", "does not support"]),
     (["start", "--storage", "sqlite:///bad"], ["is a directory"]),
     (["start", "--storage", "sqlite:///bad/notes.db"], ["not a SQLite database"]),
-    (["start", "--trials", "0"], ["--trials 0"]),
-    (["start", "--trials", "-2"], ["--trials -2"]),
+    (["start", "--trials", "0"], ["trials=0 (--trials)"]),
+    (["start", "--trials", "-2"], ["trials=-2 (--trials)"]),
     (["start", "--repeats", "2"], ["too few", "3 or more"]),
     (["start", "--prompt-tokens", "100000"], ["no n_ctx choice fits", "shorten the workload"]),
     (["start", "--trial-timeout", "0"], ["--trial-timeout"]),
@@ -82,7 +82,7 @@ CASES = [
     (["resume", "nope"], ["study 'nope' does not exist", "base"]),
     (["show", "nope"], ["study 'nope' does not exist"]),
     (["export", "nope"], ["study 'nope' does not exist"]),
-    (["resume", "base", "--trials", "0"], ["--trials 0"]),
+    (["resume", "base", "--trials", "0"], ["trials=0 (--trials)"]),
     (["export", "empty"], ["no completed trial", "tune resume empty"]),
     (["resume", "moved"], ["does not exist", "pass the study's model file with --model"]),
     (["resume", "base", "--model", "altered.gguf"], ["is not the model study 'base' was started with"]),
@@ -91,13 +91,13 @@ CASES = [
     (["bench", "--preset", "bad/none.yaml"], ["does not exist", "tune export"]),
     (["bench", "--set", "type_v=q8_0"], ["needs flash_attn: true"]),
     (["bench", "--set", "n_threads"], ["not KEY=VALUE"]),
-    (["start", "--quality-budget", "0"], ["--quality-budget 0.0 must be positive"]),
-    (["start", "--accuracy-floor", "1.5"], ["--accuracy-floor 1.5 is outside [0, 1]"]),
-    (["start", "--confirm-rounds", "2"], ["--confirm-rounds 2 is too few", "3 or more"]),
-    (["resume", "base", "--confirm-rounds", "-1"], ["--confirm-rounds -1 is negative", "0 to skip"]),
-    (["confirm", "base", "--rounds", "0"], ["--rounds 0 confirms nothing", "3 or more"]),
-    (["confirm", "base", "--candidates", "0"], ["--candidates 0 re-measures nothing", "1 or more"]),
-    (["explain", "base", "--audit-guide", "--rounds", "1"], ["--rounds 1 is too few", "3 or more"]),
+    (["start", "--quality-budget", "0"], ["kld_mean=0.0 (--quality-budget) must be positive"]),
+    (["start", "--accuracy-floor", "1.5"], ["accuracy_floor=1.5 (--accuracy-floor) is outside [0, 1]"]),
+    (["start", "--confirm-rounds", "2"], ["confirm_rounds=2 (--confirm-rounds) is too few", "3 or more"]),
+    (["resume", "base", "--confirm-rounds", "-1"], ["confirm_rounds=-1 (--confirm-rounds) is negative", "0 to skip"]),
+    (["confirm", "base", "--rounds", "0"], ["rounds=0 (--rounds) measures nothing", "3 or more"]),
+    (["confirm", "base", "--candidates", "0"], ["candidates=0 (--candidates) re-measures nothing", "1 or more"]),
+    (["explain", "base", "--audit-guide", "--rounds", "1"], ["rounds=1 (--rounds) is too few", "3 or more"]),
     (["list", "--storage", "mysql+nodriver://u:secret@localhost/x"], ["no driver 'mysql+nodriver'"]),
     # mysqlclient is not a dependency: its driver is missing, as psycopg would be without [postgres]
     (["list", "--storage", "mysql://u:secret@127.0.0.1:1/x"], ["no database driver", "mysqlclient"]),
@@ -114,6 +114,7 @@ def test_bad_input(workdir, args, fragments):
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ") and " — " in lines[0], lines[0]
     assert "Traceback" not in result.stderr
+    assert result.stdout == "", "every input is checked before anything is printed"
     for fragment in fragments:
         assert fragment in lines[0]
     assert "secret" not in result.stderr + result.stdout

@@ -18,8 +18,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tests.conftest import run_tune
 from tests.browser import assert_not_blank, dump_dom, needs_chromium, screenshot
+from tests.conftest import run_tune
 
 
 def _free_port() -> int:

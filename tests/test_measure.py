@@ -1,29 +1,12 @@
-"""Measurement statistics and a real measurement on the embedded model."""
+"""Workloads and a real measurement on the embedded model."""
 
 from __future__ import annotations
 
 import pytest
 
-from tuner.engine import EngineConfig
+from tuner.config import EngineConfig
 from tuner.errors import ConfigError
-from tuner.measure import Stat, Workload, measure, prompt_tokens
-
-
-def test_stat_median_and_iqr():
-    stat = Stat.of([10.0, 50.0, 52.0, 51.0, 53.0])
-    assert stat.median == 51.0
-    assert stat.iqr == pytest.approx(52.0 - 50.0)
-    assert stat.samples == [10.0, 50.0, 52.0, 51.0, 53.0]  # raw samples kept, in order
-
-
-def test_stat_is_robust_to_one_outlier():
-    # The 0.7 tok/s reading seen among ~52 on a shared machine must not move the median much.
-    assert Stat.of([52.0, 0.7, 51.5]).median == 51.5
-
-
-def test_stat_roundtrip():
-    stat = Stat.of([1.0, 2.0, 4.0])
-    assert Stat.from_dict(stat.to_dict()) == stat
+from tuner.measure import Workload, measure, prompt_tokens
 
 
 def test_workload_refuses_too_few_repetitions():

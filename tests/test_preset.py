@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.engine import EngineConfig
+from tuner.config import EngineConfig
 from tuner.errors import PresetError
 from tuner.preset import Preset
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.engine import KV_TYPES, EngineConfig
+from tuner.config import KV_TYPES, EngineConfig
+from tuner.errors import ConfigError
 from tuner.hardware import describe_machine
 from tuner.measure import Workload
 from tuner.models import model_sha256
@@ -96,3 +97,16 @@ def test_export_never_picks_an_infeasible_trial(tmp_path, engine, model_path):
     assert max(t.values[0] for t in infeasible) > picked.values[0], "premise: an infeasible trial was faster"
     assert "within the quality floor" in preset.measured["picked"]
     assert preset.measured["quality"]["kld_mean"] <= 0.03
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"kld_mean": -1}, r"kld_mean=-1 \(--quality-budget\) must be positive"),
+        ({"kld_mean": 0}, r"kld_mean=0 \(--quality-budget\) must be positive"),
+        ({"accuracy_floor": 1.5}, r"accuracy_floor=1.5 \(--accuracy-floor\) is outside \[0, 1\]"),
+    ],
+)
+def test_a_library_user_gets_the_cli_users_error_for_a_bad_budget(values, message):
+    with pytest.raises(ConfigError, match=message):
+        QualityBudget(**values)

@@ -20,13 +20,14 @@ from PIL import Image
 
 from tests.browser import assert_not_blank, dump_dom, needs_chromium, screenshot
 from tests.conftest import run_tune
-from tuner.engine import EngineConfig
+from tuner.config import EngineConfig
 from tuner.errors import EngineError
-from tuner.measure import Measurement, Stat, Workload
+from tuner.measure import Measurement, Workload
 from tuner.models import default_model_path
 from tuner.quality import Quality, QualityBudget
 from tuner.report import MIN_IMPORTANCE_TRIALS, ReportFiles, write_report
 from tuner.space import load_space
+from tuner.stats import Stat
 from tuner.study import StudySpec, load_study, open_storage, start_study, summarize
 
 # ---------------------------------------------------------------------------------------------

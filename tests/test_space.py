@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from tuner.engine import KV_TYPES
+from tuner.config import KV_TYPES
 from tuner.errors import SpaceError
 from tuner.space import builtin_spaces, load_space, parse_space
 

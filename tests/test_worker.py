@@ -10,15 +10,15 @@ import optuna
 import pytest
 
 from tests.conftest import SMALL
-from tuner.confirm import NOISE_RUNS
-from tuner.engine import EngineConfig
-from tuner.errors import ConfigError, ModelError
+from tuner.config import EngineConfig
+from tuner.errors import ConfigError, ModelError, WorkerFailed
 from tuner.hardware import describe_machine
 from tuner.measure import Workload
 from tuner.models import model_sha256
 from tuner.space import load_space
 from tuner.study import StudySpec, counted_trials, open_storage, start_study
-from tuner.worker import Worker, WorkerFailed
+from tuner.study.confirm import NOISE_RUNS
+from tuner.worker import Worker
 
 
 def test_worker_measures_and_keeps_the_model_loaded(model_path):
@@ -90,3 +90,9 @@ def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, mode
     assert isinstance(failed[0].user_attrs["llama_log_tail"], list)
     assert len(counted_trials(study)) == 4
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 3
+
+
+@pytest.mark.parametrize("timeout", [0, -5.0])
+def test_a_library_user_gets_the_cli_users_error_for_a_bad_timeout(model_path, timeout):
+    with pytest.raises(ConfigError, match=r"timeout_s=.* \(--trial-timeout\) must be positive"):
+        Worker(model_path, timeout_s=timeout)

@@ -16,6 +16,8 @@ __all__ = [
     "StudyError",
     "PresetError",
     "EngineError",
+    "OutputError",
+    "WorkerFailed",
 ]
 
 
@@ -61,3 +63,18 @@ class EngineError(TunerError):
 
 class OutputError(TunerError):
     """An export or a report cannot be written: an unknown format, or an unwritable path."""
+
+
+class WorkerFailed(TunerError):
+    """The worker process died or timed out while measuring; ``reason`` says how.
+
+    ``log_tail`` holds the last lines llama.cpp logged before the worker died: an abort's own
+    message is usually there.
+    """
+
+    def __init__(self, reason: str, log_tail: list[str] | None = None) -> None:
+        tail = [line for line in (log_tail or []) if line.strip()]
+        fix = f"llama.cpp's last log line: {tail[-1].strip()}" if tail else "try smaller settings, or a longer --trial-timeout"
+        super().__init__(reason, fix)
+        self.reason = reason
+        self.log_tail = list(log_tail or [])

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.engine import KV_TYPE_NAMES, KV_TYPES
+from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import Preset
 

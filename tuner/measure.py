@@ -8,16 +8,17 @@ which is why every measurement starts with a warm-up pass whose numbers are thro
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tuner.engine import Engine, EngineConfig, Generation
+from tuner.config import EngineConfig
+from tuner.engine import Engine, Generation
 from tuner.errors import ConfigError
-from tuner.quality import Quality, Reference, evaluate
+from tuner.quality import EVAL_TOKENS, Quality, Reference, evaluate
+from tuner.stats import Stat
 from tuner.telemetry import Telemetry
 
-__all__ = ["Stat", "Workload", "Measurement", "measure", "WORKLOAD_TEXT"]
+__all__ = ["Workload", "Measurement", "measure", "WORKLOAD_TEXT"]
 
 # The prompt every trial evaluates: fixed, so trials compare like with like. Written for this
 # project; repeated as needed to reach the workload's prompt length.
@@ -61,8 +62,6 @@ class Workload:
     def n_ctx_needed(self) -> int:
         """Smallest n_ctx that holds the prompt, the generated tokens and the sampled last token,
         and the quality proxy's evaluation text when it runs."""
-        from tuner.quality import EVAL_TOKENS
-
         return max(self.prompt_tokens + self.gen_tokens + 1, EVAL_TOKENS if self.quality else 0)
 
     def to_dict(self) -> dict[str, Any]:
@@ -72,36 +71,6 @@ class Workload:
     def from_dict(cls, values: dict[str, Any]) -> Workload:
         counts = {key: int(values[key]) for key in ("prompt_tokens", "gen_tokens", "repeats", "warmup")}
         return cls(**counts, quality=bool(values.get("quality", True)))
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Median and interquartile range of repeated samples, raw samples kept."""
-
-    median: float
-    iqr: float
-    samples: list[float] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, samples: list[float]) -> Stat:
-        if not samples:
-            raise ValueError("a Stat needs at least one sample")
-        if len(samples) == 1:
-            return cls(samples[0], 0.0, list(samples))
-        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-        return cls(statistics.median(samples), q3 - q1, list(samples))
-
-    @property
-    def rel_iqr(self) -> float:
-        """IQR as a fraction of the median: the noise of this figure."""
-        return self.iqr / self.median if self.median else float("inf")
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"median": self.median, "iqr": self.iqr, "samples": list(self.samples)}
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Stat:
-        return cls(float(values["median"]), float(values["iqr"]), [float(x) for x in values.get("samples", [])])
 
 
 @dataclass(frozen=True)

@@ -20,10 +20,11 @@ from typing import Any
 
 import yaml
 
-from tuner.engine import CONTEXT_KEYS, LOAD_KEYS, SAMPLING_KEYS, EngineConfig
+from tuner.config import CONTEXT_KEYS, LOAD_KEYS, SAMPLING_KEYS, EngineConfig
+from tuner.engine import Engine
 from tuner.errors import ConfigError, PresetError
 
-__all__ = ["Preset"]
+__all__ = ["Preset", "engine_from_preset"]
 
 SECTIONS = ("model", "engine", "sampling", "measured", "provenance")
 
@@ -116,3 +117,14 @@ class Preset:
         except PresetError as exc:
             raise PresetError(f"{source}: {exc.what.removeprefix('preset: ')}", exc.fix) from None
         return preset
+
+
+def engine_from_preset(path: str | Path, *, verbose: bool = False) -> Engine:
+    """An engine configured by an exported preset YAML file.
+
+    Example:
+        >>> engine = engine_from_preset("best.yaml")
+        >>> print(engine.generate("The capital of France is", max_tokens=8))
+    """
+    preset = Preset.load(path)
+    return Engine(preset.model, preset.config(), verbose=verbose)

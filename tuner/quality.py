@@ -24,7 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tuner.engine import Engine, EngineConfig, Session
+from tuner.config import EngineConfig
+from tuner.engine import Engine, Session
+from tuner.errors import ConfigError
 
 __all__ = [
     "DEFAULT_KLD_BUDGET",
@@ -117,6 +119,19 @@ class QualityBudget:
 
     kld_mean: float = DEFAULT_KLD_BUDGET
     accuracy_floor: float = DEFAULT_ACCURACY_FLOOR  # fraction of the greedy reference's accuracy
+
+    def __post_init__(self) -> None:
+        # The CLI passes its options straight through: a library user gets the same one line.
+        if not self.kld_mean > 0:
+            raise ConfigError(
+                f"quality budget kld_mean={self.kld_mean} (--quality-budget) must be positive: it is the largest mean KLD a feasible trial may have",
+                f"use e.g. {DEFAULT_KLD_BUDGET} (admits flash attention and q8_0 KV)",
+            )
+        if not 0 <= self.accuracy_floor <= 1:
+            raise ConfigError(
+                f"accuracy_floor={self.accuracy_floor} (--accuracy-floor) is outside [0, 1]",
+                f"use e.g. {DEFAULT_ACCURACY_FLOOR} (80% of greedy decoding's accuracy)",
+            )
 
     def constraints(self, quality: Quality, greedy_accuracy: float) -> dict[str, float]:
         """Optuna constraint values (feasible when every value is <= 0).

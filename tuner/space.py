@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from tuner.engine import KV_TYPES, EngineConfig
+from tuner.config import KV_TYPES, EngineConfig
 from tuner.errors import ConfigError, SpaceError
 from tuner.hardware import logical_cores
 

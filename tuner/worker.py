@@ -17,24 +17,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tuner.engine import EngineConfig
-from tuner.errors import TunerError
+from tuner import errors
+from tuner.config import EngineConfig
+from tuner.errors import ConfigError, TunerError, WorkerFailed
 from tuner.measure import Measurement, Workload
 
-__all__ = ["Worker", "WorkerFailed", "DEFAULT_TRIAL_TIMEOUT_S"]
+__all__ = ["Worker", "DEFAULT_TRIAL_TIMEOUT_S", "check_timeout"]
 
 DEFAULT_TRIAL_TIMEOUT_S = 600.0
 LOG_TAIL_LINES = 8
 _START_TIMEOUT_S = 120.0
 
 
-class WorkerFailed(Exception):
-    """The worker process died or timed out during a trial; ``reason`` says how."""
-
-    def __init__(self, reason: str, log_tail: list[str]) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.log_tail = log_tail
+def check_timeout(timeout_s: float) -> None:
+    """Refuse a per-trial timeout that would kill every trial before it starts."""
+    if not timeout_s > 0:
+        raise ConfigError(f"trial timeout timeout_s={timeout_s} (--trial-timeout) must be positive", "use a number of seconds, e.g. 600")
 
 
 class Worker:
@@ -46,6 +44,7 @@ class Worker:
     """
 
     def __init__(self, model_path: str | Path, *, timeout_s: float = DEFAULT_TRIAL_TIMEOUT_S) -> None:
+        check_timeout(timeout_s)
         self.model_path = str(model_path)
         self.timeout_s = timeout_s
         self._process: Any = None
@@ -183,10 +182,9 @@ class Worker:
 
 def _error(kind: str, what: str, fix: str) -> TunerError:
     """Rebuild, in the parent, the error the worker raised (same class, same message)."""
-    from tuner import errors
-
     cls = getattr(errors, kind, TunerError)
-    return cls(what, fix) if isinstance(cls, type) and issubclass(cls, TunerError) else TunerError(what, fix)
+    plain = isinstance(cls, type) and issubclass(cls, TunerError) and cls is not WorkerFailed
+    return cls(what, fix) if plain else TunerError(what, fix)
 
 
 def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
@@ -196,7 +194,6 @@ def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
     os.environ["TUNER_LLAMA_LOG"] = log_path
     from tuner.engine import Engine
     from tuner.measure import measure
-
     from tuner.quality import reference_for
 
     engine = Engine(model_path)

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.study.explain import GUIDE_CLAIMS, audit_guide, importances, knob_effects
-from tuner.study import InProcess, load_study, open_storage
 from tests.conftest import SMALL, run_tune
+from tuner.study import InProcess, load_study, open_storage
+from tuner.study.explain import GUIDE_CLAIMS, audit_guide, importances, knob_effects
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Noise floor and confirmation: ties are not wins, and the winner is picked by re-measurement."""
+"""Confirmation: ties are not wins, and the winner is picked by re-measurement."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from dataclasses import replace
 
 import pytest
 
-from tuner.confirm import Candidate, Confirmation, NoiseFloor, _pick_winner, confirm, is_tie, measure_noise_floor, pick_candidates
-from tuner.engine import EngineConfig
+from tests.conftest import SMALL
+from tuner.config import EngineConfig
+from tuner.errors import ConfigError
 from tuner.hardware import describe_machine
-from tuner.measure import Stat
 from tuner.models import model_sha256
 from tuner.space import load_space
+from tuner.stats import is_tie
 from tuner.study import (
     InProcess,
     StudySpec,
     best_preset,
-    current_confirmation,
     feasible_trials,
     load_study,
     open_storage,
@@ -25,28 +25,17 @@ from tuner.study import (
     start_study,
     summarize,
 )
-from tests.conftest import SMALL
+from tuner.study.confirm import (
+    Candidate,
+    Confirmation,
+    _pick_winner,
+    confirm,
+    current_confirmation,
+    measure_noise_floor,
+    pick_candidates,
+)
 
 SPEED_ONLY = replace(SMALL, quality=False)
-
-
-# --- the statistics, on numbers chosen to sit on either side of the rules ---------------------
-
-
-def test_noise_floor_is_the_larger_of_run_to_run_range_and_within_run_spread():
-    runs = [Stat.of([40.0, 41.0, 42.0]), Stat.of([44.0, 45.0, 46.0]), Stat.of([49.0, 50.0, 51.0])]
-    floor = NoiseFloor.of(runs, SPEED_ONLY)
-    assert floor.run_medians == [41.0, 45.0, 50.0]
-    assert floor.relative == pytest.approx((50.0 - 41.0) / 45.0)  # range 9 over median 45: 20%
-    steady_runs_noisy_inside = [Stat.of([30.0, 45.0, 60.0])] * 3
-    assert NoiseFloor.of(steady_runs_noisy_inside, SPEED_ONLY).relative == pytest.approx(15.0 / 45.0)
-    assert NoiseFloor.from_dict(floor.to_dict()) == floor
-
-
-def test_differences_within_the_noise_are_ties():
-    assert is_tie(50.0, 52.0, noise=0.05)  # 3.8% apart
-    assert not is_tie(50.0, 60.0, noise=0.05)  # 16.7% apart
-    assert is_tie(0.0, 0.0, noise=0.0)
 
 
 def _candidate(label: str, rounds: list[float], defaults: list[float], kld: float | None = None) -> Candidate:
@@ -88,9 +77,6 @@ def test_a_candidate_that_only_ties_the_defaults_does_not_replace_them():
     winner, why = _pick_winner([lucky, _candidate("defaults", DEFAULTS, DEFAULTS)], noise=0.05)
     assert winner.label == "defaults"
     assert "nothing is faster than the defaults beyond the noise" in why
-
-
-# --- on the real engine ------------------------------------------------------------------------
 
 
 def test_noise_floor_measures_the_defaults_several_times(engine):
@@ -182,3 +168,13 @@ def test_confirmation_with_nothing_to_compare_stores_nothing(tmp_path, model_pat
     assert confirm(study, InProcess(engine)) is None  # only the defaults ran
     assert "confirmation" not in study.user_attrs
     assert best_preset(study).config() == EngineConfig().effective()  # the defaults stand
+
+
+def test_a_library_confirmation_refuses_what_the_cli_refuses(confirmed, engine):
+    study, _ = confirmed
+    before = study.user_attrs["confirmation"]
+    with pytest.raises(ConfigError, match=r"rounds=2 \(--rounds\) is too few"):
+        confirm(study, InProcess(engine), rounds=2)
+    with pytest.raises(ConfigError, match=r"candidates=0 \(--candidates\) re-measures nothing"):
+        confirm(study, InProcess(engine), candidates=0)
+    assert study.user_attrs["confirmation"] == before

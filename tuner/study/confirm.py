@@ -1,4 +1,4 @@
-"""Noise as a first-class problem: the noise floor of a study, and confirmation of its winner.
+"""Noise as a first-class problem: measuring a study's noise floor, and confirming its winner.
 
 A study ranks trials by single measurements (a warm-up pass and a few repetitions each). On a
 shared machine a trial can read fast by luck, and the fastest of 50 noisy readings is biased
@@ -17,21 +17,25 @@ noise to average out), so each candidate keeps the quality figures of its trial.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tuner.engine import EngineConfig
-from tuner.errors import ConfigError, EngineError
-from tuner.measure import Stat, Workload
+from tuner.config import EngineConfig
+from tuner.errors import ConfigError, EngineError, WorkerFailed
+from tuner.measure import Workload
+from tuner.stats import NoiseFloor, Stat, check_rounds, is_tie
+from tuner.study._trials import baseline_trial, counted_trials, feasible_trials, noise_floor
 
 __all__ = [
+    "CONFIRM_CANDIDATES",
+    "CONFIRM_ROUNDS",
+    "NOISE_RUNS",
     "Candidate",
     "Confirmation",
-    "NoiseFloor",
+    "check_request",
     "confirm",
-    "is_tie",
+    "current_confirmation",
     "measure_noise_floor",
     "pick_candidates",
 ]
@@ -43,50 +47,11 @@ CONFIRM_CANDIDATES = 3
 Note = Callable[[str], None]
 
 
-@dataclass(frozen=True)
-class NoiseFloor:
-    """Run-to-run noise of one configuration (the defaults) on this machine, now.
-
-    ``relative`` is the larger of (a) the range of the run medians over their median and (b) the
-    median within-run relative IQR: how far apart two readings of the *same* settings can land.
-    """
-
-    relative: float
-    run_medians: list[float]
-    within_run_rel_iqr: float
-    workload: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def of(cls, runs: list[Stat], workload: Workload) -> NoiseFloor:
-        medians = [run.median for run in runs]
-        centre = statistics.median(medians)
-        spread = (max(medians) - min(medians)) / centre if centre else float("inf")
-        within = statistics.median(run.rel_iqr for run in runs)
-        return cls(max(spread, within), medians, within, workload.to_dict())
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> NoiseFloor:
-        return cls(float(data["relative"]), [float(x) for x in data["run_medians"]], float(data["within_run_rel_iqr"]), dict(data.get("workload") or {}))
-
-    def describe(self) -> str:
-        runs = ", ".join(f"{x:.1f}" for x in self.run_medians)
-        return f"±{self.relative:.1%} (the defaults read {runs} decode tok/s over {len(self.run_medians)} runs)"
-
-
-def is_tie(a: float, b: float, noise: float) -> bool:
-    """True when ``a`` and ``b`` differ by no more than the relative ``noise``: not a win."""
-    top = max(abs(a), abs(b))
-    return top == 0 or abs(a - b) / top <= noise
-
-
 def measure_noise_floor(runner: Any, workload: Workload, runs: int = NOISE_RUNS) -> NoiseFloor:
     """Measure the defaults ``runs`` times (speed only) and return their spread."""
     speed_only = replace(workload, quality=False)
     results = [runner.measure(EngineConfig(), speed_only).decode_tok_s for _ in range(runs)]
-    return NoiseFloor.of(results, speed_only)
+    return NoiseFloor.of(results, speed_only.to_dict())
 
 
 @dataclass
@@ -164,6 +129,13 @@ def pick_candidates(trials: list[Any], n: int = CONFIRM_CANDIDATES) -> list[Any]
     return picked
 
 
+def check_request(rounds: int, candidates: int) -> None:
+    """Refuse a confirmation that cannot pick a winner: too few rounds, or no candidate."""
+    check_rounds(rounds)
+    if candidates < 1:
+        raise ConfigError(f"candidates={candidates} (--candidates) re-measures nothing", "use 1 or more")
+
+
 def confirm(
     study: Any,
     runner: Any,
@@ -178,14 +150,11 @@ def confirm(
     than the defaults baseline, or no defaults to compare against (their baseline trial failed,
     e.g. their n_ctx 512 cannot hold the workload, or they failed when re-measured).
     """
-    from tuner.study import _baseline_trial, counted_trials, feasible_trials, noise_floor
-
-    if rounds < 1:
-        raise ConfigError(f"confirmation with {rounds} rounds measures nothing", "use 3 or more rounds")
+    check_request(rounds, candidates)
     note = on_note or (lambda _msg: None)
     seen = len(counted_trials(study))  # before picking: trials added meanwhile make it stale
     top = pick_candidates(feasible_trials(study), candidates)
-    baseline = _baseline_trial(study, "defaults")
+    baseline = baseline_trial(study, "defaults")
     if not top:
         return None
     if baseline is None:
@@ -238,8 +207,6 @@ def _defaults_entry(baseline: Any) -> Candidate:
 
 def _measure_into(entry: Candidate, runner: Any, workload: Workload) -> None:
     """One round's measurement of ``entry``; a failure is recorded on it and it drops out."""
-    from tuner.worker import WorkerFailed
-
     if entry.error:
         return
     try:
@@ -299,3 +266,14 @@ def _no_faster_than(candidate: Candidate, defaults: Candidate, noise: float) -> 
     ratio = candidate.ratio
     return ratio.median - 1 <= max(noise, ratio.rel_iqr)
 
+
+def current_confirmation(study: Any) -> Confirmation | None:
+    """The stored confirmation, if it still speaks for the study: it picked a winner, and no
+    trial was added since (a resumed study must be confirmed again)."""
+    stored = study.user_attrs.get("confirmation")
+    if not stored:
+        return None
+    confirmation = Confirmation.from_dict(stored)
+    if confirmation.winner is None or confirmation.counted_trials != len(counted_trials(study)):
+        return None
+    return confirmation

@@ -1,0 +1,95 @@
+"""Running a study on the real engine: trials recorded with their measurements, the baselines as
+written, what the study tunes, resume."""
+
+from __future__ import annotations
+
+import shutil
+
+import llama_cpp
+import optuna
+import pytest
+
+from tests.conftest import SMALL
+from tests.study.conftest import load
+from tuner.config import EngineConfig
+from tuner.errors import ConfigError, StudyError
+from tuner.hardware import describe_machine
+from tuner.models import model_sha256
+from tuner.space import load_space
+from tuner.study import BASELINES, InProcess, StudySpec, counted_trials, resume_study
+
+
+def test_three_trial_study_records_three_trials_with_measurements(study_db):
+    study = load(study_db)
+    trials = study.get_trials()
+    assert len(trials) == 3
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    assert [t.user_attrs.get("baseline") for t in trials] == ["defaults", "guide_card", None]
+    for t in trials:
+        m = t.user_attrs["measurement"]
+        assert len(m["decode_tok_s"]["samples"]) == SMALL.repeats
+        assert m["decode_tok_s"]["median"] == pytest.approx(t.values[0])
+        assert t.values[1] == pytest.approx(m["quality"]["kld_mean"])
+        assert set(t.user_attrs["constraints"]) == {"kld_mean", "task_accuracy"}
+        assert {"median", "iqr", "samples"} <= set(m["prompt_tok_s"])
+        assert m["effective"]["n_threads"] >= 1
+        assert t.user_attrs["llama_cpp_version"] == llama_cpp.__version__
+        assert len(t.user_attrs["model_sha256"]) == 64
+        assert t.user_attrs["machine"]["fingerprint"] == describe_machine().fingerprint
+    assert trials[2].params, "the searched trial has no params"
+
+
+def test_baselines_run_exactly_as_written(study_db):
+    study = load(study_db)
+    guide = study.trials[1]
+    effective = guide.user_attrs["measurement"]["effective"]
+    # 16 threads even on a 2-core machine: measuring that is the point of the baseline
+    assert effective["n_threads"] == 16 and effective["n_threads_batch"] == 16
+    assert effective["flash_attn"] is True and effective["top_k"] == 10
+    assert guide.user_attrs["measurement"]["clamped"]["n_batch"] == [4096, 2048]
+    defaults = study.trials[0].user_attrs["measurement"]["effective"]
+    assert defaults["n_ctx"] == 512 and defaults["flash_attn"] is False
+    assert EngineConfig.from_dict(study.trials[0].user_attrs["baseline_config"]) == BASELINES["defaults"]
+
+
+def test_study_records_what_it_tunes(study_db, model_path):
+    attrs = load(study_db).user_attrs
+    assert attrs["model_path"] == str(model_path)
+    assert attrs["model_sha256"] == model_sha256(model_path)
+    assert attrs["target_trials"] == 3
+    assert attrs["workload"] == SMALL.to_dict()
+    assert "n_ubatch" in attrs["space"]["text"]
+    assert attrs["machine"]["logical_cores"] >= 1
+    assert attrs["objectives"] == ["decode_tok_s", "kld_mean"]
+    assert attrs["quality_budget"] == {"kld_mean": 0.03, "accuracy_floor": 0.8}
+    assert 0 < attrs["reference"]["greedy_accuracy"] <= 1
+
+
+def test_resume_reaches_its_new_target_and_keeps_earlier_trials(study_db, tmp_path, engine):
+    db = tmp_path / "copy.db"
+    shutil.copy(study_db, db)
+    before = {t.number: (t.values, t.params) for t in load(db).trials}
+    study = load(db)
+    resume_study(study, runner=InProcess(engine), space=load_space("cpu"), trials=4, confirm_rounds=0)
+    after = load(db)
+    assert len(counted_trials(after)) == 4
+    assert after.user_attrs["target_trials"] == 4
+    for number, (value, params) in before.items():
+        assert (after.trials[number].values, after.trials[number].params) == (value, params)
+
+
+def test_resume_at_target_runs_nothing(study_db, tmp_path, engine):
+    db = tmp_path / "copy.db"
+    shutil.copy(study_db, db)
+    resume_study(load(db), runner=InProcess(engine), space=load_space("cpu"), confirm_rounds=0)
+    assert len(load(db).trials) == 3
+
+
+def test_a_library_user_gets_the_same_errors_as_the_cli_user(study_db, tmp_path, model_path, engine):
+    with pytest.raises(StudyError, match=r"trials=0 \(--trials\) asks for no trial"):
+        StudySpec(model=model_path, model_sha256="0" * 64, space=load_space("cpu"), trials=0)
+    db = tmp_path / "copy.db"
+    shutil.copy(study_db, db)
+    with pytest.raises(ConfigError, match=r"confirm_rounds=2 \(--confirm-rounds\) is too few"):
+        resume_study(load(db), runner=InProcess(engine), space=load_space("cpu"), trials=4, confirm_rounds=2)
+    assert len(load(db).trials) == 3  # refused before any trial ran

@@ -1,0 +1,39 @@
+"""What a study found: the summary against the baselines, and the preset it exports."""
+
+from __future__ import annotations
+
+import llama_cpp
+import pytest
+
+from tests.study.conftest import load
+from tuner.preset import Preset, engine_from_preset
+from tuner.study import best_preset, summarize
+
+
+def test_summary_compares_best_with_baselines(study_db):
+    summary = summarize(load(study_db))
+    assert summary.complete == 3 and summary.failed == 0
+    assert set(summary.baselines) == {"defaults", "guide_card"}
+    assert summary.baselines["defaults"].ratio_vs_defaults == pytest.approx(1.0)
+    assert summary.best.feasible
+    assert summary.best.decode.median >= max(r.decode.median for r in summary.baselines.values() if r.feasible)
+    assert summary.pareto and all(r.feasible for r in summary.pareto)
+
+
+def test_export_loads_in_engine_and_in_llama_cpp(study_db, tmp_path):
+    preset = best_preset(load(study_db))
+    path = preset.save(tmp_path / "best.yaml")
+    loaded = Preset.load(path)
+    assert loaded.provenance["study"] == "s3"
+    assert loaded.measured["decode_tok_s"]["median"] > 0
+    assert "vs_defaults" in loaded.measured and "vs_guide_card" in loaded.measured
+
+    with engine_from_preset(path) as eng:
+        assert eng.generate("The capital of France is", max_tokens=8).strip()
+
+    llm = llama_cpp.Llama(model_path=loaded.model, verbose=False, **loaded.engine)
+    try:
+        out = llm.create_completion("The capital of France is", max_tokens=8, **loaded.sampling)
+        assert out["choices"][0]["text"].strip()
+    finally:
+        llm.close()

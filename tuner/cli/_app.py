@@ -1,0 +1,134 @@
+"""The Typer app, its shared options, and the one place that turns errors into one line.
+
+Errors a user can act on (:class:`tuner.errors.TunerError`) become one line on stderr,
+``error: <what> — <how to fix>``, and exit code 2; the traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from tuner.errors import ModelError, StudyError, TunerError
+
+__all__ = [
+    "check_timeout",
+    "ConfirmOpt",
+    "GenOpt",
+    "ModelOpt",
+    "NoQualityOpt",
+    "PromptOpt",
+    "RepeatsOpt",
+    "StorageOpt",
+    "TimeoutOpt",
+    "app",
+    "interruptible",
+    "main",
+    "study_model",
+    "worker",
+    "workload",
+]
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Tune llama.cpp (llama-cpp-python) settings for this machine with an Optuna study.",
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for errors.")) -> None:
+    _state["debug"] = debug
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared options
+
+ModelOpt = typer.Option(None, "--model", "-m", help="GGUF model file (default: the embedded gemma-3-270m Q4_K_M).")
+StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL of the study storage [default: sqlite:///studies/tuner.db].")
+PromptOpt = typer.Option(128, "--prompt-tokens", help="Prompt tokens per repetition.")
+GenOpt = typer.Option(64, "--gen-tokens", help="Generated tokens per repetition.")
+RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions per trial (after one warm-up pass); at least 3.")
+NoQualityOpt = typer.Option(False, "--no-quality", help="Skip the quality proxy (speed only; no quality floor).")
+TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")
+ConfirmOpt = typer.Option(
+    3, "--confirm-rounds", help="Interleaved rounds re-measuring the top candidates and the defaults at the end (0: skip)."
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def workload(prompt_tokens: int, gen_tokens: int, repeats: int, no_quality: bool = False) -> Any:
+    from tuner.measure import Workload
+
+    return Workload(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats, quality=not no_quality)
+
+
+def worker(model_path: Path, timeout_s: float) -> Any:
+    """Measurements run in a worker process: a llama.cpp abort or OOM fails one trial, not the command."""
+    from tuner.worker import Worker
+
+    return Worker(model_path, timeout_s=timeout_s)
+
+
+def check_timeout(timeout_s: float) -> None:
+    """--trial-timeout checked up front (the worker checks it too, but starts later)."""
+    from tuner.worker import check_timeout as check
+
+    check(timeout_s)
+
+
+def study_model(study_obj: Any, override: Optional[Path]) -> Path:
+    """The study's model file, checked against the sha256 the study was started with."""
+    from tuner import models
+
+    recorded = study_obj.user_attrs["model_path"]
+    try:
+        path = models.resolve_model(override or recorded)
+    except ModelError as exc:
+        raise ModelError(exc.what, f"pass the study's model file with --model (it was {recorded})") from None
+    if models.model_sha256(path) != study_obj.user_attrs["model_sha256"]:
+        raise StudyError(
+            f"{path} is not the model study '{study_obj.study_name}' was started with (sha256 differs)",
+            f"pass the original model ({Path(recorded).name}) with --model, or start a new study for this one",
+        )
+    return path
+
+
+def interruptible(run: Callable[[], Any], name: str, storage: Optional[str]) -> Any:
+    """Run a study; on Ctrl-C say how to continue and exit 130."""
+    from tuner.study import redact
+
+    try:
+        return run()
+    except KeyboardInterrupt:
+        resume = f"tune resume {name}" + (f" --storage '{redact(storage)}'" if storage else "")
+        typer.echo(f"\ninterrupted — continue with: {resume}", err=True)
+        raise typer.Exit(130) from None
+
+
+def main() -> None:
+    """Console entry point: one line per user error, exit code 2, traceback only with --debug."""
+    try:
+        app()
+    except TunerError as exc:
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - a bug: still one line unless --debug
+        if _state["debug"]:
+            traceback.print_exc()
+        typer.echo(f"error: unexpected {type(exc).__name__}: {exc} — rerun with --debug for the traceback", err=True)
+        sys.exit(1)

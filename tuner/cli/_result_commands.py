@@ -1,0 +1,97 @@
+"""The commands that read what studies recorded: list, show, export, report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tuner.cli._app import StorageOpt, app
+from tuner.cli._print import print_pareto, print_summary, table
+
+
+@app.command("list")
+def list_(storage: Optional[str] = StorageOpt) -> None:
+    """List the studies in the storage."""
+    from tuner import study as studies
+
+    storage_obj = studies.open_storage(storage, must_exist=True)
+    summaries = studies.list_studies(storage_obj)
+    if not summaries:
+        typer.echo("no studies yet — start one with `tune start`")
+        return
+    rows = []
+    for s in summaries:
+        fastest = studies.fastest_feasible(studies.load_study(s.study_name, storage_obj))
+        best = f"{fastest.values[0]:.1f}" if fastest else "-"
+        target = s.user_attrs.get("target_trials", "?")
+        rows.append([s.study_name, f"{s.n_trials}/{target}", best, Path(s.user_attrs.get("model_path", "?")).name, s.user_attrs.get("created", "")])
+    typer.echo(table(["study", "trials", "best feasible decode tok/s", "model", "created"], rows))
+
+
+@app.command()
+def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[str] = StorageOpt) -> None:
+    """Show a study: the best trial against the baselines, with medians and spread."""
+    from tuner import study as studies
+
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    attrs = study_obj.user_attrs
+    typer.echo(f"study '{name}': model {Path(attrs['model_path']).name} (sha256 {attrs['model_sha256'][:12]}…)")
+    typer.echo(f"machine: {(attrs.get('machine') or {}).get('cpu_model', '?')}; space: {attrs['space']['name']}")
+    print_summary(study_obj, storage, export_hint=True)
+    print_pareto(study_obj)
+
+
+@app.command()
+def export(
+    name: str = typer.Argument(..., help="Study name."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the preset here [default: print it]."),
+    storage: Optional[str] = StorageOpt,
+    fmt: str = typer.Option(
+        "yaml", "--format", help="yaml (the preset the engine loads), json (llama-cpp-python server config), llama-server or ollama."
+    ),
+) -> None:
+    """Export the study's best configuration: a preset YAML that the engine loads, or a server's own format."""
+    from tuner import export as exports, study as studies
+
+    write = exports.writer(fmt)  # an unknown --format fails before the storage is opened
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    preset = studies.best_preset(study_obj)
+    text = write(preset)
+    if out is None:
+        typer.echo(text, nl=False)
+        for note in exports.notes(preset, fmt):
+            typer.echo(note, err=True)  # stderr: stdout stays a valid file
+        return
+    if fmt == exports.DEFAULT_FORMAT:
+        preset.save(out)
+    else:
+        exports.save(text, out)
+    confirmed = preset.measured.get("confirmed")
+    figure = (
+        f"{confirmed['decode_tok_s']['median']} decode tok/s confirmed, {confirmed['vs_defaults']['median']}x the defaults"
+        if confirmed
+        else f"{preset.measured['decode_tok_s']['median']} decode tok/s in its trial, not confirmed"
+    )
+    typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {figure})")
+    typer.echo(f"picked: {preset.measured['picked']}")
+    for note in exports.notes(preset, fmt):
+        typer.echo(note)
+
+
+@app.command()
+def report(
+    name: str = typer.Argument(..., help="Study name."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for report.html and its PNG figures (created if missing)."),
+    storage: Optional[str] = StorageOpt,
+) -> None:
+    """Write an HTML report with figures: history, Pareto front, importances, best vs baselines."""
+    from tuner import study as studies
+    from tuner.report import write_report
+
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    files = write_report(study_obj, out)
+    typer.echo(f"wrote {files.html} (self-contained: open it in any browser)")
+    for image in files.images:
+        typer.echo(f"wrote {image}")

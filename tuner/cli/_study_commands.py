@@ -1,0 +1,219 @@
+"""The commands that run measurements on a study: start, resume, confirm, explain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from tuner.cli._app import (
+    ConfirmOpt,
+    GenOpt,
+    ModelOpt,
+    NoQualityOpt,
+    PromptOpt,
+    RepeatsOpt,
+    StorageOpt,
+    TimeoutOpt,
+    app,
+    check_timeout,
+    interruptible,
+    study_model,
+    worker,
+    workload,
+)
+from tuner.cli._print import print_guide_audit, print_importances, print_knob_effects, print_progress, print_summary
+from tuner.errors import StudyError
+
+
+@app.command()
+def start(
+    model: Optional[Path] = ModelOpt,
+    trials: int = typer.Option(50, "--trials", "-n", help="Trials in the study, the two baselines included."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name [default: from the model file name]."),
+    storage: Optional[str] = StorageOpt,
+    space: Optional[str] = typer.Option(None, "--space", help="Search space: cpu, rtx4090 or a YAML file [default: from the hardware]."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed, for a reproducible sequence of trials."),
+    prompt_tokens: int = PromptOpt,
+    gen_tokens: int = GenOpt,
+    repeats: int = RepeatsOpt,
+    trial_timeout: float = TimeoutOpt,
+    quality_budget: float = typer.Option(0.03, "--quality-budget", help="Largest mean KL divergence from the reference a feasible trial may have."),
+    accuracy_floor: float = typer.Option(0.8, "--accuracy-floor", help="Task accuracy a feasible trial needs, as a fraction of greedy decoding's."),
+    no_quality: bool = NoQualityOpt,
+    confirm_rounds: int = ConfirmOpt,
+) -> None:
+    """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""
+    from tuner import hardware, models, space as spaces, study as studies
+    from tuner.gguf import read_gguf_info
+    from tuner.quality import QualityBudget
+    from tuner.stats import check_rounds
+
+    # Every input is checked before anything is printed, created or started.
+    studies.check_trials(trials)
+    the_workload = workload(prompt_tokens, gen_tokens, repeats, no_quality)
+    budget = QualityBudget(kld_mean=quality_budget, accuracy_floor=accuracy_floor)
+    check_rounds(confirm_rounds, name="confirm_rounds", flag="--confirm-rounds", skip_allowed=True)
+    check_timeout(trial_timeout)
+    model_path = models.resolve_model(model)
+    machine = hardware.describe_machine()
+    if space:
+        search_space, why = spaces.load_space(space), "chosen with --space"
+    else:
+        search_space, why = spaces.choose_space(machine, read_gguf_info(model_path))
+    search_space.for_workload(the_workload.n_ctx_needed)
+    name = study or model_path.stem
+    spec = studies.StudySpec(
+        model=model_path,
+        model_sha256=models.model_sha256(model_path),
+        space=search_space,
+        workload=the_workload,
+        trials=trials,
+        seed=seed,
+        budget=budget,
+    )
+    studies.check_new_study(name, storage)
+    with worker(model_path, trial_timeout) as runner:
+        runner.start()  # a model llama.cpp cannot load fails here, before any storage is created
+        storage_obj = studies.open_storage(storage)
+        typer.echo(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
+        typer.echo(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
+        typer.echo(f"space: {search_space.name} ({search_space.source}): {why}")
+        typer.echo(
+            f"workload: {the_workload.prompt_tokens} prompt + {the_workload.gen_tokens} generated tokens, "
+            f"1 warm-up + {the_workload.repeats} repetitions per trial"
+        )
+        if the_workload.quality:
+            typer.echo(
+                f"objectives: decode tok/s (median, maximize) and mean KLD vs the reference (minimize); feasible when "
+                f"KLD <= {budget.kld_mean} and task accuracy >= {budget.accuracy_floor:.0%} of greedy"
+            )
+        else:
+            typer.echo("objective: decode tok/s (median); no quality proxy (--no-quality)")
+        result = interruptible(
+            lambda: studies.start_study(
+                spec,
+                name=name,
+                storage=storage_obj,
+                runner=runner,
+                machine=machine.to_dict(),
+                on_progress=print_progress,
+                on_note=typer.echo,
+                confirm_rounds=confirm_rounds,
+            ),
+            name,
+            storage,
+        )
+    print_summary(result, storage)
+
+
+@app.command()
+def resume(
+    name: str = typer.Argument(..., help="Study name (see `tune list`)."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Target trial count [default: the study's own]."),
+    storage: Optional[str] = StorageOpt,
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
+    allow_other_hardware: bool = typer.Option(False, "--allow-other-hardware", help="Resume on a machine with another fingerprint."),
+    trial_timeout: float = TimeoutOpt,
+    confirm_rounds: int = ConfirmOpt,
+) -> None:
+    """Continue a stopped or crashed study until it holds its target number of trials, then confirm its winner."""
+    from tuner import hardware, space as spaces, study as studies
+    from tuner.stats import check_rounds
+
+    if trials is not None:
+        studies.check_trials(trials)
+    check_rounds(confirm_rounds, name="confirm_rounds", flag="--confirm-rounds", skip_allowed=True)
+    check_timeout(trial_timeout)
+    storage_obj = studies.open_storage(storage, must_exist=True)
+    study_obj = studies.load_study(name, storage_obj)
+    model_path = study_model(study_obj, model)
+    machine = hardware.describe_machine()
+    studies.check_machine(study_obj, machine, allow_other_hardware)
+    recorded_space = study_obj.user_attrs["space"]
+    search_space = spaces.parse_space(recorded_space["text"], source=recorded_space["source"])
+    target = trials or int(study_obj.user_attrs["target_trials"])
+    done = len(studies.counted_trials(study_obj))
+    typer.echo(f"resuming study '{name}': {done}/{target} trials done")
+    with worker(model_path, trial_timeout) as runner:
+        result = interruptible(
+            lambda: studies.resume_study(
+                study_obj,
+                runner=runner,
+                space=search_space,
+                trials=trials,
+                machine=machine,
+                allow_other_hardware=allow_other_hardware,
+                on_progress=print_progress,
+                on_note=typer.echo,
+                confirm_rounds=confirm_rounds,
+            ),
+            name,
+            storage,
+        )
+    print_summary(result, storage)
+
+
+@app.command("confirm")
+def confirm_(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds (3 or more)."),
+    candidates: int = typer.Option(3, "--candidates", help="How many of the fastest feasible trials to re-measure."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
+    trial_timeout: float = TimeoutOpt,
+) -> None:
+    """Re-measure the study's top candidates and the defaults, interleaved, and pick the winner."""
+    from tuner import hardware, study as studies
+    from tuner.study import confirm as confirming
+
+    confirming.check_request(rounds, candidates)
+    check_timeout(trial_timeout)
+    storage_obj = studies.open_storage(storage, must_exist=True)
+    study_obj = studies.load_study(name, storage_obj)
+    studies.check_machine(study_obj, hardware.describe_machine())
+    with worker(study_model(study_obj, model), trial_timeout) as runner:
+        result = confirming.confirm(study_obj, runner, rounds=rounds, candidates=candidates, on_note=typer.echo)
+    if result is None:
+        raise StudyError(f"study '{name}' has no feasible trial besides the defaults to confirm", f"run more trials: tune resume {name} --trials N")
+    print_summary(study_obj, storage)
+
+
+@app.command()
+def explain(
+    name: str = typer.Argument(..., help="Study name."),
+    storage: Optional[str] = StorageOpt,
+    audit_guide: bool = typer.Option(
+        False, "--audit-guide", help="Measure the RTX 4090 guide's per-knob claims here, interleaved (a few minutes)."
+    ),
+    rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds for --audit-guide (3 or more)."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
+    trial_timeout: float = TimeoutOpt,
+) -> None:
+    """Parameter importances per objective, each knob's measured effect, and the guide audit."""
+    from tuner import hardware, study as studies
+    from tuner.measure import Workload
+    from tuner.stats import check_rounds
+    from tuner.study import explain as explaining
+
+    if audit_guide:
+        check_rounds(rounds)
+        check_timeout(trial_timeout)
+    study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    if audit_guide:
+        studies.check_machine(study_obj, hardware.describe_machine())
+        model_path = study_model(study_obj, model)
+    print_importances(explaining.importances(study_obj), len(explaining.searched_trials(study_obj)))
+    print_knob_effects(explaining.knob_effects(study_obj))
+    if audit_guide:
+        the_workload = Workload.from_dict(study_obj.user_attrs["workload"])
+        typer.echo(f"\nguide audit: {len(explaining.GUIDE_CLAIMS)} claims x 2 configurations x {rounds} interleaved rounds (speed only)")
+        with worker(model_path, trial_timeout) as runner:
+            results = explaining.audit_guide(runner, the_workload, rounds=rounds, noise=studies.noise_floor(study_obj), on_note=typer.echo)
+        study_obj.set_user_attr("guide_audit", {"rounds": rounds, "claims": [r.to_dict() for r in results]})
+    stored = study_obj.user_attrs.get("guide_audit")
+    if stored:
+        print_guide_audit(stored)
+    elif not audit_guide:
+        typer.echo(f"\nthe guide's per-knob claims are not audited yet: tune explain {name} --audit-guide")

@@ -1,0 +1,210 @@
+"""Typed, validated llama.cpp settings: :class:`EngineConfig` and the key lists that split them.
+
+Settings are split the way llama.cpp splits them:
+
+* load-time params need a model reload (:data:`LOAD_KEYS`),
+* context params need only a new context (:data:`CONTEXT_KEYS`),
+* sampling params need neither (:data:`SAMPLING_KEYS`).
+
+llama-cpp-python's ``Llama(**kwargs)`` silently ignores unknown keywords and its ctypes structs
+accept misspelled attribute names, so :class:`EngineConfig` rejects every unknown key loudly.
+This module never imports llama_cpp: presets, spaces and the CLI validate settings without it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import multiprocessing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from tuner.errors import ConfigError
+
+__all__ = [
+    "CONTEXT_KEYS",
+    "KV_TYPES",
+    "KV_TYPE_NAMES",
+    "LOAD_KEYS",
+    "SAMPLING_KEYS",
+    "EngineConfig",
+]
+
+LOAD_KEYS = ("n_gpu_layers", "use_mmap", "use_mlock", "main_gpu", "split_mode")
+CONTEXT_KEYS = (
+    "n_ctx",
+    "n_batch",
+    "n_ubatch",
+    "n_threads",
+    "n_threads_batch",
+    "flash_attn",
+    "offload_kqv",
+    "type_k",
+    "type_v",
+)
+SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+
+# ggml type ids of the KV-cache types people use (llama_cpp.GGML_TYPE_*).
+KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+KV_TYPE_NAMES = {value: name for name, value in KV_TYPES.items()}
+
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Every setting the tuner varies, with llama-cpp-python's own defaults.
+
+    ``None`` for n_threads / n_threads_batch / type_k / type_v means "llama-cpp-python decides";
+    :meth:`effective` resolves those to the values that actually run.
+    """
+
+    # load-time (model) params
+    n_gpu_layers: int = 0
+    use_mmap: bool = True
+    use_mlock: bool = False
+    main_gpu: int = 0
+    split_mode: int = 1  # LLAMA_SPLIT_MODE_LAYER
+    # context params
+    n_ctx: int = 512
+    n_batch: int = 512
+    n_ubatch: int = 512
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    flash_attn: bool = False
+    offload_kqv: bool = True
+    type_k: int | None = None
+    type_v: int | None = None
+    # sampling params (create_completion's defaults)
+    temperature: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        for spec in fields(self):
+            object.__setattr__(self, spec.name, _coerce(spec.name, spec.type, getattr(self, spec.name)))
+        self._check_ranges()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], *, where: str = "settings") -> EngineConfig:
+        """Build a config from a mapping; unknown keys are errors, with a suggestion."""
+        known = {spec.name for spec in fields(cls)}
+        for key in values:
+            if key not in known:
+                guess = difflib.get_close_matches(str(key), sorted(known), n=1)
+                fix = f"did you mean '{guess[0]}'?" if guess else f"known keys: {', '.join(sorted(known))}"
+                raise ConfigError(f"unknown key '{key}' in {where}", fix)
+        values = dict(values)
+        for key in ("type_k", "type_v"):
+            if isinstance(values.get(key), str):
+                values[key] = _kv_type_id(values[key], key)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def load_params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in LOAD_KEYS}
+
+    def context_params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in CONTEXT_KEYS}
+
+    def sampling_params(self) -> dict[str, Any]:
+        return {key: getattr(self, key) for key in SAMPLING_KEYS}
+
+    def effective(self) -> EngineConfig:
+        """The values that actually run, resolved and clamped exactly as ``llama_cpp.Llama`` does.
+
+        Llama clamps n_batch to n_ctx and n_ubatch to n_batch silently, defaults n_threads to
+        half of ``multiprocessing.cpu_count()`` and n_threads_batch to all of it.
+        """
+        cpus = multiprocessing.cpu_count()
+        n_batch = min(self.n_batch, self.n_ctx) if self.n_ctx > 0 else self.n_batch
+        return replace(
+            self,
+            n_batch=n_batch,
+            n_ubatch=min(self.n_ubatch, n_batch),
+            n_threads=self.n_threads or max(cpus // 2, 1),
+            n_threads_batch=self.n_threads_batch or cpus,
+            type_k=self.type_k if self.type_k is not None else KV_TYPES["f16"],
+            type_v=self.type_v if self.type_v is not None else KV_TYPES["f16"],
+        )
+
+    def clamped(self) -> dict[str, tuple[Any, Any]]:
+        """Settings that :meth:`effective` changed: name -> (asked, effective)."""
+        effective = self.effective()
+        changed = {}
+        for key in ("n_batch", "n_ubatch"):
+            if getattr(self, key) != getattr(effective, key):
+                changed[key] = (getattr(self, key), getattr(effective, key))
+        return changed
+
+    @property
+    def kv_type(self) -> str:
+        """Name of the KV-cache type pair, e.g. 'f16' or 'q8_0/q4_0' when asymmetric."""
+        k = KV_TYPE_NAMES.get(self.type_k or 1, str(self.type_k))
+        v = KV_TYPE_NAMES.get(self.type_v or 1, str(self.type_v))
+        return k if k == v else f"{k}/{v}"
+
+    def _check_ranges(self) -> None:
+        def need(ok: bool, what: str, fix: str) -> None:
+            if not ok:
+                raise ConfigError(what, fix)
+
+        need(self.n_gpu_layers >= -1, f"n_gpu_layers={self.n_gpu_layers} is negative", "use -1 (all layers) or >= 0")
+        need(self.n_ctx >= 0, f"n_ctx={self.n_ctx} is negative", "use 0 (the model's training context) or a positive size")
+        for key in ("n_batch", "n_ubatch"):
+            need(getattr(self, key) >= 1, f"{key}={getattr(self, key)} must be at least 1", f"set {key} to 1 or more")
+        for key in ("n_threads", "n_threads_batch"):
+            value = getattr(self, key)
+            need(value is None or value >= 1, f"{key}={value} must be at least 1", f"set {key} to 1 or more, or leave it out")
+        for key in ("type_k", "type_v"):
+            value = getattr(self, key)
+            need(
+                value is None or value in KV_TYPE_NAMES,
+                f"{key}={value} is not a supported KV-cache type",
+                f"use one of {', '.join(KV_TYPES)} (ggml ids {sorted(KV_TYPE_NAMES)})",
+            )
+        quantized_v = self.type_v is not None and self.type_v != KV_TYPES["f16"]
+        need(
+            not quantized_v or self.flash_attn,
+            f"a quantized V cache (type_v={KV_TYPE_NAMES.get(self.type_v or 1)}) needs flash_attn: true",
+            "set flash_attn: true or use type_v f16 (llama.cpp cannot create this context)",
+        )
+        need(self.temperature >= 0, f"temperature={self.temperature} is negative", "use 0 (greedy) or more")
+        need(self.top_k >= 0, f"top_k={self.top_k} is negative", "use 0 (off) or more")
+        need(0 <= self.top_p <= 1, f"top_p={self.top_p} is outside [0, 1]", "use a value between 0 and 1")
+        need(0 <= self.min_p <= 1, f"min_p={self.min_p} is outside [0, 1]", "use a value between 0 and 1")
+        need(self.repeat_penalty > 0, f"repeat_penalty={self.repeat_penalty} must be positive", "use 1.0 for no penalty")
+
+
+def _kv_type_id(name: str, key: str) -> int:
+    try:
+        return KV_TYPES[name.lower()]
+    except KeyError:
+        raise ConfigError(f"{key}='{name}' is not a supported KV-cache type", f"use one of {', '.join(KV_TYPES)}") from None
+
+
+def _coerce(name: str, annotation: str, value: Any) -> Any:
+    """Check one value against its field's annotation (a string, under `from __future__`)."""
+    if value is None and "None" in annotation:
+        return None
+    expected = annotation.split("|")[0].strip()
+    if expected == "bool":
+        if isinstance(value, bool):
+            return value
+    elif expected == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif expected == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    raise ConfigError(
+        f"{name}={value!r} has the wrong type (expected {annotation.replace(' | None', ' or null')})",
+        f"write {name} as {'true/false' if expected == 'bool' else 'a number'}",
+    )
+

@@ -1,0 +1,65 @@
+"""Studies: an Optuna study per model, machine and workload, from start to the preset it exports.
+
+The public names live here; the work lives in underscore modules, one job each:
+
+* ``_storage``   storage URLs and drivers, SQLite checks, opening, loading and listing studies
+* ``_trials``    queries over a study's trials: baselines, feasible, counted, the noise floor
+* ``_objective`` one trial: suggest, measure through a runner, record
+* ``_optimize``  start and resume: the noise floor, the trial loop, confirmation at the end
+* ``_summary``   rows, the summary and Pareto front, why the pick, the preset it builds
+* ``confirm``    the noise floor and the interleaved re-measurement that confirms the winner
+* ``explain``    parameter importances, per-knob effects and the guide audit
+"""
+
+from __future__ import annotations
+
+from tuner.study._objective import InProcess, Runner, TrialFailed
+from tuner.study._optimize import Progress, StudySpec, check_machine, check_trials, resume_study, start_study
+from tuner.study._storage import (
+    DEFAULT_STORAGE,
+    check_new_study,
+    list_studies,
+    load_study,
+    open_storage,
+    redact,
+)
+from tuner.study._summary import Row, Summary, best_preset, summarize, why_picked
+from tuner.study._trials import (
+    BASELINES,
+    baseline_trial,
+    counted_trials,
+    fastest_feasible,
+    feasible_trials,
+    is_feasible,
+    noise_floor,
+)
+
+__all__ = [
+    "BASELINES",
+    "DEFAULT_STORAGE",
+    "InProcess",
+    "Progress",
+    "Row",
+    "Runner",
+    "StudySpec",
+    "Summary",
+    "TrialFailed",
+    "baseline_trial",
+    "best_preset",
+    "check_machine",
+    "check_new_study",
+    "check_trials",
+    "counted_trials",
+    "fastest_feasible",
+    "feasible_trials",
+    "is_feasible",
+    "list_studies",
+    "load_study",
+    "noise_floor",
+    "open_storage",
+    "redact",
+    "resume_study",
+    "start_study",
+    "summarize",
+    "why_picked",
+]

@@ -1,0 +1,137 @@
+"""One trial: suggest a configuration (or take a baseline's), measure it through a runner, and
+record everything a reader needs later on the trial.
+
+A runner measures a configuration: :class:`InProcess` in this process, or
+:class:`tuner.worker.Worker` in a worker process that a llama.cpp abort cannot take down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from tuner.config import EngineConfig
+from tuner.engine import Engine
+from tuner.errors import ConfigError, EngineError, WorkerFailed
+from tuner.hardware import describe_machine
+from tuner.measure import Measurement, Workload, measure
+from tuner.quality import QualityBudget, reference_for
+from tuner.space import SearchSpace
+from tuner.study._trials import counted_trials
+
+__all__ = ["InProcess", "Runner", "TrialFailed", "make_objective"]
+
+
+class TrialFailed(Exception):
+    """A trial whose configuration llama.cpp refused or the workload cannot use (recorded as FAIL)."""
+
+
+class Runner(Protocol):
+    """Measures one configuration: :class:`InProcess` or :class:`tuner.worker.Worker`."""
+
+    def measure(self, config: EngineConfig, workload: Workload) -> Measurement: ...
+
+    def reference(self, model_sha256: str) -> dict[str, float]: ...
+
+
+class InProcess:
+    """Runs trials in this process: fastest, but a llama.cpp abort takes the process down.
+
+    The CLI uses :class:`tuner.worker.Worker` instead; the library and its tests may use this.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._reference: Any = None
+
+    def reference(self, model_sha256: str) -> dict[str, float]:
+        self._reference = reference_for(self.engine, model_sha256)
+        return {"greedy_accuracy": self._reference.greedy_accuracy, "greedy_nll": self._reference.greedy_nll}
+
+    def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
+        return measure(self.engine, config, workload, self._reference)
+
+
+def make_objective(
+    runner: Runner,
+    space: SearchSpace,
+    workload: Workload,
+    model_sha: str,
+    target: int,
+    budget: QualityBudget | None,
+    reference: dict[str, float] | None,
+) -> Callable[[Any], Any]:
+    """The function Optuna calls for each trial: suggest (or take the baseline's settings),
+    measure, record, and return the objectives; a refused configuration raises TrialFailed."""
+    import optuna
+
+    def objective(trial: Any) -> Any:
+        try:
+            return run_trial(trial)
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)  # optuna marks it FAIL; resume runs it again
+            raise
+
+    def run_trial(trial: Any) -> Any:
+        if _surplus(trial, target):
+            trial.set_user_attr("surplus", True)
+            raise optuna.TrialPruned("another process took the last trial slot")
+        if "baseline" in trial.user_attrs:
+            config = EngineConfig.from_dict(trial.user_attrs["baseline_config"])
+        else:
+            config, _ = space.suggest(trial)
+        trial.set_user_attr("config", config.to_dict())
+        try:
+            result = runner.measure(config, workload)
+        except (ConfigError, EngineError) as exc:
+            return _fail(trial, str(exc))
+        except WorkerFailed as exc:
+            trial.set_user_attr("llama_log_tail", exc.log_tail)
+            return _fail(trial, exc.reason)
+        _record(trial, result, model_sha)
+        if budget is None or result.quality is None:
+            return result.decode_tok_s.median
+        constraints = budget.constraints(result.quality, reference["greedy_accuracy"])
+        for key, value in constraints.items():
+            trial.set_constraint(key, value)
+        # optuna-dashboard 0.21 shows only the old list format: mirror them where it looks
+        trial.set_user_attr("constraints", constraints)
+        trial.set_user_attr("feasible", all(v <= 0 for v in constraints.values()))
+        return result.decode_tok_s.median, result.quality.kld_mean
+
+    return objective
+
+
+def _surplus(trial: Any, target: int) -> bool:
+    """True when processes sharing the study already fill the target without this trial.
+
+    Two processes can both see one free slot and both start a trial; the one with the lower
+    trial number keeps the slot, the other stops before measuring anything.
+    """
+    from optuna.trial import TrialState
+
+    study = trial.study
+    ahead = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if t.number < trial.number]
+    return len(counted_trials(study)) + len(ahead) >= target
+
+
+def _fail(trial: Any, reason: str) -> float:
+    trial.set_user_attr("fail_reason", reason)
+    raise TrialFailed(reason)
+
+
+def _record(trial: Any, result: Measurement, model_sha: str) -> None:
+    """Everything a reader of this trial needs later: medians, IQRs, raw samples, context."""
+    machine = describe_machine()
+    trial.set_user_attr("measurement", result.to_dict())
+    for name in ("decode_tok_s", "prompt_tok_s", "ttft_ms"):
+        stat = getattr(result, name)
+        trial.set_user_attr(f"{name}_median", round(stat.median, 3))
+        trial.set_user_attr(f"{name}_iqr", round(stat.iqr, 3))
+    trial.set_user_attr("kv_type", result.config.kv_type)
+    if result.quality is not None:
+        for key, value in result.quality.to_dict().items():
+            trial.set_user_attr(key if key != "seconds" else "quality_seconds", round(value, 6))
+    trial.set_user_attr("llama_cpp_version", machine.llama_cpp_version)
+    trial.set_user_attr("model_sha256", model_sha)
+    trial.set_user_attr("machine", {"summary": machine.summary(), "fingerprint": machine.fingerprint})

@@ -1,0 +1,298 @@
+"""Running a study: start and resume, the noise floor first, the trial loop, confirmation last.
+
+A study is an Optuna study in an RDB storage (SQLite by default) whose study-level user_attrs
+record what it tunes (model file and sha256, workload, search space, machine) and whose trials
+record every measurement. Before the first trial the noise floor is measured; the first two
+trials are the baselines (see :data:`tuner.study.BASELINES`); after the last, the winner is
+confirmed by re-measurement (:mod:`tuner.study.confirm`). ``trials`` counts every trial of the
+study, baselines included.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import ConfigError, EngineError, StudyError, WorkerFailed
+from tuner.hardware import describe_machine, different_machine
+from tuner.measure import Workload
+from tuner.quality import QualityBudget
+from tuner.space import SearchSpace
+from tuner.stats import check_rounds
+from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
+from tuner.study._objective import Runner, TrialFailed, make_objective
+from tuner.study._trials import BASELINES, counted_trials, fastest_feasible, is_feasible
+from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, measure_noise_floor
+
+__all__ = [
+    "Progress",
+    "StudySpec",
+    "check_machine",
+    "check_trials",
+    "resume_study",
+    "start_study",
+]
+
+# What a study optimizes: decode speed, and (with the quality proxy) fidelity to the reference.
+OBJECTIVES = ("decode_tok_s", "kld_mean")
+DIRECTIONS = {"decode_tok_s": "maximize", "kld_mean": "minimize"}
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """What a new study tunes."""
+
+    model: Path
+    model_sha256: str
+    space: SearchSpace
+    workload: Workload = field(default_factory=Workload)
+    trials: int = 50
+    seed: int | None = None
+    budget: QualityBudget = field(default_factory=QualityBudget)
+
+    def __post_init__(self) -> None:
+        check_trials(self.trials)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """One finished trial, as reported while a study runs."""
+
+    done: int  # trials counted toward the target
+    target: int
+    number: int
+    label: str  # "defaults", "guide_card" or "search"
+    state: str
+    value: float | None
+    iqr: float | None
+    best_value: float | None
+    best_number: int | None
+    eta_s: float | None
+    reason: str = ""
+    kld: float | None = None
+    accuracy: float | None = None
+    feasible: bool = True
+
+
+def start_study(
+    spec: StudySpec,
+    *,
+    name: str,
+    storage: Any,
+    runner: Runner,
+    machine: dict[str, Any],
+    on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    confirm_rounds: int = CONFIRM_ROUNDS,
+) -> Any:
+    """Create a study, enqueue the baselines and run it until it holds ``spec.trials`` trials.
+
+    Before the first trial it measures the noise floor (the defaults, several times); after the
+    last, it confirms the winner by re-measuring the top candidates (``confirm_rounds`` 0: skip).
+    ``on_note`` receives one-line messages about both.
+    """
+    import optuna
+
+    check_rounds(confirm_rounds, name="confirm_rounds", flag="--confirm-rounds", skip_allowed=True)
+    optuna.logging.set_verbosity(logging.ERROR)  # progress is reported through on_progress
+    objectives = OBJECTIVES if spec.workload.quality else OBJECTIVES[:1]
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=[DIRECTIONS[o] for o in objectives], sampler=new_sampler(spec.seed)
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        raise StudyError(
+            f"study '{name}' already exists in {redact(storage.url)}",
+            f"continue it with `tune resume {name}`, or choose another name with --study",
+        ) from None
+    with quiet_experimental():
+        study.set_metric_names(list(objectives))
+    reference = runner.reference(spec.model_sha256) if spec.workload.quality else None
+    attrs = {
+        "model_path": str(spec.model),
+        "model_sha256": spec.model_sha256,
+        "workload": spec.workload.to_dict(),
+        "space": {"name": spec.space.name, "source": spec.space.source, "text": spec.space.text},
+        "target_trials": spec.trials,
+        "seed": spec.seed,
+        "objectives": list(objectives),
+        "quality_budget": asdict(spec.budget) if spec.workload.quality else None,
+        "reference": reference,
+        "machine": machine,
+        "created": now(),
+    }
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    for label, config in BASELINES.items():
+        study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
+    _measure_noise(study, runner, spec.workload, on_note)
+    ran = _run(study, spec.trials, runner, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
+    return _confirm(study, runner, confirm_rounds, ran, False, on_note)
+
+
+def resume_study(
+    study: Any,
+    *,
+    runner: Runner,
+    space: SearchSpace,
+    trials: int | None = None,
+    machine: Any = None,
+    allow_other_hardware: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_note: Callable[[str], None] | None = None,
+    confirm_rounds: int = CONFIRM_ROUNDS,
+) -> Any:
+    """Continue ``study`` until it holds ``trials`` counted trials (default: its own target),
+    then confirm its winner as :func:`start_study` does.
+
+    Args:
+        machine: this machine (:class:`tuner.hardware.Machine`); a study started on another
+            machine is refused unless ``allow_other_hardware``.
+    """
+    if trials is not None:
+        check_trials(trials)
+    check_rounds(confirm_rounds, name="confirm_rounds", flag="--confirm-rounds", skip_allowed=True)
+    check_machine(study, machine, allow_other_hardware)
+    target = trials or int(study.user_attrs["target_trials"])
+    if trials and trials > int(study.user_attrs["target_trials"]):
+        study.set_user_attr("target_trials", trials)
+    workload = Workload.from_dict(study.user_attrs["workload"])
+    if workload.quality:
+        runner.reference(study.user_attrs["model_sha256"])
+    if "noise_floor" not in study.user_attrs:  # a study from before noise floors, or interrupted early
+        _measure_noise(study, runner, workload, on_note)
+    nothing_to_do = len(counted_trials(study)) >= target
+    ran = _run(study, target, runner, space.for_workload(workload.n_ctx_needed), workload, on_progress)
+    return _confirm(study, runner, confirm_rounds, ran, nothing_to_do, on_note)
+
+
+def check_trials(trials: int) -> None:
+    """Refuse a study target that asks for no trial."""
+    if trials < 1:
+        raise StudyError(f"trials={trials} (--trials) asks for no trial", "use --trials 1 or more")
+
+
+def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Callable[[str], None] | None) -> None:
+    try:
+        floor = measure_noise_floor(runner, workload)
+    except (ConfigError, EngineError, WorkerFailed) as exc:
+        # The defaults cannot run this workload (e.g. n_ctx 512 under a longer prompt): their
+        # baseline trial will fail and say why; ties then rest on each trial's own spread.
+        if on_note:
+            on_note(f"noise floor not measured: the defaults failed on this workload ({exc.what})")
+        return
+    study.set_user_attr("noise_floor", floor.to_dict())
+    if on_note:
+        on_note(f"noise floor: {floor.describe()}; closer results are ties")
+
+
+def _confirm(
+    study: Any, runner: Runner, rounds: int, ran: set[int], nothing_to_do: bool, on_note: Callable[[str], None] | None
+) -> Any:
+    """Confirm the winner, once per study run even with several workers: the process that ran
+    the study's last counted trial does it (exactly one did). A resume of a study that already
+    held its target (``nothing_to_do``) confirms only when the study has no current confirmation."""
+    counted = [t.number for t in counted_trials(study)]
+    last_here = bool(ran) and bool(counted) and max(counted) in ran
+    if rounds > 0 and (last_here or (nothing_to_do and current_confirmation(study) is None)):
+        confirm(study, runner, rounds=rounds, on_note=on_note)
+    elif rounds > 0 and not nothing_to_do and on_note:
+        on_note("another worker ran the study's last trial: it confirms the winner")
+    return study
+
+
+def check_machine(study: Any, machine: Any, allow_other_hardware: bool = False) -> None:
+    """Refuse to add trials from a machine other than the one the study was started on."""
+    why = different_machine(study.user_attrs.get("machine"), machine or describe_machine())
+    if why and not allow_other_hardware:
+        raise StudyError(
+            f"study '{study.study_name}' was started on another machine: {why}",
+            "results from different hardware must not mix: start a new study here, or resume with --allow-other-hardware",
+        )
+
+
+def _run(
+    study: Any,
+    target: int,
+    runner: Runner,
+    space: SearchSpace,
+    workload: Workload,
+    on_progress: Callable[[Progress], None] | None,
+) -> set[int]:
+    """Run trials until the study holds ``target`` counted trials; return the numbers run here.
+
+    Safe with several processes on one study: each re-counts before every trial, and when the
+    trials still missing are already RUNNING elsewhere it waits for them instead of overshooting.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(logging.ERROR)  # progress is reported through on_progress
+    # Resumed runs continue the random stream instead of repeating the first run's startup trials.
+    study.sampler = new_sampler(None if study.user_attrs.get("seed") is None else study.user_attrs["seed"] + len(study.trials))
+    _requeue_interrupted(study)
+    budget = QualityBudget(**study.user_attrs["quality_budget"]) if study.user_attrs.get("quality_budget") else None
+    objective = make_objective(runner, space, workload, study.user_attrs.get("model_sha256", ""), target, budget, study.user_attrs.get("reference"))
+    started, run_here, numbers = time.monotonic(), 0, set()
+    while True:
+        with quiet_experimental():
+            optuna.storages.fail_stale_trials(study)  # a dead process's RUNNING trial -> FAIL + re-enqueued
+        done = len(counted_trials(study))
+        if done >= target:
+            break
+        running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+        if done + running >= target:
+            time.sleep(HEARTBEAT_INTERVAL_S)  # the last trials are running in another process
+            continue
+        finished: list[Any] = []
+        study.optimize(
+            objective,
+            n_trials=1,
+            catch=(TrialFailed,),
+            callbacks=[lambda _study, trial: finished.append(trial)],
+            gc_after_trial=False,
+        )
+        run_here += 1
+        numbers.update(t.number for t in finished)
+        if on_progress and finished:
+            elapsed = time.monotonic() - started
+            remaining = max(target - len(counted_trials(study)), 0)
+            on_progress(_progress(study, finished[0], target, remaining, elapsed / run_here))
+    return numbers
+
+
+def _requeue_interrupted(study: Any) -> None:
+    """Trials stopped by Ctrl-C run again (a baseline in particular must not go missing)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
+    for trial in trials:
+        if trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted") and trial.number not in retried:
+            keep = {key: trial.user_attrs[key] for key in ("baseline", "baseline_config") if key in trial.user_attrs}
+            study.enqueue_trial(trial.params, user_attrs={**keep, "retry_of": trial.number})
+
+
+def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: float) -> Progress:
+    best = fastest_feasible(study)
+    measurement = trial.user_attrs.get("measurement") or {}
+    return Progress(
+        done=target - remaining,
+        target=target,
+        number=trial.number,
+        label=trial.user_attrs.get("baseline", "search"),
+        state=trial.state.name,
+        value=trial.values[0] if trial.state.name == "COMPLETE" else None,
+        iqr=(measurement.get("decode_tok_s") or {}).get("iqr"),
+        best_value=best.values[0] if best else None,
+        best_number=best.number if best else None,
+        eta_s=remaining * per_trial_s,
+        reason=trial.user_attrs.get("fail_reason", "")
+        or ("another process took the last trial slot" if trial.user_attrs.get("surplus") else ""),
+        kld=trial.user_attrs.get("kld_mean"),
+        accuracy=trial.user_attrs.get("task_accuracy"),
+        feasible=is_feasible(trial),
+    )

@@ -1,0 +1,191 @@
+"""What a study found: comparison rows, the summary (best trial, baselines, Pareto front, noise
+floor, confirmation), why the pick is the one it is, and the preset it becomes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner.config import EngineConfig
+from tuner.errors import StudyError
+from tuner.preset import Preset
+from tuner.stats import Stat, is_tie
+from tuner.study._storage import now
+from tuner.study._trials import BASELINES, baseline_trial, fastest_feasible, is_feasible, noise_floor
+from tuner.study.confirm import Confirmation, current_confirmation
+
+__all__ = ["Row", "Summary", "best_preset", "summarize", "why_picked"]
+
+
+@dataclass(frozen=True)
+class Row:
+    """One configuration's figures in a comparison table."""
+
+    label: str
+    number: int
+    decode: Stat
+    prompt: Stat
+    ttft: Stat
+    config: dict[str, Any]
+    ratio_vs_defaults: float | None = None
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    quality: dict[str, float] | None = None
+    feasible: bool = True
+
+    def within_noise_of(self, other: Row, noise: float = 0.0) -> bool:
+        """A tie: the decode medians differ by no more than the larger of the two IQRs, or by no
+        more than the relative ``noise`` (the study's noise floor)."""
+        gap = abs(self.decode.median - other.decode.median)
+        return gap <= max(self.decode.iqr, other.decode.iqr) or is_tie(self.decode.median, other.decode.median, noise)
+
+    @classmethod
+    def of(cls, label: str, trial: Any, defaults: Any | None) -> Row:
+        m = trial.user_attrs["measurement"]
+        decode = Stat.from_dict(m["decode_tok_s"])
+        ratio = None
+        if defaults is not None:
+            ratio = decode.median / Stat.from_dict(defaults.user_attrs["measurement"]["decode_tok_s"]).median
+        return cls(
+            label=label,
+            number=trial.number,
+            decode=decode,
+            prompt=Stat.from_dict(m["prompt_tok_s"]),
+            ttft=Stat.from_dict(m["ttft_ms"]),
+            config=m["effective"],
+            ratio_vs_defaults=ratio,
+            telemetry=m.get("telemetry") or {},
+            quality=m.get("quality"),
+            feasible=is_feasible(trial),
+        )
+
+
+@dataclass(frozen=True)
+class Summary:
+    name: str
+    target: int
+    complete: int
+    failed: int
+    best: Row | None
+    baselines: dict[str, Row]
+    failures: list[tuple[int, str]]
+    pareto: list[Row] = field(default_factory=list)  # feasible trials no other trial beats on both objectives
+    feasible: int = 0
+    infeasible: int = 0
+    noise: float = 0.0  # the study's relative noise floor
+    confirmation: Confirmation | None = None  # when current (see current_confirmation)
+
+    def ties_defaults(self, row: Row) -> bool:
+        """True when ``row`` (not the defaults themselves) is within the noise of the defaults."""
+        defaults = self.baselines.get("defaults")
+        return defaults is not None and row.number != defaults.number and row.within_noise_of(defaults, self.noise)
+
+
+def summarize(study: Any) -> Summary:
+    """The best trial and the baselines, with medians and spread."""
+    from optuna.trial import TrialState
+
+    defaults = baseline_trial(study, "defaults")
+    baselines = {}
+    for label in BASELINES:
+        trial = baseline_trial(study, label)
+        if trial is not None:
+            baselines[label] = Row.of(label, trial, defaults)
+    confirmation = current_confirmation(study)
+    best = study.trials[confirmation.winner] if confirmation else fastest_feasible(study)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    feasible = [t for t in complete if is_feasible(t)]
+    front = study.best_trials if len(study.directions) > 1 else ([best] if best else [])
+    failures = [
+        (t.number, t.user_attrs.get("fail_reason", "process died (heartbeat stale)"))
+        for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    ]
+    return Summary(
+        name=study.study_name,
+        target=int(study.user_attrs.get("target_trials", 0)),
+        complete=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
+        failed=len(failures),
+        best=Row.of("best", best, defaults) if best else None,
+        baselines=baselines,
+        failures=failures,
+        pareto=sorted((Row.of("pareto", t, defaults) for t in front), key=lambda r: -r.decode.median),
+        feasible=len(feasible),
+        infeasible=len(complete) - len(feasible),
+        noise=noise_floor(study),
+        confirmation=confirmation,
+    )
+
+
+def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
+    """One sentence: why the exported trial is the one."""
+    best = summary.best
+    assert best is not None
+    if summary.confirmation is not None:
+        return f"confirmed by re-measurement: {summary.confirmation.why}"
+    if not budget or not best.quality:
+        return f"fastest decode of {summary.complete} completed trials (no quality floor)"
+    return (
+        f"fastest decode among {summary.feasible} trials within the quality floor "
+        f"(mean KLD {best.quality['kld_mean']:.4f} <= {budget['kld_mean']}, task accuracy "
+        f"{best.quality['task_accuracy']:.2f} >= {budget['accuracy_floor']:.0%} of greedy); "
+        f"{summary.infeasible} completed trials were outside it"
+    )
+
+
+def _confirmed_figures(confirmation: Confirmation) -> dict[str, Any]:
+    """The winner's re-measured figures for a preset's ``measured.confirmed`` section."""
+    winner = confirmation.candidate(confirmation.winner)
+    ratios = winner.ratio_vs_defaults
+    return {
+        "decode_tok_s": {"median": round(winner.decode.median, 2), "iqr": round(winner.decode.iqr, 2), "rounds": [round(x, 2) for x in winner.rounds]},
+        "defaults_decode_tok_s": {"median": round(confirmation.defaults.decode.median, 2), "rounds": [round(x, 2) for x in confirmation.defaults.rounds]},
+        "vs_defaults": {"median": round(winner.ratio.median, 3), "low": round(min(ratios), 3), "high": round(max(ratios), 3)},
+        "interval": f"range of the per-round ratios over {confirmation.rounds} interleaved rounds",
+        "candidates": {c.label: round(c.decode.median, 2) for c in confirmation.candidates if c.rounds and not c.error},
+    }
+
+
+def best_preset(study: Any) -> Preset:
+    """The preset for the study's best completed trial, with its figures and provenance.
+
+    Raises:
+        StudyError: the study has no completed trial.
+    """
+    summary = summarize(study)
+    if summary.best is None:
+        if summary.infeasible:
+            raise StudyError(
+                f"study '{study.study_name}' has no trial within the quality floor ({summary.infeasible} completed, all infeasible)",
+                f"run more trials with `tune resume {study.study_name} --trials N`, or start a study with a looser --quality-budget",
+            )
+        raise StudyError(
+            f"study '{study.study_name}' has no completed trial to export",
+            f"run it first with `tune resume {study.study_name}`",
+        )
+    best = summary.best
+    config = EngineConfig.from_dict(best.config)
+    measured: dict[str, Any] = {
+        "decode_tok_s": {"median": round(best.decode.median, 2), "iqr": round(best.decode.iqr, 2)},
+        "prompt_tok_s": {"median": round(best.prompt.median, 2), "iqr": round(best.prompt.iqr, 2)},
+        "ttft_ms": {"median": round(best.ttft.median, 2), "iqr": round(best.ttft.iqr, 2)},
+        "workload": dict(study.user_attrs["workload"]),
+        "telemetry": best.telemetry,
+        "quality": best.quality,
+        "picked": why_picked(summary, study.user_attrs.get("quality_budget")),
+        "noise_floor": round(summary.noise, 4),
+    }
+    if summary.confirmation is not None:
+        measured["confirmed"] = _confirmed_figures(summary.confirmation)
+    for label, row in summary.baselines.items():
+        measured[f"vs_{label}"] = round(best.decode.median / row.decode.median, 3)
+    trial = study.trials[best.number]
+    provenance = {
+        "study": study.study_name,
+        "trial": best.number,
+        "baseline": trial.user_attrs.get("baseline"),
+        "machine": trial.user_attrs.get("machine"),
+        "llama_cpp_version": trial.user_attrs.get("llama_cpp_version"),
+        "model_sha256": trial.user_attrs.get("model_sha256"),
+        "exported": now(),
+    }
+    return Preset.from_config(study.user_attrs["model_path"], config, measured=measured, provenance=provenance)

@@ -1,0 +1,90 @@
+"""Queries over a study's trials: the baselines, which trials are feasible, which count toward
+the target, the fastest feasible one, and the study's noise floor.
+
+Every module that reads a study's trials asks here, so "feasible" or "counted" means one thing.
+The first two trials of every study are enqueued baselines that run exactly as written, even
+outside the search space: llama-cpp-python's defaults, and the RTX 4090 guide's settings ("the
+guide card").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuner.config import EngineConfig
+
+__all__ = [
+    "BASELINES",
+    "baseline_trial",
+    "counted_trials",
+    "fastest_feasible",
+    "feasible_trials",
+    "is_feasible",
+    "noise_floor",
+]
+
+# The two baselines every study measures first. "defaults" is what llama_cpp.Llama does when a
+# user passes nothing; "guide_card" is the RTX 4090 guide's settings, kept verbatim (its 16 threads
+# on a 2-core machine are the point of measuring it; n_batch 4096 is clamped to n_ctx by llama.cpp).
+BASELINES: dict[str, EngineConfig] = {
+    "defaults": EngineConfig(),
+    "guide_card": EngineConfig(
+        n_ctx=2048,
+        n_batch=4096,
+        n_threads=16,
+        n_threads_batch=16,
+        top_k=10,
+        top_p=0.8,
+        flash_attn=True,
+        offload_kqv=True,
+        n_gpu_layers=-1,
+    ),
+}
+
+
+def is_feasible(trial: Any) -> bool:
+    """Within the quality floor: every constraint value <= 0 (no constraints: feasible)."""
+    return all(value <= 0 for value in trial.constraints.values())
+
+
+def feasible_trials(study: Any) -> list[Any]:
+    """Completed trials within the quality floor."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
+
+
+def fastest_feasible(study: Any) -> Any | None:
+    """The fastest completed trial within the quality floor (decode tok/s is the first objective)."""
+    return max(feasible_trials(study), key=lambda t: t.values[0], default=None)
+
+
+def baseline_trial(study: Any, label: str) -> Any | None:
+    """The last completed trial of baseline ``label`` ("defaults" or "guide_card"), if any."""
+    from optuna.trial import TrialState
+
+    done = [
+        t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("baseline") == label
+    ]
+    return done[-1] if done else None
+
+
+def counted_trials(study: Any) -> list[Any]:
+    """Trials that count toward the target: completed ones, and failures the tuner recorded.
+
+    A trial failed by the heartbeat (its process died) does not count: its parameters are
+    re-enqueued and run again.
+    """
+    from optuna.trial import TrialState
+
+    return [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
+    ]
+
+
+def noise_floor(study: Any) -> float:
+    """The study's relative noise floor (0 when it has none): smaller differences are ties."""
+    stored = study.user_attrs.get("noise_floor")
+    return float(stored["relative"]) if stored else 0.0
