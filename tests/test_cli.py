@@ -84,6 +84,14 @@ def test_bench_with_set(workdir):
     assert "kld_mean" not in data
 
 
+def test_bench_runs_in_a_worker_whose_failure_is_one_line(tmp_path):
+    """A worker that dies or hangs during `tune bench` fails the command with one line, like a
+    trial: here a real timeout (400 generated tokens cannot finish in 1 s on any CPU)."""
+    bench = run_tune("bench", "--no-quality", "--prompt-tokens", "64", "--gen-tokens", "400", "--trial-timeout", "1", cwd=tmp_path)
+    _one_line_error(bench, "timed out after 1 s (worker killed)")
+    assert bench.stdout == ""
+
+
 def test_resume_to_a_larger_target(workdir, tmp_path):
     import shutil
 
