@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuner.engine import Engine  # noqa: E402
 from tuner.hardware import describe_machine  # noqa: E402
-from tuner.measure import Workload, measure  # noqa: E402
+from tuner.measure import measure  # noqa: E402
+from tuner.workload import Workload  # noqa: E402
 from tuner.models import default_model_path, model_sha256  # noqa: E402
 from tuner.space import load_space  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
@@ -51,10 +52,12 @@ class FreshLoad:
 def work_s(trial) -> float:
     """Seconds of measured work in a trial: timed repetitions' prompt + decode time."""
     m = trial.user_attrs["measurement"]
-    w = m["workload"]
-    prompt = sum(w["prompt_tokens"] / x for x in m["prompt_tok_s"]["samples"])
-    decode = sum(w["gen_tokens"] / x for x in m["decode_tok_s"]["samples"])
-    return prompt + decode
+    total = 0.0
+    for figures in m["shapes"]:
+        shape = figures["shape"]
+        total += sum(shape["prompt"] / x for x in figures["prompt_tok_s"]["samples"])
+        total += sum(shape["gen"] / x for x in figures["decode_tok_s"]["samples"])
+    return total
 
 
 def ratios(study) -> list[float]:
@@ -75,7 +78,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model = default_model_path()
-    workload = Workload(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, repeats=3, quality=False)
+    workload = Workload.single(args.prompt_tokens, args.gen_tokens, repeats=3, quality=False)
     space = load_space("cpu")
     spec = StudySpec(model=model, model_sha256=model_sha256(model), space=space, workload=workload, trials=1, seed=0)
     machine = describe_machine()

@@ -30,7 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuner.config import EngineConfig  # noqa: E402
 from tuner.engine import Engine  # noqa: E402
-from tuner.measure import Workload, measure  # noqa: E402
+from tuner.measure import measure  # noqa: E402
+from tuner.workload import Workload  # noqa: E402
 from tuner.preset import Preset  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
 
@@ -59,7 +60,7 @@ def bytes_per_token(engine: Engine, config: EngineConfig, workload: Workload) ->
     n_layer = llama_cpp.llama_model_n_layer(model)
     n_head_kv = llama_cpp.llama_model_n_head_kv(model)
     head_dim = _meta_int(model, "attention.key_length") or llama_cpp.llama_model_n_embd(model) // llama_cpp.llama_model_n_head(model)
-    position = workload.prompt_tokens + workload.gen_tokens / 2
+    position = sum(w * (s.depth + s.prompt + s.gen / 2) for s, w in zip(workload.shapes, workload.weights))
     kv = n_layer * n_head_kv * head_dim * 2 * KV_BYTES[config.kv_type] * position  # K and V
     return weights, kv
 
@@ -89,7 +90,7 @@ def main() -> None:
 
     preset = Preset.load(args.preset)
     config = preset.config()
-    workload = Workload(prompt_tokens=args.prompt_tokens, gen_tokens=args.gen_tokens, repeats=3, quality=False)
+    workload = Workload.single(args.prompt_tokens, args.gen_tokens, repeats=3, quality=False)
     cores = os.cpu_count() or 1
     buffer = np.ones(BUFFER_BYTES // 8)
     bandwidths: list[float] = []

@@ -59,12 +59,13 @@ def _config(point: dict) -> object:
 def record(path: Path, prompt_tokens: int, gen_tokens: int) -> None:
     from tuner.engine import Engine
     from tuner.hardware import describe_machine
-    from tuner.measure import Workload, measure
+    from tuner.measure import measure
+    from tuner.workload import Workload
     from tuner.models import default_model_path
 
     points = [dict(zip(GRID, values)) for values in itertools.product(*GRID.values())]
     random.Random(0).shuffle(points)
-    workload = Workload(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=3, quality=False)
+    workload = Workload.single(prompt_tokens, gen_tokens, repeats=3, quality=False)
     started = time.monotonic()
     rows = []
     with Engine(default_model_path()) as engine:
@@ -135,11 +136,13 @@ def main() -> None:
 
     import optuna
 
+    from tuner.workload import Workload
+
     optuna.logging.set_verbosity(logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     data = json.loads(LANDSCAPE.read_text())
     print(f"landscape: {len(data['points'])} points recorded {data['recorded']} on {data['machine']} "
-          f"(llama-cpp-python {data['llama_cpp_version']}, workload {data['workload']['prompt_tokens']}+{data['workload']['gen_tokens']} tokens)")
+          f"(llama-cpp-python {data['llama_cpp_version']}, workload {Workload.from_dict(data['workload']).describe()})")
     result: dict[str, object] = {"points": len(data["points"]), "seeds": args.seeds}
     for objective in ("decode_tok_s", "prompt_tok_s"):
         table = {tuple(row["point"][k] for k in GRID): row[objective] for row in data["points"]}

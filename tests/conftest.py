@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,12 +13,12 @@ import pytest
 from dataclasses import replace
 
 from tuner.engine import Engine
-from tuner.measure import Workload
+from tuner.workload import Workload
 from tuner.models import default_model_path
 from tuner.stats import Stat
 
 # Small enough to keep the suite quick on 2 cores, large enough to exercise batching.
-SMALL = Workload(prompt_tokens=32, gen_tokens=8, repeats=3)
+SMALL = Workload.single(32, 8, repeats=3)
 SMALL_ARGS = ["--prompt-tokens", "32", "--gen-tokens", "8", "--repeats", "3"]
 
 
@@ -69,7 +70,7 @@ class LuckyOnce:
         result = self.inner.measure(config, workload)
         self.calls += 1
         if self.calls == self.lucky_call:
-            result = replace(result, decode_tok_s=Stat.of([x * 20 for x in result.decode_tok_s.samples]))
+            result = replace(result, requests_per_min=Stat.of([x * 20 for x in result.requests_per_min.samples]))
         return result
 
 
@@ -110,3 +111,19 @@ def run_tune(*args: str, cwd: Path, timeout: float = 600) -> subprocess.Complete
         timeout=timeout,
         env=env,
     )
+
+
+def chat_requests(path: Path, count: int = 20) -> Path:
+    """``count`` chat requests of growing conversations and varied answer lengths."""
+    lines = []
+    for i in range(count):
+        messages = [{"role": "system", "content": "You are a concise assistant for a museum."}]
+        for turn in range(i % 4):
+            messages += [
+                {"role": "user", "content": f"Tell me about room {turn + 1} of the museum, briefly."},
+                {"role": "assistant", "content": f"Room {turn + 1} holds maps and ship models from the harbour's history."},
+            ]
+        messages.append({"role": "user", "content": f"Question {i}: when does the museum open on Sundays?"})
+        lines.append(json.dumps({"messages": messages, "max_tokens": 16 + 8 * (i % 5)}))
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -18,8 +18,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS: list[set[str]] = [
     {"tuner.errors"},
-    {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.hardware", "tuner.telemetry"},
-    {"tuner.engine"},  # the only llama.cpp context driver
+    {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.hardware", "tuner.telemetry", "tuner.llama_log", "tuner.sampling"},
+    {"tuner.engine", "tuner.vocab"},  # the only llama.cpp drivers: contexts; a vocabulary alone
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload"},
     {"tuner.worker", "tuner.preset", "tuner.user_requests"},

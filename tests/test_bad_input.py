@@ -20,12 +20,13 @@ def workdir(tmp_path_factory, model_path) -> Path:
     cwd = tmp_path_factory.mktemp("bad")
     ok = run_tune("start", "--trials", "1", "--study", "base", *SMALL_ARGS, "--no-quality", cwd=cwd)
     assert ok.returncode == 0, ok.stderr
-    # the defaults baseline's n_ctx (512) cannot hold 600 prompt tokens: its trial fails, recorded
+    # 400 generated tokens cannot finish within the 1 s trial timeout: the only trial fails, recorded
     empty = run_tune(
-        "start", "--trials", "1", "--study", "empty", "--prompt-tokens", "600", "--gen-tokens", "8", "--no-quality", cwd=cwd
+        "start", "--trials", "1", "--study", "empty", "--prompt-tokens", "64", "--gen-tokens", "400", "--trial-timeout", "1",
+        "--no-quality", cwd=cwd,
     )
     assert empty.returncode == 0, empty.stderr
-    assert "FAIL: n_ctx=512 is below the 609 tokens" in empty.stdout
+    assert "FAIL: the trial timed out after 1 s" in empty.stdout
     copy = cwd / "copy.gguf"
     shutil.copy(model_path, copy)
     moved = run_tune("start", "--trials", "1", "--study", "moved", "--model", str(copy), *SMALL_ARGS, "--no-quality", cwd=cwd)
@@ -46,6 +47,8 @@ def workdir(tmp_path_factory, model_path) -> Path:
         "preset-keys.yaml": f"model: {model_path}\nengine: {{n_ctx: 512, cont_batching: true}}\nsampling: {{}}\n",
         "preset-types.yaml": f"model: {model_path}\nengine: {{n_ctx: lots}}\nsampling: {{}}\n",
         "notes.db": "not a database",
+        "requests.jsonl": '{"prompt": "Hello", "max_tokens": 8}\n{"prompt": "Hi", "max_tokens": 4}\n{"prompt": "oops"\n',
+        "huge.yaml": "name: huge\nshapes:\n  - {depth: 100000, prompt: 32, gen: 8}\n",
     }
     for name, text in files.items():
         (cwd / "bad" / name).write_text(text)
@@ -91,6 +94,12 @@ CASES = [
     (["bench", "--preset", "bad/none.yaml"], ["does not exist", "tune export"]),
     (["bench", "--set", "type_v=q8_0"], ["needs flash_attn: true"]),
     (["bench", "--set", "n_threads"], ["not KEY=VALUE"]),
+    (["start", "--workload", "bad/requests.jsonl"], ["requests.jsonl line 3 is not JSON", "one JSON object per line"]),
+    (["bench", "--workload", "bad/requests.jsonl"], ["requests.jsonl line 3 is not JSON"]),
+    (["start", "--workload", "chatty"], ["'chatty' is neither a built-in profile nor a file", "chat"]),
+    (["start", "--workload", "bad/huge.yaml"], ["no n_ctx choice fits the workload (it needs 100041 tokens)"]),
+    (["start", "--workload", "rag", "--prompt-tokens", "32"], ["both describe the requests", "give one of them"]),
+    (["start", "--max-ttft-ms", "0"], ["max_ttft_ms=0.0 (--max-ttft-ms) must be positive"]),
     (["start", "--quality-budget", "0"], ["kld_mean=0.0 (--quality-budget) must be positive"]),
     (["start", "--accuracy-floor", "1.5"], ["accuracy_floor=1.5 (--accuracy-floor) is outside [0, 1]"]),
     (["start", "--confirm-rounds", "2"], ["confirm_rounds=2 (--confirm-rounds) is too few", "3 or more"]),

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError
-from tuner.measure import Workload, measure, prompt_tokens
+from tuner.measure import measure, prompt_tokens
+from tuner.workload import Shape, Workload
 
 
 def test_workload_refuses_too_few_repetitions():
@@ -49,4 +52,29 @@ def test_padded_n_ctx_is_recorded(engine, small):
 
 def test_workload_that_does_not_fit_n_ctx_is_refused(engine):
     with pytest.raises(ConfigError, match="below the"):
-        measure(engine, EngineConfig(n_ctx=64, n_batch=64), Workload(prompt_tokens=64, gen_tokens=8))
+        measure(engine, EngineConfig(n_ctx=64, n_batch=64), Workload.single(64, 8))
+
+
+def test_each_request_finds_its_depth_in_the_kv_cache(engine):
+    """Read from llama.cpp's memory when the first token is sampled: depth + prompt positions."""
+    workload = Workload(shapes=(Shape(0, 16, 4, name="fresh"), Shape(200, 16, 4, name="deep")), repeats=3, quality=False)
+    result = measure(engine, EngineConfig(n_ctx=512, n_threads=2), workload)
+    assert [s.context_tokens for s in result.shapes] == [16, 216]
+    assert [s.shape.name for s in result.shapes] == ["fresh", "deep"]
+    for figures in result.shapes:
+        assert len(figures.request_ms.samples) == 3
+        # a request's time is its time to first token plus the rest of its generation
+        assert figures.request_ms.median > figures.ttft_ms.median
+
+
+def test_a_long_context_slows_decoding(engine):
+    """Attention reads every cached position for each new token: decoding at depth 3500 is slower
+    than at depth 0. Both shapes are measured in the same session, alternately over 3 rounds, so
+    a busy neighbour hits both alike; compared within this run, never against a fixed speed."""
+    workload = Workload(shapes=(Shape(0, 16, 32, name="empty"), Shape(3500, 16, 32, name="deep")), repeats=3, quality=False)
+    shallow, deep = [], []
+    for _ in range(3):
+        result = measure(engine, EngineConfig(n_ctx=4096, n_batch=512, n_threads=2), workload)
+        shallow.append(result.shapes[0].decode_tok_s.median)
+        deep.append(result.shapes[1].decode_tok_s.median)
+    assert statistics.median(deep) < statistics.median(shallow), (shallow, deep)

@@ -7,7 +7,7 @@ import pytest
 from tuner.config import KV_TYPES, EngineConfig
 from tuner.errors import ConfigError
 from tuner.hardware import describe_machine
-from tuner.measure import Workload
+from tuner.workload import Workload
 from tuner.models import model_sha256
 from tuner.quality import EVAL_TOKENS, TASKS, QualityBudget, evaluate, reference_config, reference_for
 from tuner.space import parse_space
@@ -82,7 +82,7 @@ def test_export_never_picks_an_infeasible_trial(tmp_path, engine, model_path):
     # (outside the default KLD budget): the fastest trial is infeasible.
     spec = StudySpec(
         model=model_path, model_sha256=model_sha256(model_path), space=parse_space(FAST_BUT_LOSSY),
-        workload=Workload(prompt_tokens=32, gen_tokens=16, repeats=3), trials=4, seed=5,
+        workload=Workload.single(32, 16, repeats=3), trials=4, seed=5,
     )
     study = start_study(
         spec, name="lossy", storage=open_storage(f"sqlite:///{tmp_path / 'q.db'}"),

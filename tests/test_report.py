@@ -22,7 +22,8 @@ from tests.browser import assert_not_blank, dump_dom, needs_chromium, screenshot
 from tests.conftest import run_tune
 from tuner.config import EngineConfig
 from tuner.errors import EngineError
-from tuner.measure import Measurement, Workload
+from tuner.measure import Measurement
+from tuner.workload import Workload
 from tuner.models import default_model_path
 from tuner.quality import Quality, QualityBudget
 from tuner.report import MIN_IMPORTANCE_TRIALS, ReportFiles, write_report
@@ -104,7 +105,7 @@ def test_report_summarizes_the_study_and_its_best(real):
 
 def test_report_says_why_a_small_study_has_no_importances(real):
     page = (real["out"] / "report.html").read_text()
-    for objective in ("decode tok/s", "mean KLD"):
+    for objective in ("requests/min", "mean KLD"):
         assert f"<h2>Parameter importance for {objective}</h2>" in page
     notes = re.findall(r'<p class="missing">(.*?)</p>', page)
     assert len(notes) == 2
@@ -158,8 +159,9 @@ class SimulatedMachine:
         def stat(median: float) -> Stat:
             return Stat.of([0.97 * median, median, 1.02 * median])
 
-        rates = {name: stat(decode) for name in ("decode_tok_s", "eval_tok_s", "wall_decode_tok_s")}
+        rates = {name: stat(decode) for name in ("requests_per_min", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s")}
         return Measurement(
+            shapes=[],
             prompt_tok_s=stat(100.0),
             ttft_ms=stat(50.0),
             sample_us_per_tok=stat(5.0),
@@ -176,7 +178,7 @@ def _simulated_study(trials: int, quality: bool) -> optuna.Study:
         model=default_model_path(),
         model_sha256="0" * 64,
         space=load_space("cpu", cores=4),
-        workload=Workload(prompt_tokens=32, gen_tokens=8, quality=quality),
+        workload=Workload.single(32, 8, quality=quality),
         trials=trials,
         seed=3,
         budget=QualityBudget(),
@@ -195,13 +197,13 @@ def simulated(tmp_path_factory) -> tuple[optuna.Study, ReportFiles]:
 def test_importances_rank_the_knob_that_drives_decode_speed_first(simulated):
     study, files = simulated
     assert len([t for t in study.trials if t.state.name == "COMPLETE" and t.params]) >= MIN_IMPORTANCE_TRIALS
-    figures = ["history", "pareto", "importance_decode_tok_s", "importance_kld_mean", "baselines"]
+    figures = ["history", "pareto", "importance_requests_per_min", "importance_kld_mean", "baselines"]
     assert [p.name for p in files.images] == [f"{name}.png" for name in figures]
     page = files.html.read_text()
     tables = re.findall(r"<h2>Parameter importance for (.*?)</h2>.*?<table>(.*?)</table>", page, re.S)
     ranked = {objective: re.findall(r"<tr><td>(\w+)</td><td>([\d.]+)</td></tr>", table) for objective, table in tables}
-    assert set(ranked) == {"decode tok/s", "mean KLD"}
-    assert ranked["decode tok/s"][0][0] == "n_threads"
+    assert set(ranked) == {"requests/min", "mean KLD"}
+    assert ranked["requests/min"][0][0] == "n_threads"
     searched = {p.name for p in load_space("cpu", cores=4).params}
     for rows in ranked.values():
         assert {name for name, _ in rows} <= searched  # baselines add no parameter of their own

@@ -13,7 +13,7 @@ from tests.conftest import SMALL
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, ModelError, WorkerFailed
 from tuner.hardware import describe_machine
-from tuner.measure import Workload
+from tuner.workload import Workload
 from tuner.models import model_sha256
 from tuner.space import load_space
 from tuner.study import StudySpec, counted_trials, open_storage, start_study
@@ -36,7 +36,7 @@ def test_refused_config_comes_back_as_its_own_error_and_the_worker_lives_on(mode
         worker.start()
         pid = worker.pid
         with pytest.raises(ConfigError, match="below the"):
-            worker.measure(EngineConfig(n_ctx=256, n_batch=256), Workload(prompt_tokens=250, gen_tokens=16))
+            worker.measure(EngineConfig(n_ctx=256, n_batch=256), Workload.single(250, 16))
         assert worker.pid == pid
 
 
@@ -52,7 +52,7 @@ def test_timeout_kills_the_worker_and_the_next_trial_gets_a_fresh_one(model_path
         worker.start()
         pid = worker.pid
         with pytest.raises(WorkerFailed, match="timed out after"):
-            worker.measure(EngineConfig(n_threads=1, n_ctx=1024), Workload(prompt_tokens=256, gen_tokens=256))
+            worker.measure(EngineConfig(n_threads=1, n_ctx=1024), Workload.single(256, 256))
         worker.timeout_s = 120
         assert worker.measure(EngineConfig(n_threads=2), SMALL).decode_tok_s.median > 0
         assert worker.pid != pid and worker.restarts == 1
@@ -76,7 +76,7 @@ class _KillOnce:
 def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, model_path):
     spec = StudySpec(
         model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"),
-        workload=Workload(prompt_tokens=64, gen_tokens=32, repeats=3, quality=False), trials=4, seed=3,
+        workload=Workload.single(64, 32, repeats=3, quality=False), trials=4, seed=3,
     )
     storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
     with Worker(model_path) as worker:

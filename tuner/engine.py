@@ -8,9 +8,7 @@ it runs with are :class:`tuner.config.EngineConfig`; the sampler chain mirrors
 
 from __future__ import annotations
 
-import os
 import time
-from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, ModelError
+from tuner.llama_log import quiet_llama_logs
 
 if TYPE_CHECKING:  # llama_cpp is imported lazily so `tune --help` stays instant
     from llama_cpp import _internals
@@ -50,6 +49,7 @@ class Generation:
     wall_prompt_ms: float
     wall_decode_ms: float  # wall: first token sampled -> last token sampled
     logprobs: list[float] = field(default_factory=list)  # with score=True: log p of each token
+    context_tokens: int = 0  # llama.cpp: positions in the KV cache when the first token was sampled
 
 
 class Session:
@@ -63,19 +63,45 @@ class Session:
     def tokenize(self, text: str) -> list[int]:
         return self.engine.model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
 
+    def prefill(self, tokens: list[int]) -> None:
+        """Empty the KV cache, then evaluate ``tokens`` into it (no sampling, untimed): the context
+        a request finds already there (a system prompt, the conversation so far)."""
+        from llama_cpp import _internals
+
+        self.context.kv_cache_clear()
+        if not tokens:
+            return
+        batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+        try:
+            for offset in range(0, len(tokens), self.config.n_batch):
+                batch.set_batch(tokens[offset : offset + self.config.n_batch], n_past=offset, logits_all=False)
+                self._decode(batch)
+        finally:
+            batch.close()
+
+    def cached_tokens(self) -> int:
+        """Positions held in the KV cache (sequence 0), as llama.cpp's memory reports them."""
+        import llama_cpp
+
+        return int(llama_cpp.llama_memory_seq_pos_max(llama_cpp.llama_get_memory(self.context.ctx), 0)) + 1
+
     def generate(
         self,
         prompt: list[int],
         max_tokens: int,
         *,
+        past: int = 0,
         stop_at_eos: bool = True,
         seed: int | None = None,
         stop_text: str | None = None,
         score: bool = False,
     ) -> Generation:
-        """Evaluate ``prompt`` from an empty KV cache, then sample up to ``max_tokens`` tokens.
+        """Evaluate ``prompt`` after the first ``past`` positions of the KV cache, then sample up to
+        ``max_tokens`` tokens. Whatever the cache held beyond ``past`` is dropped first, so each
+        call starts from the same state (no prefix reuse between repetitions).
 
         Args:
+            past: positions of the cache kept (see :meth:`prefill`); 0 empties it.
             stop_at_eos: stop at an end-of-generation token (and at ``stop_text``). With False,
                 exactly ``max_tokens`` tokens are decoded, which is what a throughput measurement needs.
             seed: sampler seed for this call (default: the config's).
@@ -85,14 +111,17 @@ class Session:
         import llama_cpp
         from llama_cpp import _internals
 
-        if len(prompt) + max_tokens > self.context.n_ctx():
+        if past + len(prompt) + max_tokens > self.context.n_ctx():
             raise ConfigError(
-                f"n_ctx={self.context.n_ctx()} is too small for {len(prompt)} prompt + {max_tokens} generated tokens",
+                f"n_ctx={self.context.n_ctx()} is too small for {past} cached + {len(prompt)} prompt + {max_tokens} generated tokens",
                 "raise n_ctx or shorten the workload",
             )
         ctx = self.context.ctx
         model = self.engine.model
-        self.context.kv_cache_clear()  # a fresh pass every time: no prefix reuse between repetitions
+        if past:
+            self.context.kv_cache_seq_rm(0, past, -1)
+        else:
+            self.context.kv_cache_clear()
         sampler = self._sampler(seed)
         batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
         # Measurement: decode exactly max_tokens (max_tokens + 1 sampled); text: sample max_tokens.
@@ -116,13 +145,14 @@ class Session:
             llama_cpp.llama_perf_context_reset(ctx)
             start = time.perf_counter()
             for offset in range(0, len(prompt), self.config.n_batch):
-                batch.set_batch(prompt[offset : offset + self.config.n_batch], n_past=offset, logits_all=False)
+                batch.set_batch(prompt[offset : offset + self.config.n_batch], n_past=past + offset, logits_all=False)
                 self._decode(batch)
             prompt_done = time.perf_counter()
             tokens = [sample()]
             first = time.perf_counter()
+            context_tokens = self.cached_tokens()
             while len(tokens) < limit and not stops(tokens[-1]):
-                batch.set_batch([tokens[-1]], n_past=len(prompt) + len(tokens) - 1, logits_all=False)
+                batch.set_batch([tokens[-1]], n_past=past + len(prompt) + len(tokens) - 1, logits_all=False)
                 self._decode(batch)
                 tokens.append(sample())
             end = time.perf_counter()
@@ -146,6 +176,7 @@ class Session:
             wall_prompt_ms=(prompt_done - start) * 1000,
             wall_decode_ms=(end - first) * 1000,
             logprobs=logprobs,
+            context_tokens=context_tokens,
         )
 
     def logits(self, tokens: list[int]) -> Iterator[Any]:
@@ -274,7 +305,7 @@ class Engine:
         import llama_cpp
         from llama_cpp import _internals
 
-        _quiet_llama_logs(self.verbose)
+        quiet_llama_logs(self.verbose)
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0x7FFFFFFF if config.n_gpu_layers == -1 else config.n_gpu_layers
         params.main_gpu = config.main_gpu
@@ -351,41 +382,3 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-# llama.cpp's log lines, newest last: kept so a failure can say what llama.cpp said.
-LLAMA_LOG: deque[str] = deque(maxlen=400)
-_log_hook: dict[str, Any] = {"callback": None, "verbose": False}
-
-
-def _quiet_llama_logs(verbose: bool) -> None:
-    """Route llama.cpp's log into :data:`LLAMA_LOG`, echoing it to stderr only when verbose.
-
-    llama-cpp-python's own log callback maps llama.cpp's current level numbers to the wrong
-    Python levels, so warnings leak to stderr even with verbose=False; this replaces it.
-    """
-    import ctypes
-    import sys
-
-    import llama_cpp
-
-    _log_hook["verbose"] = verbose
-    if _log_hook["callback"] is not None:
-        return
-
-    # A worker process also appends the log to a file, so its parent can quote the last lines
-    # after the worker died (abort, OOM kill).
-    sink_path = os.environ.get("TUNER_LLAMA_LOG")
-    sink = open(sink_path, "a", encoding="utf-8", buffering=1) if sink_path else None  # noqa: SIM115
-
-    @llama_cpp.llama_log_callback
-    def capture(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
-        line = text.decode("utf-8", errors="replace")
-        LLAMA_LOG.append(line.rstrip("\n"))
-        if sink is not None:
-            sink.write(line)
-        if _log_hook["verbose"]:
-            print(line, end="", file=sys.stderr, flush=True)
-
-    _log_hook["callback"] = capture  # keep a reference: llama.cpp calls it from C
-    llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))

@@ -26,6 +26,7 @@ from typing import Any
 from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import Preset
+from tuner.stats import UNITS
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -252,9 +253,11 @@ def _modelfile_header(preset: Preset) -> list[str]:
             f"# measured {decode['median']} ± {decode.get('iqr', '?')} decode tok/s (median ± IQR) "
             f"with llama-cpp-python {version} on {machine}"
         )
-    confirmed = (measured.get("confirmed") or {}).get("decode_tok_s") or {}
+    confirmation = measured.get("confirmed") or {}
+    metric = confirmation.get("metric", "decode_tok_s")
+    confirmed = confirmation.get(metric) or {}
     if "median" in confirmed:
-        lines.append(f"# confirmed at {confirmed['median']} decode tok/s when re-measured against the defaults")
+        lines.append(f"# confirmed at {confirmed['median']} {UNITS.get(metric, metric)} when re-measured against the defaults")
     lines.append("# ollama runs its own llama.cpp build (and its own engine for some models): re-measure there")
     return lines
 

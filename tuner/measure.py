@@ -1,9 +1,16 @@
-"""Throughput measurement: a fixed workload, one warm-up pass, repetitions, medians and spread.
+"""Throughput measurement: a workload's request shapes run on one session, warm-up first, then
+repetitions; per-shape figures, the objective (requests per minute), medians and spread.
+
+For each shape the session first evaluates the shape's ``depth`` tokens into the KV cache
+(untimed: the context a request finds there). Then, from that cache, a short warm-up request
+(the prompt and :data:`WARMUP_TOKENS` generated tokens, untimed: the very first eval on a new
+context reports nonsense — 0.49 ms for 428 tokens against 8.5 s of wall time was seen on this
+project's machine), then ``repeats`` timed requests: the prompt, then exactly ``gen`` generated
+tokens. Each request starts from the same cached depth.
 
 Rates come from llama.cpp's own counters (llama_perf_context, llama_perf_sampler); wall-clock
-rates are kept beside them as a cross-check. The very first eval on a new context reports
-nonsense (0.49 ms for 428 tokens against 8.5 s of wall time was seen on this project's machine),
-which is why every measurement starts with a warm-up pass whose numbers are thrown away.
+times are kept beside them as a cross-check, and the end-to-end request time (what the user
+waits for) is wall-clock: time to first token + generation time.
 """
 
 from __future__ import annotations
@@ -12,16 +19,17 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tuner.config import EngineConfig
-from tuner.engine import Engine, Generation
+from tuner.engine import Engine, Generation, Session
 from tuner.errors import ConfigError
-from tuner.quality import EVAL_TOKENS, Quality, Reference, evaluate
+from tuner.quality import Quality, Reference, evaluate
 from tuner.stats import Stat
 from tuner.telemetry import Telemetry
+from tuner.workload import Shape, Workload, requests_per_min
 
-__all__ = ["Workload", "Measurement", "measure", "WORKLOAD_TEXT"]
+__all__ = ["WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "measure", "request_ms"]
 
-# The prompt every trial evaluates: fixed, so trials compare like with like. Written for this
-# project; repeated as needed to reach the workload's prompt length.
+# The text every trial evaluates: fixed, so trials compare like with like. Written for this
+# project; repeated as needed to reach a shape's depth + prompt length.
 WORKLOAD_TEXT = (
     "The lighthouse keeper kept a careful log. Each evening he wrote down the direction of the wind, "
     "the height of the waves against the lower rocks, the number of ships that passed the point, and "
@@ -33,72 +41,70 @@ WORKLOAD_TEXT = (
     "that he had taught himself to draw: in the margins of the later books there were small, exact "
     "sketches of birds, boats and clouds. "
 )
+WARMUP_TOKENS = 8  # generated in a warm-up request: enough to run the decode path once
 
 
 @dataclass(frozen=True)
-class Workload:
-    """What one repetition does: evaluate a prompt, then decode a fixed number of tokens.
+class ShapeFigures:
+    """One request shape's figures over the repetitions.
 
-    The defaults make one trial take a few seconds on a 2-core CPU with the embedded model.
+    ``context_tokens`` is what llama.cpp's memory held when the first token was sampled (read
+    from it, not counted here): depth + prompt when the cached depth was really there.
     """
 
-    prompt_tokens: int = 128
-    gen_tokens: int = 64
-    repeats: int = 3
-    warmup: int = 1
-    quality: bool = True  # also run the quality proxy (tuner.quality) in the same context
+    shape: Shape
+    prompt_tok_s: Stat
+    decode_tok_s: Stat
+    ttft_ms: Stat
+    request_ms: Stat
+    context_tokens: int
 
-    def __post_init__(self) -> None:
-        if self.prompt_tokens < 2:
-            raise ConfigError(f"prompt_tokens={self.prompt_tokens} is too small", "use at least 2 prompt tokens")
-        if self.gen_tokens < 1:
-            raise ConfigError(f"gen_tokens={self.gen_tokens} is too small", "generate at least 1 token")
-        if self.repeats < 3:
-            raise ConfigError(f"repeats={self.repeats} is too few for a median and spread", "use 3 or more repetitions")
-        if self.warmup < 1:
-            raise ConfigError(f"warmup={self.warmup}: the first pass on a new context reads wrong", "use 1 or more warm-up passes")
-
-    @property
-    def n_ctx_needed(self) -> int:
-        """Smallest n_ctx that holds the prompt, the generated tokens and the sampled last token,
-        and the quality proxy's evaluation text when it runs."""
-        return max(self.prompt_tokens + self.gen_tokens + 1, EVAL_TOKENS if self.quality else 0)
+    METRICS = ("prompt_tok_s", "decode_tok_s", "ttft_ms", "request_ms")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data: dict[str, Any] = {"shape": asdict(self.shape), "context_tokens": self.context_tokens}
+        data.update({name: getattr(self, name).to_dict() for name in self.METRICS})
+        return data
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Workload:
-        counts = {key: int(values[key]) for key in ("prompt_tokens", "gen_tokens", "repeats", "warmup")}
-        return cls(**counts, quality=bool(values.get("quality", True)))
+    def from_dict(cls, data: dict[str, Any]) -> ShapeFigures:
+        return cls(
+            shape=Shape(**data["shape"]),
+            **{name: Stat.from_dict(data[name]) for name in cls.METRICS},
+            context_tokens=int(data["context_tokens"]),
+        )
 
 
 @dataclass(frozen=True)
 class Measurement:
-    """The figures of one configuration under one workload.
+    """The figures of one configuration under one workload (each Stat over the repetitions).
 
-    * ``prompt_tok_s``: prompt tokens / llama.cpp's prompt-eval time.
-    * ``decode_tok_s``: generated tokens / (llama.cpp's decode time + sampler time) — generation
-      speed as a create_completion user sees it, sampling included.
+    * ``requests_per_min``: the objective, 60 000 / the weighted mean end-to-end request time.
+    * ``prompt_tok_s``: all shapes' prompt tokens / llama.cpp's prompt-eval time.
+    * ``decode_tok_s``: all generated tokens / (llama.cpp's decode time + sampler time) —
+      generation speed as a create_completion user sees it, sampling included.
     * ``eval_tok_s``: generated tokens / decode time alone (the engine without the sampler).
     * ``wall_decode_tok_s``: the same rate from the wall clock, the cross-check.
-    * ``ttft_ms``: wall time from the start of the prompt to the first sampled token.
+    * ``ttft_ms``: the shapes' time to first token (wall), weighted like the objective.
     * ``sample_us_per_tok``: sampler cost per token, from llama.cpp's sampler counters.
+    * ``shapes``: the same figures per request shape.
     """
 
+    requests_per_min: Stat
     prompt_tok_s: Stat
     decode_tok_s: Stat
     eval_tok_s: Stat
     wall_decode_tok_s: Stat
     ttft_ms: Stat
     sample_us_per_tok: Stat
+    shapes: list[ShapeFigures]
     workload: Workload
     config: EngineConfig  # the effective (resolved and clamped) config that ran
     clamped: dict[str, tuple[Any, Any]]
     telemetry: dict[str, Any] = field(default_factory=dict)  # peak RSS; GPU VRAM/util/power/energy
     quality: Quality | None = None  # the quality proxy's figures, when it ran
 
-    METRICS = ("prompt_tok_s", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s", "ttft_ms", "sample_us_per_tok")
+    METRICS = ("requests_per_min", "prompt_tok_s", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s", "ttft_ms", "sample_us_per_tok")
 
     @property
     def counter_wall_gap(self) -> float:
@@ -106,11 +112,17 @@ class Measurement:
         wall = self.wall_decode_tok_s.median
         return abs(self.decode_tok_s.median - wall) / wall if wall else float("inf")
 
+    def worst(self, metric: str) -> float:
+        """The worst shape's median: the highest TTFT, or the lowest decode rate."""
+        values = [getattr(s, metric).median for s in self.shapes]
+        return max(values) if metric in ("ttft_ms", "request_ms") else min(values)
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Measurement:
         """The inverse of :meth:`to_dict` (how a worker process hands its result back)."""
         return cls(
             **{name: Stat.from_dict(data[name]) for name in cls.METRICS},
+            shapes=[ShapeFigures.from_dict(s) for s in data["shapes"]],
             workload=Workload.from_dict(data["workload"]),
             config=EngineConfig.from_dict(data["effective"]),
             clamped={key: tuple(pair) for key, pair in data["clamped"].items()},
@@ -120,6 +132,7 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {name: getattr(self, name).to_dict() for name in self.METRICS}
+        data["shapes"] = [s.to_dict() for s in self.shapes]
         data["counter_wall_gap"] = self.counter_wall_gap
         data["workload"] = self.workload.to_dict()
         data["effective"] = self.config.to_dict()
@@ -130,8 +143,9 @@ class Measurement:
 
 
 def measure(engine: Engine, config: EngineConfig, workload: Workload, reference: Reference | None = None) -> Measurement:
-    """Measure ``config`` on ``engine``: warm-up pass(es), then ``workload.repeats`` timed passes,
-    then (with a ``reference`` and ``workload.quality``) the quality proxy in the same context.
+    """Measure ``config`` on ``engine`` under ``workload``: each shape's cached depth, a warm-up
+    request, ``workload.repeats`` timed requests; then (with a ``reference`` and
+    ``workload.quality``) the quality proxy in the same context.
 
     Raises:
         ConfigError: n_ctx below what the workload needs.
@@ -139,39 +153,83 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload, reference:
     """
     effective = config.effective()
     with_quality = reference is not None and workload.quality
-    need = workload.n_ctx_needed if with_quality else workload.prompt_tokens + workload.gen_tokens + 1
+    need = workload.n_ctx_needed if with_quality else workload.tokens_needed
     if 0 < effective.n_ctx < need:
         raise ConfigError(
             f"n_ctx={effective.n_ctx} is below the {need} tokens this workload needs",
             f"use n_ctx >= {need} or a shorter workload",
         )
-    runs: list[Generation] = []
     clamped = config.clamped()
     with engine.session(config) as session:
         actual_n_ctx = session.context.n_ctx()  # llama.cpp pads n_ctx (to a multiple of 256)
         if actual_n_ctx != effective.n_ctx:
             clamped["n_ctx"] = (config.n_ctx, actual_n_ctx)
             effective = replace(effective, n_ctx=actual_n_ctx)
-        prompt = prompt_tokens(session.tokenize(WORKLOAD_TEXT), workload.prompt_tokens)
-        for _ in range(workload.warmup):
-            session.generate(prompt, workload.gen_tokens, stop_at_eos=False)
+        text = session.tokenize(WORKLOAD_TEXT)
         with Telemetry() as telemetry:
-            for _ in range(workload.repeats):
-                runs.append(session.generate(prompt, workload.gen_tokens, stop_at_eos=False))
+            runs = [_shape_runs(session, shape, text, workload) for shape in workload.shapes]
         quality = evaluate(session, reference) if with_quality else None
-    return Measurement(
-        prompt_tok_s=Stat.of([r.n_prompt / r.prompt_ms * 1000 for r in runs]),
-        decode_tok_s=Stat.of([r.n_eval / (r.eval_ms + r.sample_ms) * 1000 for r in runs]),
-        eval_tok_s=Stat.of([r.n_eval / r.eval_ms * 1000 for r in runs]),
-        wall_decode_tok_s=Stat.of([r.n_eval / r.wall_decode_ms * 1000 for r in runs]),
-        ttft_ms=Stat.of([r.ttft_ms for r in runs]),
-        sample_us_per_tok=Stat.of([r.sample_ms * 1000 / max(r.n_sample, 1) for r in runs]),
-        workload=workload,
+    return aggregate(
+        runs,
+        workload,
         config=effective,
         clamped=clamped,
-        telemetry=telemetry.summary(tokens=sum(r.n_eval for r in runs)),
+        telemetry=telemetry.summary(tokens=sum(g.n_eval for shape_runs in runs for g in shape_runs)),
         quality=quality,
     )
+
+
+def _shape_runs(session: Session, shape: Shape, text: list[int], workload: Workload) -> list[Generation]:
+    """One shape: its depth into the cache, warm-up request(s), then the timed repetitions."""
+    tokens = prompt_tokens(text, shape.depth + shape.prompt)
+    cached, prompt = tokens[: shape.depth], tokens[shape.depth :]
+    session.prefill(cached)
+    for _ in range(workload.warmup):
+        session.generate(prompt, min(shape.gen, WARMUP_TOKENS), past=shape.depth, stop_at_eos=False)
+    return [session.generate(prompt, shape.gen, past=shape.depth, stop_at_eos=False) for _ in range(workload.repeats)]
+
+
+def aggregate(runs: list[list[Generation]], workload: Workload, **rest: Any) -> Measurement:
+    """The figures from the raw runs: ``runs[i][r]`` is shape i's repetition r.
+
+    Per repetition r, across shapes: the objective from the shapes' request times (TTFT + wall
+    decode time) and weights; rates as total tokens over total time; TTFT weighted like the
+    objective. Then each figure's median and spread over the repetitions.
+    """
+    weights = workload.weights
+    repetitions = list(zip(*runs))  # repetition r: one Generation per shape
+
+    def per_rep(figure: Any) -> Stat:
+        return Stat.of([figure(list(rep)) for rep in repetitions])
+
+    shapes = [
+        ShapeFigures(
+            shape=shape,
+            prompt_tok_s=Stat.of([g.n_prompt / g.prompt_ms * 1000 for g in gens]),
+            decode_tok_s=Stat.of([g.n_eval / (g.eval_ms + g.sample_ms) * 1000 for g in gens]),
+            ttft_ms=Stat.of([g.ttft_ms for g in gens]),
+            request_ms=Stat.of([request_ms(g) for g in gens]),
+            context_tokens=gens[-1].context_tokens,
+        )
+        for shape, gens in zip(workload.shapes, runs)
+    ]
+    return Measurement(
+        requests_per_min=per_rep(lambda rep: requests_per_min([request_ms(g) for g in rep], weights)),
+        prompt_tok_s=per_rep(lambda rep: sum(g.n_prompt for g in rep) / sum(g.prompt_ms for g in rep) * 1000),
+        decode_tok_s=per_rep(lambda rep: sum(g.n_eval for g in rep) / sum(g.eval_ms + g.sample_ms for g in rep) * 1000),
+        eval_tok_s=per_rep(lambda rep: sum(g.n_eval for g in rep) / sum(g.eval_ms for g in rep) * 1000),
+        wall_decode_tok_s=per_rep(lambda rep: sum(g.n_eval for g in rep) / sum(g.wall_decode_ms for g in rep) * 1000),
+        ttft_ms=per_rep(lambda rep: sum(w * g.ttft_ms for w, g in zip(weights, rep))),
+        sample_us_per_tok=per_rep(lambda rep: sum(g.sample_ms for g in rep) * 1000 / max(sum(g.n_sample for g in rep), 1)),
+        shapes=shapes,
+        workload=workload,
+        **rest,
+    )
+
+
+def request_ms(generation: Generation) -> float:
+    """What the user waits for: time to first token + the rest of the generation (wall clock)."""
+    return generation.ttft_ms + generation.wall_decode_ms
 
 
 def prompt_tokens(text_tokens: list[int], length: int) -> list[int]:

@@ -13,7 +13,16 @@ from typing import Any
 
 from tuner.errors import ConfigError
 
-__all__ = ["MIN_ROUNDS", "NoiseFloor", "Stat", "check_rounds", "is_tie"]
+__all__ = ["MIN_ROUNDS", "UNITS", "NoiseFloor", "Stat", "check_rounds", "is_tie"]
+
+# How each figure is named for a reader.
+UNITS = {
+    "requests_per_min": "requests/min",
+    "decode_tok_s": "decode tok/s",
+    "prompt_tok_s": "prompt tok/s",
+    "ttft_ms": "ms to first token",
+    "kld_mean": "mean KLD",
+}
 
 
 @dataclass(frozen=True)
@@ -58,25 +67,32 @@ class NoiseFloor:
     run_medians: list[float]
     within_run_rel_iqr: float
     workload: dict[str, Any] = field(default_factory=dict)
+    metric: str = "decode_tok_s"  # the figure measured: the study's speed objective
 
     @classmethod
-    def of(cls, runs: list[Stat], workload: dict[str, Any]) -> NoiseFloor:
+    def of(cls, runs: list[Stat], workload: dict[str, Any], metric: str = "requests_per_min") -> NoiseFloor:
         medians = [run.median for run in runs]
         centre = statistics.median(medians)
         spread = (max(medians) - min(medians)) / centre if centre else float("inf")
         within = statistics.median(run.rel_iqr for run in runs)
-        return cls(max(spread, within), medians, within, dict(workload))
+        return cls(max(spread, within), medians, within, dict(workload), metric)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> NoiseFloor:
-        return cls(float(data["relative"]), [float(x) for x in data["run_medians"]], float(data["within_run_rel_iqr"]), dict(data.get("workload") or {}))
+        return cls(
+            float(data["relative"]),
+            [float(x) for x in data["run_medians"]],
+            float(data["within_run_rel_iqr"]),
+            dict(data.get("workload") or {}),
+            str(data.get("metric", "decode_tok_s")),
+        )
 
     def describe(self) -> str:
         runs = ", ".join(f"{x:.1f}" for x in self.run_medians)
-        return f"±{self.relative:.1%} (the defaults read {runs} decode tok/s over {len(self.run_medians)} runs)"
+        return f"±{self.relative:.1%} (the defaults read {runs} {UNITS.get(self.metric, self.metric)} over {len(self.run_medians)} runs)"
 
 
 def is_tie(a: float, b: float, noise: float) -> bool:

@@ -20,7 +20,8 @@ from typing import Any
 from tuner import errors
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, TunerError, WorkerFailed
-from tuner.measure import Measurement, Workload
+from tuner.measure import Measurement
+from tuner.workload import Workload
 
 __all__ = ["Worker", "DEFAULT_TRIAL_TIMEOUT_S", "check_timeout"]
 

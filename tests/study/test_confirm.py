@@ -111,16 +111,16 @@ def test_a_lucky_trial_is_caught_by_re_measurement(confirmed):
     assert study.trials[3].values[0] == max(t.values[0] for t in study.trials)  # it led the study
     confirmation = current_confirmation(study)
     lucky = confirmation.candidate(3)
-    assert lucky.trial_decode > 5 * lucky.decode.median  # its re-measured speed is the real one
+    assert lucky.trial_value > 5 * lucky.value.median  # its re-measured speed is the real one
     # The winner is the fastest re-measured configuration, or ties with it: never picked by the
     # lucky trial reading.
     contenders = confirmation.candidates + [confirmation.defaults]
-    fastest = max(c.decode.median for c in contenders)
+    fastest = max(c.value.median for c in contenders)
     winner = confirmation.candidate(confirmation.winner)
-    spread = max(confirmation.noise, winner.decode.rel_iqr, *(c.decode.rel_iqr for c in contenders))
-    assert is_tie(winner.decode.median, fastest, spread)
+    spread = max(confirmation.noise, winner.value.rel_iqr, *(c.value.rel_iqr for c in contenders))
+    assert is_tie(winner.value.median, fastest, spread)
     if confirmation.winner == 3:
-        assert lucky.decode.median == fastest  # only if it really is the fastest when re-measured
+        assert lucky.value.median == fastest  # only if it really is the fastest when re-measured
 
 
 def test_summary_and_export_use_the_confirmed_winner(confirmed):
@@ -132,7 +132,8 @@ def test_summary_and_export_use_the_confirmed_winner(confirmed):
     confirmed_figures = preset.measured["confirmed"]
     vs = confirmed_figures["vs_defaults"]
     assert vs["low"] <= vs["median"] <= vs["high"]
-    assert len(confirmed_figures["decode_tok_s"]["rounds"]) == 3
+    assert confirmed_figures["metric"] == "requests_per_min"
+    assert len(confirmed_figures["requests_per_min"]["rounds"]) == 3
     assert preset.measured["picked"].startswith("confirmed by re-measurement")
 
 

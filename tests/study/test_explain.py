@@ -18,8 +18,8 @@ def study(speed_study):
 
 def test_importances_cover_the_searched_knobs_that_varied(study):
     scores = importances(study)
-    assert list(scores) == ["decode_tok_s"]
-    decode = scores["decode_tok_s"]
+    assert list(scores) == ["requests_per_min"]
+    decode = scores["requests_per_min"]
     assert decode, "10 searched trials are enough for PED-ANOVA"
     assert all(score >= 0 for score in decode.values())
     assert sum(decode.values()) == pytest.approx(1.0, abs=0.01)
@@ -42,7 +42,7 @@ def test_knob_effects_group_every_completed_trial(study):
     by_knob: dict[str, int] = {}
     for effect in effects:
         by_knob[effect.knob] = by_knob.get(effect.knob, 0) + effect.trials
-        assert effect.decode_median > 0 and effect.kld_median is None  # speed-only study
+        assert effect.speed_median > 0 and effect.kld_median is None  # speed-only study
     assert by_knob["n_threads"] == len(completed)  # each trial lands in exactly one group
     threads = {e.group for e in effects if e.knob == "n_threads"}
     assert {"1", "16"} <= threads  # the defaults (1 thread here) and the guide card's 16
@@ -66,7 +66,7 @@ def test_explain_cli_prints_importances_and_effects(speed_study, tmp_path):
     url, name, _ = speed_study
     result = run_tune("explain", name, "--storage", url, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "importance for decode_tok_s" in result.stdout
+    assert "importance for requests_per_min" in result.stdout
     assert "per-knob effect" in result.stdout
     assert f"tune explain {name} --audit-guide" in result.stdout  # not audited yet: says how
 

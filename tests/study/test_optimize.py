@@ -27,8 +27,10 @@ def test_three_trial_study_records_three_trials_with_measurements(study_db):
     assert [t.user_attrs.get("baseline") for t in trials] == ["defaults", "guide_card", None]
     for t in trials:
         m = t.user_attrs["measurement"]
-        assert len(m["decode_tok_s"]["samples"]) == SMALL.repeats
-        assert m["decode_tok_s"]["median"] == pytest.approx(t.values[0])
+        assert len(m["requests_per_min"]["samples"]) == SMALL.repeats
+        assert m["requests_per_min"]["median"] == pytest.approx(t.values[0])
+        assert [s["shape"] for s in m["shapes"]] == [{"depth": 0, "prompt": 32, "gen": 8, "weight": 1.0, "name": "custom"}]
+        assert m["shapes"][0]["context_tokens"] == 32
         assert t.values[1] == pytest.approx(m["quality"]["kld_mean"])
         assert set(t.user_attrs["constraints"]) == {"kld_mean", "task_accuracy"}
         assert {"median", "iqr", "samples"} <= set(m["prompt_tok_s"])
@@ -60,7 +62,7 @@ def test_study_records_what_it_tunes(study_db, model_path):
     assert attrs["workload"] == SMALL.to_dict()
     assert "n_ubatch" in attrs["space"]["text"]
     assert attrs["machine"]["logical_cores"] >= 1
-    assert attrs["objectives"] == ["decode_tok_s", "kld_mean"]
+    assert attrs["objectives"] == ["requests_per_min", "kld_mean"]
     assert attrs["quality_budget"] == {"kld_mean": 0.03, "accuracy_floor": 0.8}
     assert 0 < attrs["reference"]["greedy_accuracy"] <= 1
 

@@ -16,7 +16,7 @@ def test_summary_compares_best_with_baselines(study_db):
     assert set(summary.baselines) == {"defaults", "guide_card"}
     assert summary.baselines["defaults"].ratio_vs_defaults == pytest.approx(1.0)
     assert summary.best.feasible
-    assert summary.best.decode.median >= max(r.decode.median for r in summary.baselines.values() if r.feasible)
+    assert summary.best.speed.median >= max(r.speed.median for r in summary.baselines.values() if r.feasible)
     assert summary.pareto and all(r.feasible for r in summary.pareto)
 
 

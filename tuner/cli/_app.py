@@ -18,6 +18,9 @@ from tuner.errors import ModelError, StudyError, TunerError
 __all__ = [
     "check_timeout",
     "ConfirmOpt",
+    "DepthOpt",
+    "WorkloadOpt",
+    "targets",
     "GenOpt",
     "ModelOpt",
     "NoQualityOpt",
@@ -53,9 +56,16 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 
 ModelOpt = typer.Option(None, "--model", "-m", help="GGUF model file (default: the embedded gemma-3-270m Q4_K_M).")
 StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL of the study storage [default: sqlite:///studies/tuner.db].")
-PromptOpt = typer.Option(128, "--prompt-tokens", help="Prompt tokens per repetition.")
-GenOpt = typer.Option(64, "--gen-tokens", help="Generated tokens per repetition.")
-RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions per trial (after one warm-up pass); at least 3.")
+WorkloadOpt = typer.Option(
+    None,
+    "--workload",
+    "-w",
+    help="What to tune for: a profile (chat, rag, summarize, code, long-chat), a profile .yaml, or your requests as .jsonl [default: chat].",
+)
+PromptOpt = typer.Option(None, "--prompt-tokens", help="Instead of --workload: one request shape with this many new prompt tokens.")
+GenOpt = typer.Option(None, "--gen-tokens", help="Instead of --workload: one request shape generating this many tokens.")
+DepthOpt = typer.Option(None, "--depth", help="Instead of --workload: tokens already in the KV cache when the request arrives.")
+RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions of every request shape per trial (after a warm-up request); at least 3.")
 NoQualityOpt = typer.Option(False, "--no-quality", help="Skip the quality proxy (speed only; no quality floor).")
 TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")
 ConfirmOpt = typer.Option(
@@ -67,10 +77,45 @@ ConfirmOpt = typer.Option(
 # Shared helpers
 
 
-def workload(prompt_tokens: int, gen_tokens: int, repeats: int, no_quality: bool = False) -> Any:
-    from tuner.measure import Workload
+def workload(
+    name: Optional[str],
+    prompt_tokens: Optional[int],
+    gen_tokens: Optional[int],
+    depth: Optional[int],
+    *,
+    repeats: int,
+    no_quality: bool = False,
+    model_path: Optional[Path] = None,
+) -> Any:
+    """The workload the options describe: one custom shape (--prompt-tokens/--gen-tokens/--depth),
+    the user's requests (.jsonl, tokenized with the model's vocabulary), or a profile."""
+    from tuner.errors import ConfigError
+    from tuner.workload import DEFAULT_PROFILE, Workload, load_profile
 
-    return Workload(prompt_tokens=prompt_tokens, gen_tokens=gen_tokens, repeats=repeats, quality=not no_quality)
+    options = {"repeats": repeats, "quality": not no_quality}
+    custom = (prompt_tokens, gen_tokens, depth) != (None, None, None)
+    if custom and name is not None:
+        raise ConfigError(
+            f"--workload {name} and --prompt-tokens/--gen-tokens/--depth both describe the requests",
+            "give one of them: a workload, or one custom request shape",
+        )
+    if custom:
+        return Workload.single(prompt_tokens or 128, gen_tokens or 64, depth or 0, **options)
+    if name is not None and name.endswith(".jsonl"):
+        from tuner.vocab import Vocab
+        from tuner.user_requests import workload_from_requests
+
+        if model_path is None:
+            raise ConfigError("a requests file needs the model to count its tokens", "pass --model")
+        with Vocab(model_path) as vocab:
+            return workload_from_requests(name, vocab, **options)
+    return load_profile(name or DEFAULT_PROFILE, **options)
+
+
+def targets(max_ttft_ms: Optional[float], min_decode_tok_s: Optional[float]) -> Any:
+    from tuner.workload import LatencyTargets
+
+    return LatencyTargets(max_ttft_ms=max_ttft_ms, min_decode_tok_s=min_decode_tok_s)
 
 
 def worker(model_path: Path, timeout_s: float) -> Any:

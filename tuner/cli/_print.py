@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 import typer
 
+from tuner.stats import UNITS
+
 __all__ = [
     "duration",
     "print_confirmation",
@@ -18,6 +20,8 @@ __all__ = [
     "print_knob_effects",
     "print_pareto",
     "print_progress",
+    "print_shapes",
+    "print_workload",
     "print_summary",
     "settings",
     "table",
@@ -25,26 +29,41 @@ __all__ = [
 
 
 def print_progress(p: Any) -> None:
+    """One line per finished trial: the objective in its unit, decode and prompt speed, quality,
+    the best so far and the ETA."""
     eta = duration(p.eta_s) if p.eta_s is not None else "?"
     head = f"[{p.done:>3}/{p.target}] trial #{p.number:<3} {p.label:<10}"
     best = f"best {p.best_value:6.1f} (#{p.best_number})" if p.best_value is not None else "best -"
     if p.state == "COMPLETE":
-        quality = ""
-        if p.kld is not None:
-            quality = f"  kld {p.kld:.4f} acc {p.accuracy:.2f} {'ok' if p.feasible else 'INFEASIBLE'}"
-        typer.echo(f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} tok/s{quality}   {best}   ETA {eta}")
+        unit = UNITS.get(p.objective, p.objective)
+        speeds = f"  decode {p.decode_tok_s:5.1f}  prompt {p.prompt_tok_s:5.0f} tok/s" if p.decode_tok_s is not None and p.objective != "decode_tok_s" else ""
+        quality = f"  kld {p.kld:.4f} acc {p.accuracy:.2f}" if p.kld is not None else ""
+        verdict = "" if p.feasible else f"  INFEASIBLE ({p.reason})" if p.reason else "  INFEASIBLE"
+        typer.echo(f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} {unit}{speeds}{quality}{verdict}   {best}   ETA {eta}")
     else:
         typer.echo(f"{head} {p.state}: {p.reason or 'see tune show'}   {best}   ETA {eta}")
 
 
+def print_workload(workload: Any) -> None:
+    """The workload a study or a bench measures: its shapes, their weights, where they come from."""
+    typer.echo(f"workload: {workload.name} — {len(workload.shapes)} request shape(s), 1 warm-up request + {workload.repeats} timed each per trial")
+    for shape, weight in zip(workload.shapes, workload.weights):
+        typer.echo(f"  {weight:4.0%}  {shape.describe()}")
+    if workload.source.get("kind") == "jsonl":
+        typer.echo(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
+
+
 def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = True) -> None:
+    """The best trial against the baselines (overall and per request shape), the noise floor,
+    the confirmation and the failures."""
     from tuner.study import summarize
 
     summary = summarize(study_obj)
+    unit = UNITS.get(summary.metric, summary.metric)
     typer.echo(f"\n{summary.complete} completed, {summary.failed} failed of target {summary.target}")
+    shown = ([summary.best] if summary.best else []) + list(summary.baselines.values())
     rows = []
-    for row in ([summary.best] if summary.best else []) + list(summary.baselines.values()):
-        cfg = row.config
+    for row in shown:
         ratio = f"{row.ratio_vs_defaults:.2f}x" if row.ratio_vs_defaults is not None else "-"
         if summary.ties_defaults(row):
             ratio += " (tie: within noise)"
@@ -52,29 +71,29 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
             [
                 row.label,
                 f"#{row.number}",
-                f"{row.decode.median:.1f} ± {row.decode.iqr:.1f}",
+                f"{row.speed.median:.1f} ± {row.speed.iqr:.1f}",
                 ratio,
+                f"{row.decode.median:.1f} ± {row.decode.iqr:.1f}",
                 f"{row.prompt.median:.0f} ± {row.prompt.iqr:.0f}",
                 f"{row.ttft.median:.0f}",
                 quality_cell(row),
                 telemetry_cell(row.telemetry),
-                settings(cfg),
+                settings(row.config),
             ]
         )
     if rows:
-        typer.echo(
-            table(
-                ["config", "trial", "decode tok/s (median ± IQR)", "vs defaults", "prompt tok/s", "TTFT ms", "quality", "memory", "settings"],
-                rows,
-            )
-        )
+        header = ["config", "trial", f"{unit} (median ± IQR)", "vs defaults", "decode tok/s", "prompt tok/s", "TTFT ms", "quality", "memory", "settings"]
+        if summary.metric == "decode_tok_s":  # a study made before workloads: one column says it all
+            header, rows = header[:4] + header[5:], [r[:4] + r[5:] for r in rows]
+        typer.echo(table(header, rows))
         n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
-        typer.echo(f"(median and interquartile range over {n} repetitions after a warm-up pass)")
+        typer.echo(f"(median and interquartile range over {n} repetitions after a warm-up request)")
+        print_shapes(shown)
     if summary.best is None and summary.infeasible:
-        typer.echo(f"no trial is within the quality floor ({summary.infeasible} completed trials are outside it)")
-    elif summary.best is not None and summary.best.quality:
+        typer.echo(f"no trial is feasible ({summary.infeasible} completed trials miss the quality floor or a latency target)")
+    elif summary.best is not None and summary.infeasible:
         picked = "confirmed by re-measurement" if summary.confirmation else "fastest"
-        typer.echo(f"best = {picked} of {summary.feasible} trials within the quality floor ({summary.infeasible} outside it)")
+        typer.echo(f"best = {picked} of {summary.feasible} feasible trials ({summary.infeasible} outside the quality floor or the latency targets)")
     if summary.noise:
         typer.echo(f"noise floor: ±{summary.noise:.1%} run to run (differences within it are ties)")
     print_confirmation(summary)
@@ -84,6 +103,22 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
         typer.echo(f"\nexport the best: tune export {summary.name}" + (f" --storage '{redacted(storage)}'" if storage else "") + " --out preset.yaml")
 
 
+def print_shapes(rows: list[Any]) -> None:
+    """Per request shape: each configuration's decode and prompt speed, TTFT and request time."""
+    if not rows or len({len(r.shapes) for r in rows}) != 1 or not rows[0].shapes:
+        return
+    cells = []
+    for index, first in enumerate(rows[0].shapes):
+        shape = first["shape"]
+        label = f"{shape['name']} (depth {shape['depth']} + {shape['prompt']} -> {shape['gen']})"
+        for row in rows:
+            s = row.shapes[index]
+            cells.append([label, row.label, f"{s['decode_tok_s']:.1f}", f"{s['prompt_tok_s']:.0f}", f"{s['ttft_ms']:.0f}", f"{s['request_ms']:.0f}"])
+            label = ""
+    typer.echo("per request shape (medians):")
+    typer.echo(table(["shape", "config", "decode tok/s", "prompt tok/s", "TTFT ms", "request ms"], cells))
+
+
 def print_confirmation(summary: Any) -> None:
     """The re-measurement that picked the winner: trial reading vs confirmed figures."""
     confirmation = summary.confirmation
@@ -91,24 +126,25 @@ def print_confirmation(summary: Any) -> None:
         if summary.best is not None and summary.best.label == "best":
             typer.echo("not confirmed by re-measurement (the study changed since, or confirmation was skipped)")
         return
-    d = confirmation.defaults.decode
+    d = confirmation.defaults.value
     rows = [["defaults", "-", f"{d.median:.1f} ± {d.iqr:.1f}", "1.00x", "-"]]
-    for c in sorted(confirmation.candidates, key=lambda c: -(c.decode.median if c.rounds else 0)):
+    for c in sorted(confirmation.candidates, key=lambda c: -(c.value.median if c.rounds else 0)):
         if c.error or not c.rounds:
-            rows.append([c.label + (" (winner)" if c.trial == confirmation.winner else ""), f"{c.trial_decode:.1f}", f"failed: {c.error}", "-", "-"])
+            rows.append([c.label + (" (winner)" if c.trial == confirmation.winner else ""), f"{c.trial_value:.1f}", f"failed: {c.error}", "-", "-"])
             continue
         r = c.ratio
         rows.append(
             [
                 c.label + (" (winner)" if c.trial == confirmation.winner else ""),
-                f"{c.trial_decode:.1f}",
-                f"{c.decode.median:.1f} ± {c.decode.iqr:.1f}",
+                f"{c.trial_value:.1f}",
+                f"{c.value.median:.1f} ± {c.value.iqr:.1f}",
                 f"{r.median:.2f}x ({min(r.samples):.2f}-{max(r.samples):.2f})",
                 f"{c.kld_mean:.4f}" if c.kld_mean is not None else "-",
             ]
         )
+    unit = UNITS.get(confirmation.metric, confirmation.metric)
     typer.echo(f"\nconfirmation ({confirmation.rounds} interleaved rounds, speed only):")
-    typer.echo(table(["config", "trial read", "confirmed tok/s (median ± IQR)", "vs defaults (range)", "mean KLD"], rows))
+    typer.echo(table(["config", "trial read", f"confirmed {unit} (median ± IQR)", "vs defaults (range)", "mean KLD"], rows))
     typer.echo(f"winner: {confirmation.why}")
 
 
@@ -125,15 +161,15 @@ def print_importances(scores: dict[str, dict[str, float]], completed: int) -> No
         typer.echo(table(["knob", "importance", ""], rows))
 
 
-def print_knob_effects(effects: list[Any]) -> None:
+def print_knob_effects(effects: list[Any], metric: str) -> None:
     if not effects:
         return
     rows = [
-        [e.knob, e.group, e.trials, f"{e.decode_median:.1f}", f"{e.kld_median:.4f}" if e.kld_median is not None else "-"]
+        [e.knob, e.group, e.trials, f"{e.speed_median:.1f}", f"{e.kld_median:.4f}" if e.kld_median is not None else "-"]
         for e in effects
     ]
     typer.echo("\nper-knob effect (trials grouped by the value that ran; knobs move together, so these are hints):")
-    typer.echo(table(["knob", "value", "trials", "median decode tok/s", "median KLD"], rows))
+    typer.echo(table(["knob", "value", "trials", f"median {UNITS.get(metric, metric)}", "median KLD"], rows))
 
 
 def print_guide_audit(stored: dict[str, Any]) -> None:
@@ -159,10 +195,11 @@ def print_guide_audit(stored: dict[str, Any]) -> None:
 
 
 def print_pareto(study_obj: Any) -> None:
-    """The feasible trials that no other trial beats on both decode speed and KLD."""
+    """The feasible trials that no other trial beats on both speed and KLD."""
     from tuner.study import summarize
 
-    front = summarize(study_obj).pareto
+    summary = summarize(study_obj)
+    front = summary.pareto
     if not front or front[0].quality is None:
         return
     rows = []
@@ -171,7 +208,7 @@ def print_pareto(study_obj: Any) -> None:
         rows.append(
             [
                 f"#{row.number}",
-                f"{row.decode.median:.1f} ± {row.decode.iqr:.1f}",
+                f"{row.speed.median:.1f} ± {row.speed.iqr:.1f}",
                 f"{q['kld_mean']:.4f}",
                 f"{q['kld_p99']:.3f}",
                 f"{q['top1_agreement']:.1%}",
@@ -181,7 +218,7 @@ def print_pareto(study_obj: Any) -> None:
             ]
         )
     typer.echo("\nPareto front (feasible; faster or closer to the reference than every other trial):")
-    typer.echo(table(["trial", "decode tok/s", "mean KLD", "p99 KLD", "top-1", "accuracy", "gen NLL", "settings"], rows))
+    typer.echo(table(["trial", UNITS.get(summary.metric, summary.metric), "mean KLD", "p99 KLD", "top-1", "accuracy", "gen NLL", "settings"], rows))
 
 
 def settings(cfg: dict[str, Any]) -> str:

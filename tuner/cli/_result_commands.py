@@ -8,7 +8,9 @@ from typing import Optional
 import typer
 
 from tuner.cli._app import StorageOpt, app
-from tuner.cli._print import print_pareto, print_summary, table
+from tuner.cli._print import print_pareto, print_summary, print_workload, table
+from tuner.stats import UNITS
+from tuner.workload import LatencyTargets, Workload
 
 
 @app.command("list")
@@ -23,11 +25,14 @@ def list_(storage: Optional[str] = StorageOpt) -> None:
         return
     rows = []
     for s in summaries:
-        fastest = studies.fastest_feasible(studies.load_study(s.study_name, storage_obj))
-        best = f"{fastest.values[0]:.1f}" if fastest else "-"
+        study_obj = studies.load_study(s.study_name, storage_obj)
+        fastest = studies.fastest_feasible(study_obj)
+        metric = studies.speed_objective(study_obj)
+        best = f"{fastest.values[0]:.1f} {UNITS.get(metric, metric)}" if fastest else "-"
+        workload = (s.user_attrs.get("workload") or {}).get("name", "custom")
         target = s.user_attrs.get("target_trials", "?")
-        rows.append([s.study_name, f"{s.n_trials}/{target}", best, Path(s.user_attrs.get("model_path", "?")).name, s.user_attrs.get("created", "")])
-    typer.echo(table(["study", "trials", "best feasible decode tok/s", "model", "created"], rows))
+        rows.append([s.study_name, f"{s.n_trials}/{target}", best, workload, Path(s.user_attrs.get("model_path", "?")).name, s.user_attrs.get("created", "")])
+    typer.echo(table(["study", "trials", "best feasible (trial reading)", "workload", "model", "created"], rows))
 
 
 @app.command()
@@ -39,6 +44,9 @@ def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[
     attrs = study_obj.user_attrs
     typer.echo(f"study '{name}': model {Path(attrs['model_path']).name} (sha256 {attrs['model_sha256'][:12]}…)")
     typer.echo(f"machine: {(attrs.get('machine') or {}).get('cpu_model', '?')}; space: {attrs['space']['name']}")
+    print_workload(Workload.from_dict(attrs["workload"]))
+    if attrs.get("latency_targets"):
+        typer.echo(f"latency targets: {LatencyTargets(**attrs['latency_targets']).describe()}")
     print_summary(study_obj, storage, export_hint=True)
     print_pareto(study_obj)
 
@@ -69,10 +77,12 @@ def export(
     else:
         exports.save(text, out)
     confirmed = preset.measured.get("confirmed")
+    metric = preset.measured.get("objective", "decode_tok_s")
+    unit = UNITS.get(metric, metric)
     figure = (
-        f"{confirmed['decode_tok_s']['median']} decode tok/s confirmed, {confirmed['vs_defaults']['median']}x the defaults"
+        f"{confirmed[confirmed.get('metric', 'decode_tok_s')]['median']} {unit} confirmed, {confirmed['vs_defaults']['median']}x the defaults"
         if confirmed
-        else f"{preset.measured['decode_tok_s']['median']} decode tok/s in its trial, not confirmed"
+        else f"{preset.measured[metric]['median']} {unit} in its trial, not confirmed"
     )
     typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {figure})")
     typer.echo(f"picked: {preset.measured['picked']}")

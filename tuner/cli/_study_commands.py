@@ -9,6 +9,8 @@ import typer
 
 from tuner.cli._app import (
     ConfirmOpt,
+    DepthOpt,
+    WorkloadOpt,
     GenOpt,
     ModelOpt,
     NoQualityOpt,
@@ -20,10 +22,11 @@ from tuner.cli._app import (
     check_timeout,
     interruptible,
     study_model,
+    targets,
     worker,
     workload,
 )
-from tuner.cli._print import print_guide_audit, print_importances, print_knob_effects, print_progress, print_summary
+from tuner.cli._print import print_guide_audit, print_importances, print_knob_effects, print_progress, print_summary, print_workload
 from tuner.errors import StudyError
 
 
@@ -35,12 +38,16 @@ def start(
     storage: Optional[str] = StorageOpt,
     space: Optional[str] = typer.Option(None, "--space", help="Search space: cpu, rtx4090 or a YAML file [default: from the hardware]."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed, for a reproducible sequence of trials."),
-    prompt_tokens: int = PromptOpt,
-    gen_tokens: int = GenOpt,
+    workload_name: Optional[str] = WorkloadOpt,
+    prompt_tokens: Optional[int] = PromptOpt,
+    gen_tokens: Optional[int] = GenOpt,
+    depth: Optional[int] = DepthOpt,
     repeats: int = RepeatsOpt,
     trial_timeout: float = TimeoutOpt,
     quality_budget: float = typer.Option(0.03, "--quality-budget", help="Largest mean KL divergence from the reference a feasible trial may have."),
     accuracy_floor: float = typer.Option(0.8, "--accuracy-floor", help="Task accuracy a feasible trial needs, as a fraction of greedy decoding's."),
+    max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms", help="Latency target: time to first token on the slowest request shape."),
+    min_decode_tok_s: Optional[float] = typer.Option(None, "--min-decode-tok-s", help="Latency target: decode speed on the slowest request shape."),
     no_quality: bool = NoQualityOpt,
     confirm_rounds: int = ConfirmOpt,
 ) -> None:
@@ -52,11 +59,12 @@ def start(
 
     # Every input is checked before anything is printed, created or started.
     studies.check_trials(trials)
-    the_workload = workload(prompt_tokens, gen_tokens, repeats, no_quality)
     budget = QualityBudget(kld_mean=quality_budget, accuracy_floor=accuracy_floor)
+    limits = targets(max_ttft_ms, min_decode_tok_s)
     check_rounds(confirm_rounds, name="confirm_rounds", flag="--confirm-rounds", skip_allowed=True)
     check_timeout(trial_timeout)
     model_path = models.resolve_model(model)
+    the_workload = workload(workload_name, prompt_tokens, gen_tokens, depth, repeats=repeats, no_quality=no_quality, model_path=model_path)
     machine = hardware.describe_machine()
     if space:
         search_space, why = spaces.load_space(space), "chosen with --space"
@@ -72,6 +80,7 @@ def start(
         trials=trials,
         seed=seed,
         budget=budget,
+        targets=limits,
     )
     studies.check_new_study(name, storage)
     with worker(model_path, trial_timeout) as runner:
@@ -80,17 +89,16 @@ def start(
         typer.echo(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
         typer.echo(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
         typer.echo(f"space: {search_space.name} ({search_space.source}): {why}")
-        typer.echo(
-            f"workload: {the_workload.prompt_tokens} prompt + {the_workload.gen_tokens} generated tokens, "
-            f"1 warm-up + {the_workload.repeats} repetitions per trial"
-        )
+        print_workload(the_workload)
         if the_workload.quality:
             typer.echo(
-                f"objectives: decode tok/s (median, maximize) and mean KLD vs the reference (minimize); feasible when "
-                f"KLD <= {budget.kld_mean} and task accuracy >= {budget.accuracy_floor:.0%} of greedy"
+                f"objectives: requests/min on the workload (median, maximize) and mean KLD vs the reference (minimize); "
+                f"feasible when KLD <= {budget.kld_mean} and task accuracy >= {budget.accuracy_floor:.0%} of greedy"
             )
         else:
-            typer.echo("objective: decode tok/s (median); no quality proxy (--no-quality)")
+            typer.echo("objective: requests/min on the workload (median); no quality proxy (--no-quality)")
+        if limits:
+            typer.echo(f"latency targets: {limits.describe()} (a trial that misses one is infeasible)")
         result = interruptible(
             lambda: studies.start_study(
                 spec,
@@ -193,7 +201,7 @@ def explain(
 ) -> None:
     """Parameter importances per objective, each knob's measured effect, and the guide audit."""
     from tuner import hardware, study as studies
-    from tuner.measure import Workload
+    from tuner.workload import Workload
     from tuner.stats import check_rounds
     from tuner.study import explain as explaining
 
@@ -205,12 +213,14 @@ def explain(
         studies.check_machine(study_obj, hardware.describe_machine())
         model_path = study_model(study_obj, model)
     print_importances(explaining.importances(study_obj), len(explaining.searched_trials(study_obj)))
-    print_knob_effects(explaining.knob_effects(study_obj))
+    print_knob_effects(explaining.knob_effects(study_obj), studies.speed_objective(study_obj))
     if audit_guide:
         the_workload = Workload.from_dict(study_obj.user_attrs["workload"])
         typer.echo(f"\nguide audit: {len(explaining.GUIDE_CLAIMS)} claims x 2 configurations x {rounds} interleaved rounds (speed only)")
         with worker(model_path, trial_timeout) as runner:
-            results = explaining.audit_guide(runner, the_workload, rounds=rounds, noise=studies.noise_floor(study_obj), on_note=typer.echo)
+            results = explaining.audit_guide(
+                runner, the_workload, rounds=rounds, noise=studies.noise_floor(study_obj), on_note=typer.echo, base=studies.study_defaults(study_obj)
+            )
         study_obj.set_user_attr("guide_audit", {"rounds": rounds, "claims": [r.to_dict() for r in results]})
     stored = study_obj.user_attrs.get("guide_audit")
     if stored:

@@ -9,8 +9,22 @@ from typing import Any, Optional
 
 import typer
 
-from tuner.cli._app import GenOpt, ModelOpt, NoQualityOpt, PromptOpt, RepeatsOpt, StorageOpt, TimeoutOpt, app, check_timeout, worker, workload
-from tuner.cli._print import table
+from tuner.cli._app import (
+    DepthOpt,
+    GenOpt,
+    ModelOpt,
+    NoQualityOpt,
+    PromptOpt,
+    RepeatsOpt,
+    StorageOpt,
+    TimeoutOpt,
+    WorkloadOpt,
+    app,
+    check_timeout,
+    worker,
+    workload,
+)
+from tuner.cli._print import print_workload, table
 from tuner.errors import ConfigError, TunerError
 
 
@@ -20,32 +34,42 @@ def bench(
     preset: Optional[Path] = typer.Option(None, "--preset", "-p", help="Measure an exported preset."),
     set_: list[str] = typer.Option([], "--set", help="KEY=VALUE engine/sampling setting (repeatable), e.g. --set n_threads=2."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    prompt_tokens: int = PromptOpt,
-    gen_tokens: int = GenOpt,
+    workload_name: Optional[str] = WorkloadOpt,
+    prompt_tokens: Optional[int] = PromptOpt,
+    gen_tokens: Optional[int] = GenOpt,
+    depth: Optional[int] = DepthOpt,
     repeats: int = RepeatsOpt,
     no_quality: bool = NoQualityOpt,
     trial_timeout: float = TimeoutOpt,
 ) -> None:
-    """Measure one configuration (llama-cpp-python defaults unless --preset/--set say otherwise).
+    """Measure one configuration (llama-cpp-python defaults unless --preset/--set say otherwise)
+    on a workload (a preset's own workload by default, else chat).
 
     It runs in a worker process, like a trial: a llama.cpp abort is one error line, not a crash.
     """
+    from dataclasses import replace
+
     from tuner import models
     from tuner.preset import Preset
     from tuner.space import to_config
+    from tuner.workload import Workload
 
-    the_workload = workload(prompt_tokens, gen_tokens, repeats, no_quality)
     check_timeout(trial_timeout)
     values: dict[str, Any] = {}
     model_arg: Any = model
-    if preset is not None:
-        loaded = Preset.load(preset)
+    loaded = Preset.load(preset) if preset is not None else None
+    if loaded is not None:
         values.update(loaded.engine)
         values.update(loaded.sampling)
         model_arg = model or loaded.model
     values.update(_parse_sets(set_))
     config = to_config(values)
     model_path = models.resolve_model(model_arg)
+    asked = (workload_name, prompt_tokens, gen_tokens, depth) != (None, None, None, None)
+    if loaded is not None and not asked and loaded.measured.get("workload"):  # what the preset was tuned for
+        the_workload = replace(Workload.from_dict(loaded.measured["workload"]), repeats=repeats, quality=not no_quality)
+    else:
+        the_workload = workload(workload_name, prompt_tokens, gen_tokens, depth, repeats=repeats, no_quality=no_quality, model_path=model_path)
     with worker(model_path, trial_timeout) as runner:
         reference = runner.reference(models.model_sha256(model_path)) if the_workload.quality else None
         result = runner.measure(config, the_workload)
@@ -55,8 +79,14 @@ def bench(
         data.update(data.pop("quality") or {})  # kld_mean, kld_p99, top1_agreement, task_accuracy, ...
         typer.echo(json.dumps(data))
         return
+    print_workload(the_workload)
     rows = [[name, f"{getattr(result, name).median:.2f}", f"{getattr(result, name).iqr:.2f}", " ".join(f"{x:.1f}" for x in getattr(result, name).samples)] for name in result.METRICS]
     typer.echo(table(["metric", "median", "IQR", "samples"], rows))
+    shapes = [
+        [f.shape.describe(), f"{f.decode_tok_s.median:.1f}", f"{f.prompt_tok_s.median:.0f}", f"{f.ttft_ms.median:.0f}", f"{f.request_ms.median:.0f}", f.context_tokens]
+        for f in result.shapes
+    ]
+    typer.echo(table(["shape", "decode tok/s", "prompt tok/s", "TTFT ms", "request ms", "cached at 1st token"], shapes))
     if result.quality and reference:
         q = result.quality
         typer.echo(

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.report._page import Section, pm, ratio_text, settings, table
-from tuner.stats import Stat
+from tuner.stats import UNITS, Stat
 from tuner.study import Row, Summary, is_feasible
 from tuner.study.explain import MIN_TRIALS_FOR_IMPORTANCE, importances, searched_trials
 
@@ -69,8 +69,8 @@ def _quartile_errors(stats: list[Stat]) -> list[list[float]]:
     return [below, above]
 
 
-def _decode_stat(trial: Any) -> Stat:
-    return Stat.from_dict(trial.user_attrs["measurement"]["decode_tok_s"])
+def _speed_stat(trial: Any, metric: str) -> Stat:
+    return Stat.from_dict(trial.user_attrs["measurement"][metric])
 
 
 def history(study: Any, summary: Summary, out_dir: Path) -> Section:
@@ -81,13 +81,14 @@ def history(study: Any, summary: Summary, out_dir: Path) -> Section:
     fig = _figure()
     ax = fig.add_subplot()
     search = [t for t in trials if "baseline" not in t.user_attrs]
-    for feasible, label in ((True, "search trial (feasible)"), (False, "search trial (infeasible: outside the quality floor)")):
+    unit = UNITS.get(summary.metric, summary.metric)
+    for feasible, label in ((True, "search trial (feasible)"), (False, "search trial (infeasible: quality floor or latency target)")):
         group = [t for t in search if is_feasible(t) == feasible]
         if group:
             ax.errorbar(
                 [t.number for t in group],
                 [t.values[0] for t in group],
-                yerr=_quartile_errors([_decode_stat(t) for t in group]),
+                yerr=_quartile_errors([_speed_stat(t, summary.metric) for t in group]),
                 fmt="o" if feasible else "x",
                 color=COLORS["feasible" if feasible else "infeasible"],
                 ecolor="#bbbbbb",
@@ -100,7 +101,7 @@ def history(study: Any, summary: Summary, out_dir: Path) -> Section:
         ax.errorbar(
             [trial.number],
             [trial.values[0]],
-            yerr=_quartile_errors([_decode_stat(trial)]),
+            yerr=_quartile_errors([_speed_stat(trial, summary.metric)]),
             fmt=MARKERS.get(kind, "^"),
             markersize=8,
             color=COLORS.get(kind, "black"),
@@ -117,20 +118,20 @@ def history(study: Any, summary: Summary, out_dir: Path) -> Section:
     if summary.confirmation is not None and summary.best is not None:
         # The winner is picked by re-measurement, so it need not be the top of the line.
         best = summary.best
-        ax.plot([best.number], [best.decode.median], "o", markersize=16, markerfacecolor="none", markeredgecolor=COLORS["best"], markeredgewidth=2, label=f"confirmed winner (#{best.number})")
+        ax.plot([best.number], [best.speed.median], "o", markersize=16, markerfacecolor="none", markeredgecolor=COLORS["best"], markeredgewidth=2, label=f"confirmed winner (#{best.number})")
     _integer_axis(ax.xaxis)
     ax.set_ylim(bottom=0)
     ax.set_xlabel("trial number")
-    ax.set_ylabel("decode speed (tokens/s, median of repetitions)")
-    ax.set_title(f"Optimization history of '{study.study_name}': decode tok/s per trial")
+    ax.set_ylabel(f"{unit} (median of repetitions)")
+    ax.set_title(f"Optimization history of '{study.study_name}': {unit} per trial")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     note = "Error bars span the interquartile range of the timed repetitions."
-    return Section(title, _save(fig, out_dir / "history.png"), "decode tok/s per trial with the best-so-far line", note)
+    return Section(title, _save(fig, out_dir / "history.png"), f"{unit} per trial with the best-so-far line", note)
 
 
 def _best_so_far(trials: list[Any], last: int) -> list[tuple[int, float]]:
-    """(trial number, best feasible decode tok/s up to it), one point per improvement, to ``last``."""
+    """(trial number, best feasible speed objective up to it), one point per improvement, to ``last``."""
     steps: list[tuple[int, float]] = []
     for trial in sorted(trials, key=lambda t: t.number):
         if is_feasible(trial) and (not steps or trial.values[0] > steps[-1][1]):
@@ -147,11 +148,12 @@ def _integer_axis(axis: Any) -> None:
 
 
 def pareto(study: Any, summary: Summary, out_dir: Path) -> Section:
-    title = "Pareto front: decode speed vs quality"
+    title = "Pareto front: speed vs quality"
+    unit = UNITS.get(summary.metric, summary.metric)
     if len(study.directions) < 2:
         return Section(
             title,
-            note="This study has no quality objective (it was started with --no-quality): decode tok/s is its only "
+            note=f"This study has no quality objective (it was started with --no-quality): {unit} is its only "
             "objective, so there is no Pareto front to plot.",
         )
     trials = _completed(study)
@@ -170,10 +172,10 @@ def pareto(study: Any, summary: Summary, out_dir: Path) -> Section:
                 alpha=0.6,
                 label=label,
             )
-    front = sorted(summary.pareto, key=lambda r: r.decode.median)
+    front = sorted(summary.pareto, key=lambda r: r.speed.median)
     if front:
         ax.plot(
-            [r.decode.median for r in front],
+            [r.speed.median for r in front],
             [r.quality["kld_mean"] for r in front],
             "o-",
             color=COLORS["front"],
@@ -188,16 +190,16 @@ def pareto(study: Any, summary: Summary, out_dir: Path) -> Section:
     budget = (study.user_attrs.get("quality_budget") or {}).get("kld_mean")
     if budget is not None:
         ax.axhline(budget, linestyle="--", color=COLORS["infeasible"], linewidth=1, label=f"KLD budget ({budget})")
-    ax.set_xlabel("decode speed (tokens/s, median) — higher is better")
+    ax.set_xlabel(f"{unit} (median) — higher is better")
     ax.set_ylabel("mean KLD vs the reference (nats) — lower is better")
-    ax.set_title("Pareto front: decode speed vs mean KLD")
+    ax.set_title(f"Pareto front: {unit} vs mean KLD")
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")
     note = (
         "Each point is a completed trial. The front holds the feasible trials that no other trial beats on both "
-        "decode speed and mean KLD."
+        "speed and mean KLD."
     )
-    return Section(title, _save(fig, out_dir / "pareto.png"), "decode tok/s against mean KLD, Pareto front marked", note, _front_table(front))
+    return Section(title, _save(fig, out_dir / "pareto.png"), f"{unit} against mean KLD, Pareto front marked", note, _front_table(front, unit))
 
 
 def _point_labels(front: list[Row], summary: Summary) -> dict[tuple[float, float], str]:
@@ -207,7 +209,7 @@ def _point_labels(front: list[Row], summary: Summary) -> dict[tuple[float, float
     rows = {r.number: r for r in [*front, *summary.baselines.values()]}
     at: dict[tuple[float, float], list[int]] = {}
     for number, row in sorted(rows.items()):
-        at.setdefault((row.decode.median, row.quality["kld_mean"]), []).append(number)
+        at.setdefault((row.speed.median, row.quality["kld_mean"]), []).append(number)
     labels = {}
     for point, numbers in at.items():
         names = [f"#{n}" + (f" {baselines[n]}" if n in baselines else "") for n in numbers]
@@ -215,20 +217,20 @@ def _point_labels(front: list[Row], summary: Summary) -> dict[tuple[float, float
     return labels
 
 
-def _front_table(front: list[Row]) -> str:
+def _front_table(front: list[Row], unit: str) -> str:
     rows = [
-        [f"#{r.number}", pm(r.decode), f"{r.quality['kld_mean']:.4f}", f"{r.quality['task_accuracy']:.2f}", settings(r.config)]
-        for r in sorted(front, key=lambda r: -r.decode.median)
+        [f"#{r.number}", pm(r.speed), f"{r.quality['kld_mean']:.4f}", f"{r.quality['task_accuracy']:.2f}", settings(r.config)]
+        for r in sorted(front, key=lambda r: -r.speed.median)
     ]
-    return table(["trial", "decode tok/s (median ± IQR)", "mean KLD", "task accuracy", "settings"], rows) if rows else ""
+    return table(["trial", f"{unit} (median ± IQR)", "mean KLD", "task accuracy", "settings"], rows) if rows else ""
 
 
-_OBJECTIVE_NAMES = {"decode_tok_s": "decode tok/s", "kld_mean": "mean KLD"}
+_OBJECTIVE_NAMES = {name: UNITS[name] for name in ("requests_per_min", "decode_tok_s", "kld_mean")}
 
 
 def importance_sections(study: Any, out_dir: Path) -> list[Section]:
     """One section per objective, from :func:`tuner.study.explain.importances` (what `tune explain` prints)."""
-    objectives = list(study.user_attrs.get("objectives") or ["decode_tok_s", "kld_mean"][: len(study.directions)])
+    objectives = list(study.user_attrs.get("objectives") or ["decode_tok_s", "kld_mean"][: len(study.directions)])  # old studies had none
     scores = importances(study)
     searched = len(searched_trials(study))
     return [_importance(study, searched, o, scores.get(o, {}), out_dir) for o in objectives if o in _OBJECTIVE_NAMES]
@@ -267,32 +269,35 @@ def baselines(summary: Summary, out_dir: Path) -> Section:
     rows = [*summary.baselines.values(), *([summary.best] if summary.best else [])]
     if not rows:
         return Section(title, note="No baseline or feasible trial has completed yet: nothing to compare.")
+    unit = UNITS.get(summary.metric, summary.metric)
     fig = _figure(width=7.5)
     ax = fig.add_subplot()
     names = [_row_name(r, summary) for r in rows]
     bars = ax.bar(
         names,
-        [r.decode.median for r in rows],
-        yerr=_quartile_errors([r.decode for r in rows]),
+        [r.speed.median for r in rows],
+        yerr=_quartile_errors([r.speed for r in rows]),
         capsize=6,
         color=[COLORS.get(r.label, "grey") for r in rows],
     )
     for bar, row in zip(bars, rows):
         if not row.feasible:
             bar.set_hatch("//")  # outside the quality floor
-    labels = [f"{r.decode.median:.1f}" + (f" ({r.ratio_vs_defaults:.2f}x)" if r.ratio_vs_defaults is not None else "") for r in rows]
+    labels = [f"{r.speed.median:.1f}" + (f" ({r.ratio_vs_defaults:.2f}x)" if r.ratio_vs_defaults is not None else "") for r in rows]
     ax.bar_label(bars, labels, label_type="center", color="white", fontweight="bold")
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("decode speed (tokens/s, median)")
-    ax.set_title("Decode speed: best trial vs the baselines\n(bars: median; error bars: interquartile range)")
+    ax.set_ylabel(f"{unit} (median)")
+    ax.set_title(f"{unit}: best trial vs the baselines\n(bars: median; error bars: interquartile range)")
     ax.grid(axis="y", alpha=0.3)
     note = (
         "Each configuration's own trial reading. Ratios are against llama-cpp-python's defaults; a difference "
         "within the larger IQR or the study's noise floor is a tie."
     )
     if summary.best is None:
-        note += " No trial is within the quality floor, so there is no best trial to compare."
-    return Section(title, _save(fig, out_dir / "baselines.png"), "decode tok/s of defaults, guide card and best", note, _comparison_table(rows, summary))
+        note += " No trial is feasible (quality floor, latency targets), so there is no best trial to compare."
+    return Section(
+        title, _save(fig, out_dir / "baselines.png"), f"{unit} of defaults, guide card and best", note, _comparison_table(rows, summary) + _shape_table(rows, summary)
+    )
 
 
 def _row_name(row: Row, summary: Summary) -> str:
@@ -309,8 +314,9 @@ def _comparison_table(rows: list[Row], summary: Summary) -> str:
         cells.append(
             [
                 _row_name(row, summary),
-                pm(row.decode),
+                pm(row.speed),
                 ratio_text(row, summary),
+                pm(row.decode),
                 pm(row.prompt, 0),
                 f"{row.ttft.median:.0f}",
                 f"{row.quality['kld_mean']:.4f}" if row.quality else "-",
@@ -319,5 +325,20 @@ def _comparison_table(rows: list[Row], summary: Summary) -> str:
                 settings(row.config),
             ]
         )
-    header = ["config", "decode tok/s (median ± IQR)", "vs defaults", "prompt tok/s", "TTFT ms", "mean KLD", "task accuracy", "feasible", "settings"]
+    unit = UNITS.get(summary.metric, summary.metric)
+    header = ["config", f"{unit} (median ± IQR)", "vs defaults", "decode tok/s", "prompt tok/s", "TTFT ms", "mean KLD", "task accuracy", "feasible", "settings"]
     return table(header, cells)
+
+
+def _shape_table(rows: list[Row], summary: Summary) -> str:
+    """Per request shape: each configuration's medians (studies made before workloads have none)."""
+    if not rows or len({len(r.shapes) for r in rows}) != 1 or not rows[0].shapes:
+        return ""
+    cells = []
+    for index, first in enumerate(rows[0].shapes):
+        shape = first["shape"]
+        label = f"{shape['name']}: depth {shape['depth']} + prompt {shape['prompt']} -> gen {shape['gen']}"
+        for row in rows:
+            s = row.shapes[index]
+            cells.append([label, _row_name(row, summary), f"{s['decode_tok_s']:.1f}", f"{s['prompt_tok_s']:.0f}", f"{s['ttft_ms']:.0f}", f"{s['request_ms']:.0f}"])
+    return table(["request shape", "config", "decode tok/s", "prompt tok/s", "TTFT ms", "request ms"], cells)

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from tuner.config import EngineConfig
-from tuner.stats import Stat
+from tuner.stats import UNITS, Stat
 from tuner.study import Row, Summary
+from tuner.workload import Workload
 
 __all__ = ["Section", "pm", "ratio_text", "render_page", "settings", "table"]
 
@@ -90,12 +91,7 @@ def _summary_table(study: Any, summary: Summary) -> str:
         ["model", f"{Path(attrs.get('model_path', '?')).name} (sha256 {str(attrs.get('model_sha256', '?'))[:12]}…)"],
         ["machine", _machine(attrs.get("machine") or {})],
         ["search space", (attrs.get("space") or {}).get("name", "?")],
-        [
-            "workload",
-            f"{workload.get('prompt_tokens', '?')} prompt + {workload.get('gen_tokens', '?')} generated tokens, "
-            f"{workload.get('repeats', '?')} timed repetitions after a warm-up"
-            + (", quality proxy on" if workload.get("quality") else ", no quality proxy"),
-        ],
+        ["workload", _workload_text(workload)],
         [
             "trials",
             f"{summary.complete} completed ({summary.feasible} feasible, {summary.infeasible} infeasible), "
@@ -104,10 +100,10 @@ def _summary_table(study: Any, summary: Summary) -> str:
     ]
     best = summary.best
     if best is None:
-        rows.append(["best config", "none yet (no completed trial within the quality floor)"])
+        rows.append(["best config", "none yet (no feasible completed trial: quality floor, latency targets)"])
     else:
         rows.append(["best config", f"trial #{best.number}: {settings(best.config)}"])
-        rows.append(["best decode tok/s", f"{pm(best.decode)} (median ± IQR)"])
+        rows.append([f"best {UNITS.get(summary.metric, summary.metric)}", f"{pm(best.speed)} (median ± IQR; decode {pm(best.decode)} tok/s, prompt {pm(best.prompt, 0)} tok/s)"])
         rows.append(["best vs defaults", f"trial reading: {ratio_text(best, summary)}"])
     if summary.noise:
         rows.append(["noise floor", f"±{summary.noise:.1%} run to run (closer results are ties)"])
@@ -117,6 +113,15 @@ def _summary_table(study: Any, summary: Summary) -> str:
         rows.append(["confirmation", "not confirmed by re-measurement (skipped, or the study changed since)"])
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table class="summary">{body}</table>'
+
+
+def _workload_text(data: dict[str, Any]) -> str:
+    """The workload in words: its shapes and weights (or a study's old single prompt + generation)."""
+    if not data:
+        return "?"
+    workload = Workload.from_dict(data)
+    text = f"{workload.name}: {workload.describe()}; {workload.repeats} timed repetitions after a warm-up request"
+    return text + (", quality proxy on" if workload.quality else ", no quality proxy")
 
 
 def _machine(machine: dict[str, Any]) -> str:
@@ -149,7 +154,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def ratio_text(row: Row, summary: Summary) -> str:
-    """The trial's decode ratio vs the defaults, called a tie as `tune show` calls it."""
+    """The trial's speed ratio vs the defaults, called a tie as `tune show` calls it."""
     if row.ratio_vs_defaults is None:
         return "-"
     text = f"{row.ratio_vs_defaults:.2f}x"

@@ -26,12 +26,15 @@ from tuner.study._storage import (
 from tuner.study._summary import Row, Summary, best_preset, summarize, why_picked
 from tuner.study._trials import (
     BASELINES,
+    baselines_for,
     baseline_trial,
     counted_trials,
     fastest_feasible,
     feasible_trials,
     is_feasible,
     noise_floor,
+    speed_objective,
+    study_defaults,
 )
 
 __all__ = [
@@ -45,6 +48,7 @@ __all__ = [
     "Summary",
     "TrialFailed",
     "baseline_trial",
+    "baselines_for",
     "best_preset",
     "check_machine",
     "check_new_study",
@@ -59,7 +63,9 @@ __all__ = [
     "open_storage",
     "redact",
     "resume_study",
+    "speed_objective",
     "start_study",
+    "study_defaults",
     "summarize",
     "why_picked",
 ]

@@ -14,10 +14,11 @@ from tuner.config import EngineConfig
 from tuner.engine import Engine
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.hardware import describe_machine
-from tuner.measure import Measurement, Workload, measure
+from tuner.measure import Measurement, measure
 from tuner.quality import QualityBudget, reference_for
 from tuner.space import SearchSpace
 from tuner.study._trials import counted_trials
+from tuner.workload import LatencyTargets, Workload
 
 __all__ = ["InProcess", "Runner", "TrialFailed", "make_objective"]
 
@@ -60,9 +61,15 @@ def make_objective(
     target: int,
     budget: QualityBudget | None,
     reference: dict[str, float] | None,
+    targets: LatencyTargets | None = None,
+    speed: str = "requests_per_min",
 ) -> Callable[[Any], Any]:
     """The function Optuna calls for each trial: suggest (or take the baseline's settings),
-    measure, record, and return the objectives; a refused configuration raises TrialFailed."""
+    measure, record, and return the objectives; a refused configuration raises TrialFailed.
+
+    The speed objective ``speed`` is the workload's requests per minute (decode tok/s in studies
+    made before workloads); with the quality proxy, mean KLD is the second. The quality floor and
+    the latency targets are Optuna constraints."""
     import optuna
 
     def objective(trial: Any) -> Any:
@@ -89,17 +96,45 @@ def make_objective(
             trial.set_user_attr("llama_log_tail", exc.log_tail)
             return _fail(trial, exc.reason)
         _record(trial, result, model_sha)
+        _constrain(trial, result, budget, reference, targets)
+        value = getattr(result, speed).median
         if budget is None or result.quality is None:
-            return result.decode_tok_s.median
-        constraints = budget.constraints(result.quality, reference["greedy_accuracy"])
-        for key, value in constraints.items():
-            trial.set_constraint(key, value)
-        # optuna-dashboard 0.21 shows only the old list format: mirror them where it looks
-        trial.set_user_attr("constraints", constraints)
-        trial.set_user_attr("feasible", all(v <= 0 for v in constraints.values()))
-        return result.decode_tok_s.median, result.quality.kld_mean
+            return value
+        return value, result.quality.kld_mean
 
     return objective
+
+
+def _constrain(
+    trial: Any, result: Measurement, budget: QualityBudget | None, reference: dict[str, float] | None, targets: LatencyTargets | None
+) -> None:
+    """Set the quality floor's and the latency targets' constraints, and say why a trial misses."""
+    constraints: dict[str, float] = {}
+    if budget is not None and result.quality is not None and reference is not None:
+        constraints.update(budget.constraints(result.quality, reference["greedy_accuracy"]))
+    if targets:
+        constraints.update(targets.constraints(result.worst("ttft_ms"), result.worst("decode_tok_s")))
+    if not constraints:
+        return
+    for key, value in constraints.items():
+        trial.set_constraint(key, value)
+    # optuna-dashboard 0.21 shows only the old list format: mirror them where it looks
+    trial.set_user_attr("constraints", constraints)
+    trial.set_user_attr("feasible", all(v <= 0 for v in constraints.values()))
+    missed = [_why(key, value, result, budget, targets) for key, value in constraints.items() if value > 0]
+    if missed:
+        trial.set_user_attr("infeasible_reason", "; ".join(missed))
+
+
+def _why(key: str, excess: float, result: Measurement, budget: QualityBudget | None, targets: LatencyTargets | None) -> str:
+    """One constraint a trial misses, in words."""
+    if key == "ttft_ms":
+        return f"time to first token {result.worst('ttft_ms'):.0f} ms on its slowest shape > {targets.max_ttft_ms:g} ms (--max-ttft-ms)"
+    if key == "decode_tok_s":
+        return f"decode {result.worst('decode_tok_s'):.1f} tok/s on its slowest shape < {targets.min_decode_tok_s:g} (--min-decode-tok-s)"
+    if key == "kld_mean":
+        return f"mean KLD {result.quality.kld_mean:.4f} > {budget.kld_mean} (--quality-budget)"
+    return f"task accuracy {result.quality.task_accuracy:.2f} below {budget.accuracy_floor:.0%} of greedy (--accuracy-floor)"
 
 
 def _surplus(trial: Any, target: int) -> bool:
@@ -124,7 +159,7 @@ def _record(trial: Any, result: Measurement, model_sha: str) -> None:
     """Everything a reader of this trial needs later: medians, IQRs, raw samples, context."""
     machine = describe_machine()
     trial.set_user_attr("measurement", result.to_dict())
-    for name in ("decode_tok_s", "prompt_tok_s", "ttft_ms"):
+    for name in ("requests_per_min", "decode_tok_s", "prompt_tok_s", "ttft_ms"):
         stat = getattr(result, name)
         trial.set_user_attr(f"{name}_median", round(stat.median, 3))
         trial.set_user_attr(f"{name}_iqr", round(stat.iqr, 3))

@@ -3,7 +3,7 @@
 A study is an Optuna study in an RDB storage (SQLite by default) whose study-level user_attrs
 record what it tunes (model file and sha256, workload, search space, machine) and whose trials
 record every measurement. Before the first trial the noise floor is measured; the first two
-trials are the baselines (see :data:`tuner.study.BASELINES`); after the last, the winner is
+trials are the baselines (see :func:`tuner.study.baselines_for`); after the last, the winner is
 confirmed by re-measurement (:mod:`tuner.study.confirm`). ``trials`` counts every trial of the
 study, baselines included.
 """
@@ -19,13 +19,13 @@ from typing import Any
 
 from tuner.errors import ConfigError, EngineError, StudyError, WorkerFailed
 from tuner.hardware import describe_machine, different_machine
-from tuner.measure import Workload
+from tuner.workload import LatencyTargets, Workload
 from tuner.quality import QualityBudget
 from tuner.space import SearchSpace
 from tuner.stats import check_rounds
 from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
 from tuner.study._objective import Runner, TrialFailed, make_objective
-from tuner.study._trials import BASELINES, counted_trials, fastest_feasible, is_feasible
+from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, speed_objective, study_defaults
 from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, measure_noise_floor
 
 __all__ = [
@@ -37,9 +37,11 @@ __all__ = [
     "start_study",
 ]
 
-# What a study optimizes: decode speed, and (with the quality proxy) fidelity to the reference.
-OBJECTIVES = ("decode_tok_s", "kld_mean")
-DIRECTIONS = {"decode_tok_s": "maximize", "kld_mean": "minimize"}
+# What a study optimizes: what the user waits for (requests per minute on the workload), and
+# (with the quality proxy) fidelity to the reference. Studies made before workloads optimized
+# decode_tok_s; they keep it when resumed.
+OBJECTIVES = ("requests_per_min", "kld_mean")
+DIRECTIONS = {"requests_per_min": "maximize", "decode_tok_s": "maximize", "kld_mean": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class StudySpec:
     trials: int = 50
     seed: int | None = None
     budget: QualityBudget = field(default_factory=QualityBudget)
+    targets: LatencyTargets = field(default_factory=LatencyTargets)
 
     def __post_init__(self) -> None:
         check_trials(self.trials)
@@ -67,7 +70,7 @@ class Progress:
     number: int
     label: str  # "defaults", "guide_card" or "search"
     state: str
-    value: float | None
+    value: float | None  # the speed objective (see ``objective``)
     iqr: float | None
     best_value: float | None
     best_number: int | None
@@ -76,6 +79,9 @@ class Progress:
     kld: float | None = None
     accuracy: float | None = None
     feasible: bool = True
+    objective: str = "requests_per_min"
+    decode_tok_s: float | None = None
+    prompt_tok_s: float | None = None
 
 
 def start_study(
@@ -121,13 +127,14 @@ def start_study(
         "seed": spec.seed,
         "objectives": list(objectives),
         "quality_budget": asdict(spec.budget) if spec.workload.quality else None,
+        "latency_targets": spec.targets.to_dict() if spec.targets else None,
         "reference": reference,
         "machine": machine,
         "created": now(),
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    for label, config in BASELINES.items():
+    for label, config in baselines_for(spec.workload.n_ctx_needed).items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
     _measure_noise(study, runner, spec.workload, on_note)
     ran = _run(study, spec.trials, runner, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
@@ -178,7 +185,7 @@ def check_trials(trials: int) -> None:
 
 def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Callable[[str], None] | None) -> None:
     try:
-        floor = measure_noise_floor(runner, workload)
+        floor = measure_noise_floor(runner, workload, metric=speed_objective(study), defaults=study_defaults(study))
     except (ConfigError, EngineError, WorkerFailed) as exc:
         # The defaults cannot run this workload (e.g. n_ctx 512 under a longer prompt): their
         # baseline trial will fail and say why; ties then rest on each trial's own spread.
@@ -235,7 +242,18 @@ def _run(
     study.sampler = new_sampler(None if study.user_attrs.get("seed") is None else study.user_attrs["seed"] + len(study.trials))
     _requeue_interrupted(study)
     budget = QualityBudget(**study.user_attrs["quality_budget"]) if study.user_attrs.get("quality_budget") else None
-    objective = make_objective(runner, space, workload, study.user_attrs.get("model_sha256", ""), target, budget, study.user_attrs.get("reference"))
+    targets = LatencyTargets(**study.user_attrs["latency_targets"]) if study.user_attrs.get("latency_targets") else None
+    objective = make_objective(
+        runner,
+        space,
+        workload,
+        model_sha=study.user_attrs.get("model_sha256", ""),
+        target=target,
+        budget=budget,
+        reference=study.user_attrs.get("reference"),
+        targets=targets,
+        speed=speed_objective(study),
+    )
     started, run_here, numbers = time.monotonic(), 0, set()
     while True:
         with quiet_experimental():
@@ -279,6 +297,11 @@ def _requeue_interrupted(study: Any) -> None:
 def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: float) -> Progress:
     best = fastest_feasible(study)
     measurement = trial.user_attrs.get("measurement") or {}
+    speed = speed_objective(study)
+
+    def median(name: str) -> float | None:
+        return (measurement.get(name) or {}).get("median")
+
     return Progress(
         done=target - remaining,
         target=target,
@@ -286,13 +309,19 @@ def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: 
         label=trial.user_attrs.get("baseline", "search"),
         state=trial.state.name,
         value=trial.values[0] if trial.state.name == "COMPLETE" else None,
-        iqr=(measurement.get("decode_tok_s") or {}).get("iqr"),
+        iqr=(measurement.get(speed) or {}).get("iqr"),
         best_value=best.values[0] if best else None,
         best_number=best.number if best else None,
         eta_s=remaining * per_trial_s,
         reason=trial.user_attrs.get("fail_reason", "")
+        or trial.user_attrs.get("infeasible_reason", "")
         or ("another process took the last trial slot" if trial.user_attrs.get("surplus") else ""),
         kld=trial.user_attrs.get("kld_mean"),
         accuracy=trial.user_attrs.get("task_accuracy"),
         feasible=is_feasible(trial),
+        objective=speed,
+        decode_tok_s=median("decode_tok_s"),
+        prompt_tok_s=median("prompt_tok_s"),
     )
+
+

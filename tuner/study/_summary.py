@@ -10,9 +10,9 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.errors import StudyError
 from tuner.preset import Preset
-from tuner.stats import Stat, is_tie
+from tuner.stats import UNITS, Stat, is_tie
 from tuner.study._storage import now
-from tuner.study._trials import BASELINES, baseline_trial, fastest_feasible, is_feasible, noise_floor
+from tuner.study._trials import BASELINES, baseline_trial, fastest_feasible, is_feasible, noise_floor, speed_objective
 from tuner.study.confirm import Confirmation, current_confirmation
 
 __all__ = ["Row", "Summary", "best_preset", "summarize", "why_picked"]
@@ -20,44 +20,62 @@ __all__ = ["Row", "Summary", "best_preset", "summarize", "why_picked"]
 
 @dataclass(frozen=True)
 class Row:
-    """One configuration's figures in a comparison table."""
+    """One configuration's figures in a comparison table.
+
+    ``speed`` is the study's speed objective (``metric``: requests/min, or decode tok/s in a study
+    made before workloads); decode, prompt and TTFT are over all request shapes, and ``shapes``
+    holds each shape's medians.
+    """
 
     label: str
     number: int
+    speed: Stat
     decode: Stat
     prompt: Stat
     ttft: Stat
     config: dict[str, Any]
-    ratio_vs_defaults: float | None = None
+    metric: str = "requests_per_min"
+    ratio_vs_defaults: float | None = None  # on the speed objective
     telemetry: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, float] | None = None
     feasible: bool = True
+    shapes: list[dict[str, Any]] = field(default_factory=list)
 
     def within_noise_of(self, other: Row, noise: float = 0.0) -> bool:
-        """A tie: the decode medians differ by no more than the larger of the two IQRs, or by no
+        """A tie: the speed medians differ by no more than the larger of the two IQRs, or by no
         more than the relative ``noise`` (the study's noise floor)."""
-        gap = abs(self.decode.median - other.decode.median)
-        return gap <= max(self.decode.iqr, other.decode.iqr) or is_tie(self.decode.median, other.decode.median, noise)
+        gap = abs(self.speed.median - other.speed.median)
+        return gap <= max(self.speed.iqr, other.speed.iqr) or is_tie(self.speed.median, other.speed.median, noise)
 
     @classmethod
-    def of(cls, label: str, trial: Any, defaults: Any | None) -> Row:
+    def of(cls, label: str, trial: Any, defaults: Any | None, metric: str = "requests_per_min") -> Row:
         m = trial.user_attrs["measurement"]
-        decode = Stat.from_dict(m["decode_tok_s"])
+        speed = Stat.from_dict(m[metric])
         ratio = None
         if defaults is not None:
-            ratio = decode.median / Stat.from_dict(defaults.user_attrs["measurement"]["decode_tok_s"]).median
+            ratio = speed.median / Stat.from_dict(defaults.user_attrs["measurement"][metric]).median
         return cls(
             label=label,
             number=trial.number,
-            decode=decode,
+            speed=speed,
+            decode=Stat.from_dict(m["decode_tok_s"]),
             prompt=Stat.from_dict(m["prompt_tok_s"]),
             ttft=Stat.from_dict(m["ttft_ms"]),
             config=m["effective"],
+            metric=metric,
             ratio_vs_defaults=ratio,
             telemetry=m.get("telemetry") or {},
             quality=m.get("quality"),
             feasible=is_feasible(trial),
+            shapes=[_shape_medians(s) for s in m.get("shapes") or []],
         )
+
+
+def _shape_medians(figures: dict[str, Any]) -> dict[str, Any]:
+    """One request shape's medians (and its shape) from a recorded measurement."""
+    row = {"shape": figures["shape"], "context_tokens": figures["context_tokens"]}
+    row.update({name: round(figures[name]["median"], 2) for name in ("prompt_tok_s", "decode_tok_s", "ttft_ms", "request_ms")})
+    return row
 
 
 @dataclass(frozen=True)
@@ -74,6 +92,7 @@ class Summary:
     infeasible: int = 0
     noise: float = 0.0  # the study's relative noise floor
     confirmation: Confirmation | None = None  # when current (see current_confirmation)
+    metric: str = "requests_per_min"  # the speed objective every Row's ``speed`` holds
 
     def ties_defaults(self, row: Row) -> bool:
         """True when ``row`` (not the defaults themselves) is within the noise of the defaults."""
@@ -86,11 +105,12 @@ def summarize(study: Any) -> Summary:
     from optuna.trial import TrialState
 
     defaults = baseline_trial(study, "defaults")
+    metric = speed_objective(study)
     baselines = {}
     for label in BASELINES:
         trial = baseline_trial(study, label)
         if trial is not None:
-            baselines[label] = Row.of(label, trial, defaults)
+            baselines[label] = Row.of(label, trial, defaults, metric)
     confirmation = current_confirmation(study)
     best = study.trials[confirmation.winner] if confirmation else fastest_feasible(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -105,14 +125,15 @@ def summarize(study: Any) -> Summary:
         target=int(study.user_attrs.get("target_trials", 0)),
         complete=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
         failed=len(failures),
-        best=Row.of("best", best, defaults) if best else None,
+        best=Row.of("best", best, defaults, metric) if best else None,
         baselines=baselines,
         failures=failures,
-        pareto=sorted((Row.of("pareto", t, defaults) for t in front), key=lambda r: -r.decode.median),
+        pareto=sorted((Row.of("pareto", t, defaults, metric) for t in front), key=lambda r: -r.speed.median),
         feasible=len(feasible),
         infeasible=len(complete) - len(feasible),
         noise=noise_floor(study),
         confirmation=confirmation,
+        metric=metric,
     )
 
 
@@ -122,10 +143,11 @@ def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
     assert best is not None
     if summary.confirmation is not None:
         return f"confirmed by re-measurement: {summary.confirmation.why}"
+    unit = UNITS.get(summary.metric, summary.metric)
     if not budget or not best.quality:
-        return f"fastest decode of {summary.complete} completed trials (no quality floor)"
+        return f"most {unit} of the {summary.feasible} feasible trials ({summary.complete} completed, no quality floor)"
     return (
-        f"fastest decode among {summary.feasible} trials within the quality floor "
+        f"most {unit} among {summary.feasible} trials within the quality floor "
         f"(mean KLD {best.quality['kld_mean']:.4f} <= {budget['kld_mean']}, task accuracy "
         f"{best.quality['task_accuracy']:.2f} >= {budget['accuracy_floor']:.0%} of greedy); "
         f"{summary.infeasible} completed trials were outside it"
@@ -136,12 +158,14 @@ def _confirmed_figures(confirmation: Confirmation) -> dict[str, Any]:
     """The winner's re-measured figures for a preset's ``measured.confirmed`` section."""
     winner = confirmation.candidate(confirmation.winner)
     ratios = winner.ratio_vs_defaults
+    metric = confirmation.metric
     return {
-        "decode_tok_s": {"median": round(winner.decode.median, 2), "iqr": round(winner.decode.iqr, 2), "rounds": [round(x, 2) for x in winner.rounds]},
-        "defaults_decode_tok_s": {"median": round(confirmation.defaults.decode.median, 2), "rounds": [round(x, 2) for x in confirmation.defaults.rounds]},
+        "metric": metric,
+        metric: {"median": round(winner.value.median, 2), "iqr": round(winner.value.iqr, 2), "rounds": [round(x, 2) for x in winner.rounds]},
+        f"defaults_{metric}": {"median": round(confirmation.defaults.value.median, 2), "rounds": [round(x, 2) for x in confirmation.defaults.rounds]},
         "vs_defaults": {"median": round(winner.ratio.median, 3), "low": round(min(ratios), 3), "high": round(max(ratios), 3)},
         "interval": f"range of the per-round ratios over {confirmation.rounds} interleaved rounds",
-        "candidates": {c.label: round(c.decode.median, 2) for c in confirmation.candidates if c.rounds and not c.error},
+        "candidates": {c.label: round(c.value.median, 2) for c in confirmation.candidates if c.rounds and not c.error},
     }
 
 
@@ -155,8 +179,8 @@ def best_preset(study: Any) -> Preset:
     if summary.best is None:
         if summary.infeasible:
             raise StudyError(
-                f"study '{study.study_name}' has no trial within the quality floor ({summary.infeasible} completed, all infeasible)",
-                f"run more trials with `tune resume {study.study_name} --trials N`, or start a study with a looser --quality-budget",
+                f"study '{study.study_name}' has no feasible trial ({summary.infeasible} completed, all outside the quality floor or a latency target)",
+                f"run more trials with `tune resume {study.study_name} --trials N`, or start a study with a looser --quality-budget or latency targets",
             )
         raise StudyError(
             f"study '{study.study_name}' has no completed trial to export",
@@ -165,10 +189,14 @@ def best_preset(study: Any) -> Preset:
     best = summary.best
     config = EngineConfig.from_dict(best.config)
     measured: dict[str, Any] = {
+        "objective": best.metric,
+        best.metric: {"median": round(best.speed.median, 2), "iqr": round(best.speed.iqr, 2)},
         "decode_tok_s": {"median": round(best.decode.median, 2), "iqr": round(best.decode.iqr, 2)},
         "prompt_tok_s": {"median": round(best.prompt.median, 2), "iqr": round(best.prompt.iqr, 2)},
         "ttft_ms": {"median": round(best.ttft.median, 2), "iqr": round(best.ttft.iqr, 2)},
+        "shapes": best.shapes,
         "workload": dict(study.user_attrs["workload"]),
+        "latency_targets": study.user_attrs.get("latency_targets"),
         "telemetry": best.telemetry,
         "quality": best.quality,
         "picked": why_picked(summary, study.user_attrs.get("quality_budget")),
@@ -177,7 +205,7 @@ def best_preset(study: Any) -> Preset:
     if summary.confirmation is not None:
         measured["confirmed"] = _confirmed_figures(summary.confirmation)
     for label, row in summary.baselines.items():
-        measured[f"vs_{label}"] = round(best.decode.median / row.decode.median, 3)
+        measured[f"vs_{label}"] = round(best.speed.median / row.speed.median, 3)
     trial = study.trials[best.number]
     provenance = {
         "study": study.study_name,

@@ -9,18 +9,22 @@ guide card").
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from tuner.config import EngineConfig
 
 __all__ = [
     "BASELINES",
+    "baselines_for",
     "baseline_trial",
     "counted_trials",
     "fastest_feasible",
     "feasible_trials",
     "is_feasible",
     "noise_floor",
+    "speed_objective",
+    "study_defaults",
 ]
 
 # The two baselines every study measures first. "defaults" is what llama_cpp.Llama does when a
@@ -42,20 +46,33 @@ BASELINES: dict[str, EngineConfig] = {
 }
 
 
+def baselines_for(n_ctx_needed: int) -> dict[str, EngineConfig]:
+    """The baselines a study with this context need measures.
+
+    The defaults are llama-cpp-python's, except n_ctx when its 512 cannot hold the workload: then
+    the smallest multiple of 256 that can (a user of the defaults must raise n_ctx too, and a
+    baseline that cannot run gives no comparison at all). The guide card stays as the guide wrote it.
+    """
+    defaults = BASELINES["defaults"]
+    if n_ctx_needed > defaults.n_ctx:
+        defaults = replace(defaults, n_ctx=-(-n_ctx_needed // 256) * 256)
+    return {**BASELINES, "defaults": defaults}
+
+
 def is_feasible(trial: Any) -> bool:
     """Within the quality floor: every constraint value <= 0 (no constraints: feasible)."""
     return all(value <= 0 for value in trial.constraints.values())
 
 
 def feasible_trials(study: Any) -> list[Any]:
-    """Completed trials within the quality floor."""
+    """Completed trials within the quality floor and the latency targets."""
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if is_feasible(t)]
 
 
 def fastest_feasible(study: Any) -> Any | None:
-    """The fastest completed trial within the quality floor (decode tok/s is the first objective)."""
+    """The fastest feasible completed trial (by the first objective: the speed objective)."""
     return max(feasible_trials(study), key=lambda t: t.values[0], default=None)
 
 
@@ -88,3 +105,17 @@ def noise_floor(study: Any) -> float:
     """The study's relative noise floor (0 when it has none): smaller differences are ties."""
     stored = study.user_attrs.get("noise_floor")
     return float(stored["relative"]) if stored else 0.0
+
+
+def speed_objective(study: Any) -> str:
+    """The name of the study's first (speed) objective: requests_per_min, or decode_tok_s for a
+    study made before workloads had request shapes."""
+    return (study.user_attrs.get("objectives") or ["decode_tok_s"])[0]
+
+
+def study_defaults(study: Any) -> EngineConfig:
+    """The defaults baseline's settings as the study enqueued them (n_ctx fitted to its workload)."""
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("baseline") == "defaults":
+            return EngineConfig.from_dict(trial.user_attrs["baseline_config"])
+    return BASELINES["defaults"]

@@ -23,9 +23,9 @@ from typing import Any
 
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
-from tuner.measure import Workload
-from tuner.stats import NoiseFloor, Stat, check_rounds, is_tie
-from tuner.study._trials import baseline_trial, counted_trials, feasible_trials, noise_floor
+from tuner.workload import Workload
+from tuner.stats import UNITS, NoiseFloor, Stat, check_rounds, is_tie
+from tuner.study._trials import baseline_trial, counted_trials, feasible_trials, noise_floor, speed_objective
 
 __all__ = [
     "CONFIRM_CANDIDATES",
@@ -47,11 +47,15 @@ CONFIRM_CANDIDATES = 3
 Note = Callable[[str], None]
 
 
-def measure_noise_floor(runner: Any, workload: Workload, runs: int = NOISE_RUNS) -> NoiseFloor:
-    """Measure the defaults ``runs`` times (speed only) and return their spread."""
+def measure_noise_floor(
+    runner: Any, workload: Workload, runs: int = NOISE_RUNS, metric: str = "requests_per_min", defaults: EngineConfig | None = None
+) -> NoiseFloor:
+    """Measure the defaults (``defaults``: the study's defaults baseline) ``runs`` times, speed only,
+    and return the spread of ``metric``."""
     speed_only = replace(workload, quality=False)
-    results = [runner.measure(EngineConfig(), speed_only).decode_tok_s for _ in range(runs)]
-    return NoiseFloor.of(results, speed_only.to_dict())
+    config = defaults or EngineConfig()
+    results = [getattr(runner.measure(config, speed_only), metric) for _ in range(runs)]
+    return NoiseFloor.of(results, speed_only.to_dict(), metric)
 
 
 @dataclass
@@ -61,15 +65,23 @@ class Candidate:
     label: str  # "defaults" or "#<trial number>"
     trial: int | None
     config: dict[str, Any]
-    trial_decode: float | None  # what the trial itself measured
+    trial_value: float | None  # what the trial itself measured (the confirmation's metric)
     kld_mean: float | None = None
-    rounds: list[float] = field(default_factory=list)  # decode tok/s median of each round
+    rounds: list[float] = field(default_factory=list)  # the metric's median in each round
     ratio_vs_defaults: list[float] = field(default_factory=list)  # per round
     error: str = ""
 
     @property
-    def decode(self) -> Stat:
+    def value(self) -> Stat:
+        """The re-measured metric over the rounds."""
         return Stat.of(self.rounds)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Candidate:
+        data = dict(data)
+        if "trial_decode" in data:  # stored before confirmations named their metric
+            data["trial_value"] = data.pop("trial_decode")
+        return cls(**data)
 
     @property
     def ratio(self) -> Stat:
@@ -88,6 +100,7 @@ class Confirmation:
     noise: float
     counted_trials: int  # how many trials the study held when confirmed (stale when it grows)
     workload: dict[str, Any]
+    metric: str = "decode_tok_s"  # what was re-measured: the study's speed objective
 
     def candidate(self, number: int) -> Candidate:
         return next(c for c in [*self.candidates, self.defaults] if c.trial == number)
@@ -100,12 +113,13 @@ class Confirmation:
         return cls(
             winner=data["winner"],
             why=data["why"],
-            candidates=[Candidate(**c) for c in data["candidates"]],
-            defaults=Candidate(**data["defaults"]),
+            candidates=[Candidate.from_dict(c) for c in data["candidates"]],
+            defaults=Candidate.from_dict(data["defaults"]),
             rounds=int(data["rounds"]),
             noise=float(data["noise"]),
             counted_trials=int(data["counted_trials"]),
             workload=dict(data["workload"]),
+            metric=str(data.get("metric", "decode_tok_s")),
         )
 
 
@@ -162,22 +176,24 @@ def confirm(
         return None
     workload = replace(Workload.from_dict(study.user_attrs["workload"]), quality=False)
     noise = noise_floor(study)
+    metric = speed_objective(study)
+    unit = UNITS.get(metric, metric)
     entries = [_defaults_entry(baseline)] + [
         Candidate(f"#{t.number}", t.number, t.user_attrs["measurement"]["effective"], t.values[0], t.user_attrs.get("kld_mean"))
         for t in top
     ]
-    note(f"confirming: {', '.join(c.label for c in entries)} re-measured in {rounds} interleaved rounds (speed only)")
+    note(f"confirming: {', '.join(c.label for c in entries)} re-measured in {rounds} interleaved rounds ({unit}, speed only)")
     for r in range(rounds):
         order = entries[r % len(entries) :] + entries[: r % len(entries)]  # rotate: no fixed position
         for entry in order:
-            _measure_into(entry, runner, workload)
+            _measure_into(entry, runner, workload, metric)
         note(f"round {r + 1}/{rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
     defaults, measured = entries[0], [e for e in entries[1:] if not e.error and e.rounds]
     if defaults.error:
         note(f"not confirmed: the defaults failed when re-measured ({defaults.error}); the trials' own figures stand")
         return None
     measured = [_with_ratios(e, defaults) for e in measured]
-    winner, why = _pick_winner(measured + [_with_ratios(defaults, defaults)], noise)
+    winner, why = _pick_winner(measured + [_with_ratios(defaults, defaults)], noise, unit)
     result = Confirmation(
         winner=winner.trial if winner else None,
         why=why,
@@ -187,6 +203,7 @@ def confirm(
         noise=noise,
         counted_trials=seen,
         workload=workload.to_dict(),
+        metric=metric,
     )
     study.set_user_attr("confirmation", result.to_dict())
     note(why)
@@ -199,13 +216,13 @@ def _defaults_entry(baseline: Any) -> Candidate:
     return Candidate(
         "defaults",
         baseline.number,
-        EngineConfig().to_dict(),
+        dict(baseline.user_attrs["baseline_config"]),
         baseline.values[0],
         baseline.user_attrs.get("kld_mean"),
     )
 
 
-def _measure_into(entry: Candidate, runner: Any, workload: Workload) -> None:
+def _measure_into(entry: Candidate, runner: Any, workload: Workload, metric: str) -> None:
     """One round's measurement of ``entry``; a failure is recorded on it and it drops out."""
     if entry.error:
         return
@@ -217,25 +234,25 @@ def _measure_into(entry: Candidate, runner: Any, workload: Workload) -> None:
     except WorkerFailed as exc:
         entry.error = exc.reason
         return
-    entry.rounds.append(result.decode_tok_s.median)
+    entry.rounds.append(getattr(result, metric).median)
 
 
 def _with_ratios(entry: Candidate, defaults: Candidate) -> Candidate:
     return replace(entry, ratio_vs_defaults=[a / d for a, d in zip(entry.rounds, defaults.rounds)])
 
 
-def _pick_winner(measured: list[Candidate], noise: float) -> tuple[Candidate | None, str]:
+def _pick_winner(measured: list[Candidate], noise: float, unit: str = "requests/min") -> tuple[Candidate | None, str]:
     """Fastest confirmed median; among candidates tied with it (within noise), the best quality."""
     if not measured:
         return None, "no candidate could be re-measured; the trials' own figures stand"
-    fastest = max(measured, key=lambda c: c.decode.median)
-    tied = [c for c in measured if is_tie(c.decode.median, fastest.decode.median, max(noise, c.decode.rel_iqr, fastest.decode.rel_iqr))]
+    fastest = max(measured, key=lambda c: c.value.median)
+    tied = [c for c in measured if is_tie(c.value.median, fastest.value.median, max(noise, c.value.rel_iqr, fastest.value.rel_iqr))]
     defaults = next((c for c in measured if c.label == "defaults"), None)
     if defaults is not None and defaults not in tied and _no_faster_than(_prefer(tied), defaults, noise):
         tied.append(defaults)  # ties are not transitive: the pick must itself beat the defaults
     if len(tied) == 1:
         return fastest, (
-            f"{fastest.label} is fastest when re-measured: {fastest.decode.median:.1f} tok/s, "
+            f"{fastest.label} is fastest when re-measured: {fastest.value.median:.1f} {unit}, "
             f"{fastest.ratio.median:.2f}x the defaults (rounds {min(fastest.ratio_vs_defaults):.2f}-{max(fastest.ratio_vs_defaults):.2f}x)"
         )
     winner = _prefer(tied)
@@ -243,11 +260,11 @@ def _pick_winner(measured: list[Candidate], noise: float) -> tuple[Candidate | N
     if winner.label == "defaults":
         return winner, (
             f"nothing is faster than the defaults beyond the noise (±{noise:.1%}): {others} tie with them "
-            f"({winner.decode.median:.1f} tok/s re-measured); keeping the defaults"
+            f"({winner.value.median:.1f} {unit} re-measured); keeping the defaults"
         )
     reason = "the lowest mean KLD" if winner.kld_mean is not None else "its median"
     return winner, (
-        f"{winner.label} ({winner.decode.median:.1f} tok/s, {winner.ratio.median:.2f}x the defaults) ties with {others} "
+        f"{winner.label} ({winner.value.median:.1f} {unit}, {winner.ratio.median:.2f}x the defaults) ties with {others} "
         f"within the noise (±{noise:.1%}); picked for {reason}"
     )
 
@@ -255,7 +272,7 @@ def _pick_winner(measured: list[Candidate], noise: float) -> tuple[Candidate | N
 def _prefer(tied: list[Candidate]) -> Candidate:
     """Among candidates tied on speed: the closest to the reference, then changing nothing (the
     defaults), then the faster median."""
-    return min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", -c.decode.median))
+    return min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", -c.value.median))
 
 
 def _no_faster_than(candidate: Candidate, defaults: Candidate, noise: float) -> bool:

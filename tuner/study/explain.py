@@ -3,7 +3,7 @@
 * :func:`importances` — optuna.importance (PED-ANOVA by default) per objective, over the settings
   that actually ran (each trial's *effective* config: after llama.cpp's clamps, baselines included),
   so conditional and bounded knobs (kv_type, n_batch <= n_ctx) are comparable across trials.
-* :func:`knob_effects` — per knob, the median decode speed and KLD of the trials at each value
+* :func:`knob_effects` — per knob, the median speed objective and KLD of the trials at each value
   (or each third of a numeric range). Observational: knobs move together in a study, so these
   are hints; the guide audit below is the controlled experiment.
 * :func:`audit_guide` — each of the RTX 4090 guide's per-knob claims re-enacted as the guide
@@ -20,7 +20,7 @@ from typing import Any
 
 from tuner.config import CONTEXT_KEYS, SAMPLING_KEYS, EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
-from tuner.measure import Workload
+from tuner.workload import Workload
 from tuner.stats import Stat, check_rounds, is_tie
 
 __all__ = [
@@ -160,12 +160,12 @@ def importances(study: Any) -> dict[str, dict[str, float]]:
 
 @dataclass(frozen=True)
 class KnobEffect:
-    """Trials grouped by one knob's value: how many, their median decode speed and KLD."""
+    """Trials grouped by one knob's value: how many, their median speed objective and KLD."""
 
     knob: str
     group: str  # the value, or a numeric range "1.0-1.5"
     trials: int
-    decode_median: float
+    speed_median: float  # the study's speed objective (requests/min, or decode tok/s before workloads)
     kld_median: float | None
 
 
@@ -250,11 +250,15 @@ def audit_guide(
     noise: float = 0.0,
     claims: tuple[Claim, ...] = GUIDE_CLAIMS,
     on_note: Callable[[str], None] | None = None,
+    base: EngineConfig | None = None,
 ) -> list[ClaimResult]:
     """Measure each guide claim (BEFORE vs AFTER, on llama-cpp-python's defaults), interleaved.
 
-    Every round measures all 2 x len(claims) configurations, in an order rotated each round.
+    ``base`` is the defaults the claims change (the study's defaults baseline: n_ctx raised when
+    512 cannot hold the workload). Every round measures all 2 x len(claims) configurations, in an
+    order rotated each round.
     """
+    defaults = (base or EngineConfig()).to_dict()
     check_rounds(rounds)
     speed_only = replace(workload, quality=False)
     results = [ClaimResult(c.knob, c.guide_says, c.claimed, c.before, c.after, metric=c.metric) for c in claims]
@@ -265,7 +269,7 @@ def audit_guide(
             if result.error:
                 continue
             try:
-                measurement = runner.measure(EngineConfig.from_dict(getattr(result, side)), speed_only)
+                measurement = runner.measure(EngineConfig.from_dict({**defaults, **getattr(result, side)}), speed_only)
             except (ConfigError, EngineError) as exc:
                 result.error = str(exc)
                 continue
