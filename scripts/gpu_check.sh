@@ -276,6 +276,9 @@ rehearse_setup() {
   configure
   if [[ ${FULL_BUILD:-0} == 1 ]]; then
     step "full build of the trimmed tree (FULL_BUILD=1, CPU)"
+    # The GPU machine has scikit-build-core; a rehearsal machine may not (and has a network).
+    "$VPY" -c 'import scikit_build_core' 2>/dev/null || "$VPY" -m pip install -q 'scikit-build-core[pyproject]>=0.9.2' ||
+      die "scikit-build-core (the sdist's build backend) is missing and could not be installed"
     build_llama ""
   fi
   step "the tool (--no-deps)"
@@ -382,12 +385,17 @@ if trials:
               f"median {fmt(trials['median_trial_s'])} s per searched trial; workload {trials.get('workload')}")
 if compare:
     c = s["compare"]
-    md += ["", f"| config | decode tok/s | prompt tok/s | tuned is |", "| --- | ---: | ---: | --- |"]
+    md += ["", f"| config | decode tok/s | prompt tok/s | tuned / this |", "| --- | ---: | ---: | --- |"]
     for name, label in (("defaults", "llama-cpp-python defaults"), ("guide_card", "RTX 4090 guide card"), ("tuned", "tuned preset")):
         ratio = {"defaults": f"{c['tuned_vs_defaults']:.2f}x (IQR {c['tuned_vs_defaults_iqr']:.2f})",
                  "guide_card": f"{c['tuned_vs_guide']:.2f}x (IQR {c['tuned_vs_guide_iqr']:.2f})", "tuned": ""}[name]
         md.append(f"| {label} | {fmt(c['decode_tok_s'].get(name))} | {fmt(c['prompt_tok_s'].get(name), '.0f')} | {ratio} |")
     md.append(f"\n(medians of {c['rounds']} interleaved rounds, benchmarks/compare_presets.py)")
+if bench:
+    e = bench["effective"]
+    kv = {1: "f16", 8: "q8_0", 2: "q4_0"}.get(e.get("type_k"), "f16")
+    md.append(f"- tuned settings: n_gpu_layers {e.get('n_gpu_layers')}, n_ctx {e.get('n_ctx')}, n_batch/n_ubatch {e.get('n_batch')}/{e.get('n_ubatch')}, "
+              f"flash_attn {'on' if e.get('flash_attn') else 'off'}, KV {kv}, threads {e.get('n_threads')}/{e.get('n_threads_batch')}")
 if roof:
     md.append(f"- roofline: {fmt(roof.get('eval_tok_s'))} tok/s x {roof['bytes_per_token_mib']:.1f} MiB read per token / "
               f"{fmt(roof.get('bandwidth_gb_s'))} GB/s ({roof.get('bandwidth_source')}) = {fmt(roof.get('fraction'), '.2f')} of the bandwidth ceiling"
@@ -395,7 +403,8 @@ if roof:
 tel = (s.get("telemetry") or {}).get("gpu")
 if tel:
     md.append(f"- tuned preset telemetry (NVML): peak VRAM {fmt(tel.get('peak_vram_used_mib'), '.0f')} MiB, utilisation {fmt(tel.get('mean_util_pct'), '.0f')}%, "
-              f"power {fmt(tel.get('mean_power_w'), '.0f')} W, {fmt(tel.get('energy_per_token_j'), '.3f')} J per generated token ({tel.get('energy_source')})")
+              f"power {fmt(tel.get('mean_power_w'), '.0f')} W, {fmt(tel.get('energy_per_token_j'), '.3f')} J per generated token "
+              f"(each repetition's prompt included; {tel.get('energy_source')})")
 elif s.get("telemetry"):
     md.append(f"- telemetry: peak RSS {s['telemetry'].get('peak_rss_mib')} MiB (no NVML GPU)")
 md.append("- steps: " + ", ".join(f"{x['step']} {x['seconds']} s" + ("" if x["rc"] == 0 else f" (rc {x['rc']})") for x in steps))
@@ -404,7 +413,7 @@ PY
 }
 
 trial_figures() {  # the study's trials from its storage, through optuna itself
-  "$PY" - "sqlite:///$ROOT/$GPU_OUT/study.db" "$STUDY" > "$GPU_OUT/trials.json" <<'PY'
+  "$PY" - "sqlite:///$(realpath "$GPU_OUT")/study.db" "$STUDY" > "$GPU_OUT/trials.json" <<'PY'
 import json, statistics, sys, warnings
 warnings.filterwarnings("ignore")
 import optuna
@@ -495,7 +504,7 @@ run_check() {
   mkdir -p "$GPU_OUT" "$WORK/models"
   rm -f "$GPU_OUT"/{steps.tsv,summary.json,summary.md,model.json,doctor.json,trials.json,compare.txt,bench_tuned.json,roofline.json,tuned.yaml,study.db}
   trap 'rc=$?; summarize "$([[ $rc == 0 ]] && echo complete || echo "failed (exit $rc) after step $(tail -1 "$GPU_OUT/steps.tsv" 2>/dev/null | cut -f1)")"; pack; exit $rc' EXIT
-  local wl storage="sqlite:///$ROOT/$GPU_OUT/study.db" model=${MODEL:-$WORK/models/made-$SHAPE-${QTYPE,,}.gguf}
+  local wl storage="sqlite:///$(realpath "$GPU_OUT")/study.db" model=${MODEL:-$WORK/models/made-$SHAPE-${QTYPE,,}.gguf}
   wl=$(workload_flags)
   echo "python $PY; output $GPU_OUT; model $model; $TRIALS trials; space ${SPACE:-chosen by the tool}; workload ${wl:-the default}"
 
@@ -525,7 +534,7 @@ PY
 
   step "study: $TRIALS trials, speed only, space ${SPACE:-auto} (stopped after ${STUDY_TIMEOUT_S}s if still running)"
   # shellcheck disable=SC2086
-  timed study timeout -s INT "$STUDY_TIMEOUT_S" "$PY" -m tuner.cli start --model "$model" --no-quality --trials "$TRIALS" \
+  timed study timeout -s INT -k 60 "$STUDY_TIMEOUT_S" "$PY" -m tuner.cli start --model "$model" --no-quality --trials "$TRIALS" \
     --study "$STUDY" --storage "$storage" --seed "$SEED" --confirm-rounds "$CONFIRM_ROUNDS" ${SPACE:+--space "$SPACE"} \
     ${REPEATS:+--repeats "$REPEATS"} $wl 2>&1 | tee "$GPU_OUT/study.txt" || true
   trial_figures
