@@ -24,7 +24,7 @@
 #                                        install offline on CPython 3.12 (dependency closure + pip
 #                                        --dry-run for cp312 manylinux), the trimmed source tree
 #                                        CMake-configured with the same flags minus CUDA (FULL_BUILD=1:
-#                                        also built and installed, ~5-10 min on 2 cores), the tool
+#                                        also built and installed: 162 s on 2 cores), the tool
 #                                        installed --no-deps
 #   scripts/gpu_check.sh rehearse-run    (b) on a tiny made model, --space cpu, small workload and
 #                                        few trials, into gpu-out-rehearsal/
