@@ -234,7 +234,8 @@ def test_rehearsal_summary_has_every_figure(rehearsal):
     assert s["study"]["median_trial_s"] > 0
     compare = s["compare"]
     for config in ("defaults", "guide_card", "tuned"):
-        assert compare["decode_tok_s"][config] > 0 and compare["prompt_tok_s"][config] > 0
+        medians = compare["medians"][config]
+        assert medians["requests_per_min"] > 0 and medians["decode_tok_s"] > 0 and medians["prompt_tok_s"] > 0
     assert compare["tuned_vs_defaults"] > 0 and compare["tuned_vs_guide"] > 0
     roof = s["roofline"]
     assert roof["bytes_per_token_mib"] > 0 and roof["bandwidth_gb_s"] > 0 and 0 < roof["fraction"]
