@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from dataclasses import replace
+# The tool's cache (quality references, model hashes) is a temporary one for the whole session,
+# subprocesses included: the tests never read or write a user's cache.
+os.environ["TUNER_CACHE_DIR"] = tempfile.mkdtemp(prefix="tuner-test-cache-")
+atexit.register(shutil.rmtree, os.environ["TUNER_CACHE_DIR"], ignore_errors=True)
 
-from tuner.engine import Engine
-from tuner.workload import Workload
-from tuner.models import default_model_path
-from tuner.stats import Stat
+from tuner.engine import Engine  # noqa: E402 - after the cache is set
+from tuner.models import default_model_path  # noqa: E402
+from tuner.stats import Stat  # noqa: E402
+from tuner.workload import Workload  # noqa: E402
 
 # Small enough to keep the suite quick on 2 cores, large enough to exercise batching.
 SMALL = Workload.single(32, 8, repeats=3)
@@ -127,3 +134,36 @@ def chat_requests(path: Path, count: int = 20) -> Path:
         lines.append(json.dumps({"messages": messages, "max_tokens": 16 + 8 * (i % 5)}))
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_busy(pid: int, cpu: float = 0.3, timeout: float = 120) -> None:
+    """Until ``pid`` has used ``cpu`` more seconds of CPU: an event ("it is measuring now") instead
+    of a sleep that a loaded machine can outrun."""
+    import time
+
+    start, deadline = cpu_seconds(pid), time.monotonic() + timeout
+    while cpu_seconds(pid) - start < cpu:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"process {pid} did not get busy within {timeout} s")
+        time.sleep(0.02)
+
+
+def worker_pids(pid: int) -> list[int]:
+    """The tuner worker processes ``pid`` started (multiprocessing spawn children; not its
+    resource tracker)."""
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == pid and b"spawn_main" in command:
+            children.append(int(stat.parent.name))
+    return children

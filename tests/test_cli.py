@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import SMALL_ARGS, run_tune
 
@@ -61,6 +63,27 @@ def test_list_and_show(workdir):
     assert "guide_card" in shown.stdout and "decode tok/s" in shown.stdout
 
 
+def test_list_show_explain_and_confirm_speak_json_for_scripts(workdir, tmp_path):
+    listed = json.loads(run_tune("list", "--json", cwd=workdir).stdout)
+    (study,) = [s for s in listed["studies"] if s["study"] == "cli3"]
+    assert study["trials"] == 3 and study["objective"] == "requests_per_min" and study["best_trial"] is not None
+    shown = json.loads(run_tune("show", "cli3", "--json", cwd=workdir).stdout)
+    assert shown["trials"]["complete"] == 3 and set(shown["baselines"]) == {"defaults", "guide_card"}
+    best = shown["best"]
+    assert best["source"] == "confirmed" and shown["trial_readings"]["best"]["source"] == "trial"
+    assert {"median", "iqr", "samples"} <= set(best["requests_per_min"]) and best["feasible"] is True
+    assert shown["noise_floor"]["relative"] >= 0 and shown["picked"].startswith("confirmed by re-measurement")
+    assert shown["confirmation"]["winner"] == best["trial"]
+    explained = json.loads(run_tune("explain", "cli3", "--json", cwd=workdir).stdout)
+    assert set(explained["importances"]) == {"requests_per_min", "kld_mean"} and explained["guide_audit"] is None
+    copy = tmp_path / "copy.db"  # confirm stores a new confirmation: on a copy of the shared study
+    shutil.copy(workdir / "studies" / "tuner.db", copy)
+    confirmed = run_tune("confirm", "cli3", "--json", "--candidates", "1", "--storage", f"sqlite:///{copy}", cwd=workdir)
+    assert confirmed.returncode == 0, confirmed.stderr
+    again = json.loads(confirmed.stdout)  # one JSON object: the notes are not printed
+    assert again["confirmation"]["rounds"] == 3 and len(again["confirmation"]["candidates"]) == 2  # the guide card and #2
+
+
 def test_export_and_bench_the_preset(workdir):
     preset = workdir / "best.yaml"
     exported = run_tune("export", "cli3", "--out", str(preset), cwd=workdir)
@@ -72,6 +95,11 @@ def test_export_and_bench_the_preset(workdir):
         assert {"median", "iqr", "samples"} <= set(data[key])
         assert len(data[key]["samples"]) == 3
     assert data["effective"]["n_ctx"] >= 256  # the quality proxy's evaluation text fits
+    settings = yaml.safe_load(preset.read_text())
+    for key in ("n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn", "type_k", "type_v"):
+        assert data["effective"][key] == settings["engine"][key], key  # the preset's settings ran
+    for key in ("temperature", "top_k", "top_p", "min_p"):
+        assert data["effective"][key] == settings["sampling"][key], key
     for key in ("kld_mean", "kld_p99", "top1_agreement", "task_accuracy", "gen_nll", "repeat4"):
         assert isinstance(data[key], float), key
 

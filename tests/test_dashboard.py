@@ -28,15 +28,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def storage(tmp_path) -> str:
-    url = f"sqlite:///{tmp_path / 'dash.db'}"
-    study = optuna.create_study(study_name="dash-study", storage=url, direction="maximize")
-    for value in (10.0, 12.5):
-        trial = study.ask()
-        trial.suggest_int("n_threads", 1, 2)
-        study.tell(trial, value)
-    return url
+@pytest.fixture(scope="module")
+def storage(cli_study) -> str:
+    """The storage of 'cli3', the 3-trial study the real `tune start` made (tests/conftest.py)."""
+    return f"sqlite:///{cli_study / 'studies' / 'tuner.db'}"
 
 
 def _get(url: str, deadline: float) -> bytes:
@@ -72,7 +67,7 @@ def test_dashboard_lists_the_study(storage, tmp_path):
     with _serving(storage, tmp_path) as port:
         body = _get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60)
         names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
-        assert names == ["dash-study"]
+        assert names == ["cli3"]
         page = _get(f"http://127.0.0.1:{port}/dashboard/", time.monotonic() + 10)
         assert b"<html" in page.lower()
 
@@ -102,24 +97,28 @@ def _visible_text(dom: str) -> str:
 
 @needs_chromium
 def test_dashboard_shows_the_study_and_its_trials_in_a_browser(storage, tmp_path):
-    """The React app, rendered by real headless Chromium, shows the study, its trials and values."""
+    """The React app, rendered by real headless Chromium, shows the study `tune start` made: its
+    two objectives by name, its trials and their values."""
     profile = tmp_path / "chromium-profile"
+    study = optuna.load_study(study_name="cli3", storage=storage)
     with _serving(storage, tmp_path) as port:
         summaries = json.loads(_get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60))["study_summaries"]
-        assert [s["study_name"] for s in summaries] == ["dash-study"]
+        assert [s["study_name"] for s in summaries] == ["cli3"]
         base = f"http://127.0.0.1:{port}/dashboard"
         study_url = f"{base}/studies/{summaries[0]['study_id']}"
 
         home = _visible_text(dump_dom(f"{base}/", profile, budget_ms=10000))
-        assert "dash-study" in home and "Direction: MAXIMIZE" in home
+        assert "cli3" in home and "MAXIMIZE" in home and "MINIMIZE" in home  # requests/min up, KLD down
 
         page = _visible_text(dump_dom(study_url, profile, budget_ms=10000))
-        assert f"dash-study (id={summaries[0]['study_id']})" in page
-        # The fixture's trials: 10.0 then 12.5, so trial 1 is the best, with its parameter.
-        assert "Best Trial (number=1) 12.5" in page and "n_threads" in page
+        assert f"cli3 (id={summaries[0]['study_id']})" in page
+        assert "requests_per_min" in page and "kld_mean" in page  # the metric names tune sets
+        searched = next(t for t in study.trials if t.params)
+        assert all(name in page for name in searched.params)
 
         trials = _visible_text(dump_dom(f"{study_url}/trials", profile, budget_ms=10000))
-        assert "2 Trials" in trials and "Trial 0 Complete" in trials and "Trial 1 Complete" in trials
+        assert f"{len(study.trials)} Trials" in trials
+        assert all(f"Trial {t.number} Complete" in trials for t in study.trials)
 
         shot = screenshot(study_url, tmp_path / "dashboard-study.png", profile, size="1400,1000", budget_ms=10000)
         assert shot.size == (1400, 1000)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import llama_cpp
 import pytest
 
 from tuner.config import EngineConfig
-from tuner.engine import Engine
+from tuner.engine import Engine, context_params, read_back
 from tuner.errors import ConfigError, EngineError
 
 
@@ -32,6 +33,38 @@ def test_greedy_output_is_deterministic_across_threads(engine: Engine):
         with engine.session(EngineConfig(temperature=0.0, n_threads=threads)) as session:
             texts.append(session.generate(session.tokenize("Once upon a time"), 12).text)
     assert texts[0] == texts[1]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"n_ctx": 300, "n_batch": 4096, "n_ubatch": 4096, "n_threads": 1, "n_threads_batch": 2},
+        {"n_ctx": 2048, "n_batch": 700, "n_ubatch": 90, "flash_attn": True, "type_k": 8, "type_v": 8},
+    ],
+)
+def test_a_session_runs_with_what_llama_cpp_python_would_run(engine: Engine, model_path, settings):
+    """Parity: the context params are built as llama_cpp.Llama builds them, field by field, and
+    the sizes and threads llama.cpp runs with are read back from the context, equal to Llama's."""
+    llm = llama_cpp.Llama(model_path=str(model_path), verbose=False, **settings)
+    try:
+        config = EngineConfig(**settings).effective()
+        ours = context_params(config)
+        for name, _ in ours._fields_:
+            if isinstance(getattr(ours, name), (int, float, bool)):
+                assert getattr(ours, name) == getattr(llm.context_params, name), name
+        with engine.session(EngineConfig(**settings)) as session:
+            ran = session.config
+            assert read_back(session.context) == {
+                "n_ctx": llm.n_ctx(),
+                "n_batch": llama_cpp.llama_n_batch(llm.ctx),
+                "n_ubatch": llama_cpp.llama_n_ubatch(llm.ctx),
+                "n_threads": llama_cpp.llama_n_threads(llm.ctx),
+                "n_threads_batch": llama_cpp.llama_n_threads_batch(llm.ctx),
+            }
+            assert (ran.n_ctx, ran.n_batch, ran.n_ubatch) == (llm.n_ctx(), llama_cpp.llama_n_batch(llm.ctx), llama_cpp.llama_n_ubatch(llm.ctx))
+    finally:
+        llm.close()
 
 
 def test_context_too_small_for_prompt_is_a_config_error(engine: Engine):

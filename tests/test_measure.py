@@ -44,10 +44,14 @@ def test_measurement_records_clamped_values(engine, small):
     assert result.to_dict()["clamped"]["n_batch"] == [4096, 512]
 
 
-def test_padded_n_ctx_is_recorded(engine, small):
-    result = measure(engine, EngineConfig(n_ctx=100, n_batch=64, n_threads=2), small)
-    assert result.config.n_ctx == 256
-    assert result.clamped["n_ctx"] == (100, 256)
+def test_a_clamp_only_llama_cpp_knows_is_recorded_from_the_read_back(engine, small):
+    """The prediction (what Llama passes) keeps n_ctx 300; llama.cpp pads it to 512, and only
+    reading the context back shows that."""
+    asked = EngineConfig(n_ctx=300, n_batch=64, n_threads=2)
+    assert asked.effective().n_ctx == 300
+    result = measure(engine, asked, small)
+    assert result.config.n_ctx == 512
+    assert result.clamped["n_ctx"] == (300, 512)
 
 
 def test_workload_that_does_not_fit_n_ctx_is_refused(engine):

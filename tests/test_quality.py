@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from tuner.config import KV_TYPES, EngineConfig
@@ -9,7 +10,9 @@ from tuner.errors import ConfigError
 from tuner.hardware import describe_machine
 from tuner.workload import Workload
 from tuner.models import model_sha256
-from tuner.quality import EVAL_TOKENS, TASKS, QualityBudget, evaluate, reference_config, reference_for
+from tuner import quality
+from tuner.engine import Engine
+from tuner.quality import EVAL_TOKENS, TASKS, QualityBudget, cache_dir, eval_tokens, evaluate, reference_config, reference_for, reference_key
 from tuner.space import parse_space
 from tuner.study import InProcess, StudySpec, best_preset, is_feasible, open_storage, start_study
 
@@ -30,8 +33,22 @@ def test_reference_shape_and_cache(engine, model_path, reference):
     assert reference.top_ids.shape == (EVAL_TOKENS - 1, 64)
     assert (reference.top_logp[:, :-1] >= reference.top_logp[:, 1:]).all()  # sorted, best first
     assert 0 < reference.greedy_accuracy <= 1 and len(TASKS) >= 24
-    again = reference_for(engine, model_sha256(model_path))  # from the cache file
-    assert (again.top_ids == reference.top_ids).all()
+    cached = cache_dir() / f"reference-{reference_key(model_sha256(model_path))}.npz"
+    assert cached.is_file()
+    # From the cache file alone: an engine whose model file does not exist could not compute it.
+    again = reference_for(Engine(model_path.parent / "no-such-model.gguf"), model_sha256(model_path))
+    assert (again.top_ids == reference.top_ids).all() and (again.top_logp == reference.top_logp).all()
+    assert again.greedy_accuracy == reference.greedy_accuracy
+
+
+def test_the_reference_key_covers_model_build_config_and_proxy(monkeypatch):
+    key = reference_key("a" * 64)
+    assert reference_key("b" * 64) != key
+    monkeypatch.setattr(quality, "PROXY_VERSION", quality.PROXY_VERSION + 1)
+    assert reference_key("a" * 64) != key
+    monkeypatch.undo()
+    monkeypatch.setattr(quality, "reference_config", lambda: EngineConfig(n_ctx=2048, temperature=0.0, seed=0))
+    assert reference_key("a" * 64) != key
 
 
 def test_reference_config_against_itself(engine, reference):
@@ -42,9 +59,17 @@ def test_reference_config_against_itself(engine, reference):
     assert quality.task_accuracy == reference.greedy_accuracy  # greedy, same seeds: same answers
 
 
-def test_threads_and_ubatch_are_bit_identical(engine, reference):
-    quality = _quality(engine, reference, n_ubatch=64, temperature=0.0)
-    assert quality.kld_mean == pytest.approx(0, abs=1e-6) and quality.top1_agreement == 1.0
+def _logits(engine, **settings):
+    base = {"n_ctx": 1024, "n_batch": 512, "n_ubatch": 512, "n_threads": 1, "n_threads_batch": 1}
+    with engine.session(EngineConfig(**{**base, **settings})) as session:
+        return np.concatenate(list(session.logits(eval_tokens(session))))
+
+
+def test_threads_and_context_size_change_no_logit_flash_attention_does(engine):
+    base = _logits(engine)
+    for settings in ({"n_threads": 2, "n_threads_batch": 2}, {"n_ctx": 4096}, {"n_ubatch": 64}):
+        assert np.array_equal(_logits(engine, **settings), base), settings  # bit for bit
+    assert not np.array_equal(_logits(engine, flash_attn=True), base)
 
 
 def test_budget_admits_flash_attention_and_q8_0_and_rejects_q4_0(engine, reference):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from tests.conftest import run_tune
+from tests.conftest import run_tune, wait_until_busy, worker_pids
 
 ARGS = ["--prompt-tokens", "32", "--gen-tokens", "16", "--repeats", "3", "--no-quality"]
 NO_CONFIRM = ["--confirm-rounds", "0"]  # these tests are about recovery; confirmation has its own
@@ -63,7 +63,8 @@ def test_sigkill_of_the_cli_then_resume_completes_with_earlier_trials_intact(tmp
     proc = _spawn("start", "--trials", "5", "--study", "killed", "--seed", "2", *ARGS, *NO_CONFIRM, cwd=tmp_path)
     _wait_for_line(proc, "[  3/5]")
     _wait_running(tmp_path, "killed")
-    time.sleep(0.5)  # into the measurement
+    (worker,) = worker_pids(proc.pid)
+    wait_until_busy(worker)  # the worker is measuring the running trial
     os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its worker, mid-trial
     proc.wait(timeout=30)
     before = {t.number: (t.state, t.value, t.params) for t in _trials(tmp_path, "killed") if t.state.is_finished()}

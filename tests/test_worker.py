@@ -9,7 +9,7 @@ import threading
 import optuna
 import pytest
 
-from tests.conftest import SMALL
+from tests.conftest import SMALL, wait_until_busy
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, ModelError, WorkerFailed
 from tuner.hardware import describe_machine
@@ -59,7 +59,8 @@ def test_timeout_kills_the_worker_and_the_next_trial_gets_a_fresh_one(model_path
 
 
 class _KillOnce:
-    """Runs trials in a real Worker; during the 3rd trial it SIGKILLs the worker process."""
+    """Runs trials in a real Worker; during the 3rd trial, once the worker is measuring (it has
+    used 0.3 s more CPU), it SIGKILLs the worker process."""
 
     KILL_AT = NOISE_RUNS + 3  # the study measures its noise floor first
 
@@ -69,7 +70,8 @@ class _KillOnce:
     def measure(self, config, workload):
         self.calls += 1
         if self.calls == self.KILL_AT:
-            threading.Timer(0.3, os.kill, (self.worker.pid, signal.SIGKILL)).start()
+            pid = self.worker.pid
+            threading.Thread(target=lambda: (wait_until_busy(pid), os.kill(pid, signal.SIGKILL)), daemon=True).start()
         return self.worker.measure(config, workload)
 
 
@@ -96,3 +98,19 @@ def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, mode
 def test_a_library_user_gets_the_cli_users_error_for_a_bad_timeout(model_path, timeout):
     with pytest.raises(ConfigError, match=r"timeout_s=.* \(--trial-timeout\) must be positive"):
         Worker(model_path, timeout_s=timeout)
+
+
+def test_an_unexpected_exception_in_the_worker_fails_the_request_with_its_type_and_place(model_path):
+    """A bug (here a malformed request: a workload without its fields) is not a silent death: the
+    failure names the exception, its message and where it was raised, and a fresh worker serves
+    the next request."""
+    with Worker(model_path) as worker:
+        worker.start()
+        first = worker.pid
+        with pytest.raises(WorkerFailed) as caught:
+            worker._request(("measure", EngineConfig().to_dict(), {"repeats": 3}), "the trial")
+        assert "the trial raised KeyError in the worker" in caught.value.reason
+        assert "workload.py" in caught.value.reason  # where: file, line and function
+        assert any("KeyError" in line for line in caught.value.log_tail)  # the traceback's tail
+        assert worker.measure(EngineConfig(n_threads=2), SMALL).requests_per_min.median > 0
+        assert worker.pid != first and worker.restarts == 1

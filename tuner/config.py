@@ -115,10 +115,11 @@ class EngineConfig:
         return {key: getattr(self, key) for key in SAMPLING_KEYS}
 
     def effective(self) -> EngineConfig:
-        """The values that actually run, resolved and clamped exactly as ``llama_cpp.Llama`` does.
+        """The values handed to llama.cpp, resolved and clamped exactly as ``llama_cpp.Llama`` does.
 
         Llama clamps n_batch to n_ctx and n_ubatch to n_batch silently, defaults n_threads to
-        half of ``multiprocessing.cpu_count()`` and n_threads_batch to all of it.
+        half of ``multiprocessing.cpu_count()`` and n_threads_batch to all of it. What llama.cpp
+        then runs with is read back from the context (:func:`tuner.engine.read_back`).
         """
         cpus = multiprocessing.cpu_count()
         n_batch = min(self.n_batch, self.n_ctx) if self.n_ctx > 0 else self.n_batch
@@ -131,15 +132,6 @@ class EngineConfig:
             type_k=self.type_k if self.type_k is not None else KV_TYPES["f16"],
             type_v=self.type_v if self.type_v is not None else KV_TYPES["f16"],
         )
-
-    def clamped(self) -> dict[str, tuple[Any, Any]]:
-        """Settings that :meth:`effective` changed: name -> (asked, effective)."""
-        effective = self.effective()
-        changed = {}
-        for key in ("n_batch", "n_ubatch"):
-            if getattr(self, key) != getattr(effective, key):
-                changed[key] = (getattr(self, key), getattr(effective, key))
-        return changed
 
     @property
     def kv_type(self) -> str:

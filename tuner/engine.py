@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from tuner.llama_log import quiet_llama_logs
 if TYPE_CHECKING:  # llama_cpp is imported lazily so `tune --help` stays instant
     from llama_cpp import _internals
 
-__all__ = ["Engine", "Generation", "Session"]
+__all__ = ["Engine", "Generation", "Session", "context_params", "read_back"]
 
 # llama-cpp-python keeps this many recent tokens for the repeat penalty (Llama.last_n_tokens_size).
 PENALTY_LAST_N = 64
@@ -109,6 +109,7 @@ class Session:
             score: also record each sampled token's log-probability under the raw logits.
         """
         import llama_cpp
+        import numpy as np
         from llama_cpp import _internals
 
         if past + len(prompt) + max_tokens > self.context.n_ctx():
@@ -127,6 +128,9 @@ class Session:
         # Measurement: decode exactly max_tokens (max_tokens + 1 sampled); text: sample max_tokens.
         limit = max_tokens if stop_at_eos else max_tokens + 1
         logprobs: list[float] = []
+        n_vocab = model.n_vocab()
+        scores = np.empty(n_vocab, dtype=np.single)
+        pieces: list[bytes] = []
 
         def stops(token: int) -> bool:
             if not stop_at_eos:
@@ -136,7 +140,11 @@ class Session:
             return bool(stop_text) and stop_text in model.token_to_piece(token).decode("utf-8", errors="ignore")
 
         def sample() -> int:
+            # The per-token work a llama_cpp.Llama user pays too: Llama.eval keeps the new
+            # position's logits in Llama.scores, and a streamed completion detokenizes each token.
+            np.copyto(scores, np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)))
             token = sampler.sample(self.context, -1)
+            pieces.append(model.token_to_piece(token))
             if score:
                 logprobs.append(self._raw_logprob(token))
             return token
@@ -306,6 +314,7 @@ class Engine:
         from llama_cpp import _internals
 
         quiet_llama_logs(self.verbose)
+        _backend_init()
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = 0x7FFFFFFF if config.n_gpu_layers == -1 else config.n_gpu_layers
         params.main_gpu = config.main_gpu
@@ -330,34 +339,24 @@ class Engine:
 
     @contextmanager
     def session(self, config: EngineConfig | None = None) -> Iterator[Session]:
-        """A fresh context for ``config`` (the engine's own config by default), closed on exit."""
+        """A fresh context for ``config`` (the engine's own config by default), closed on exit.
+
+        The session's ``config`` holds what llama.cpp runs with, read back from the context
+        (n_ctx padded, n_batch and n_ubatch clamped, the thread counts), not what was asked.
+        """
         config = (config or self.config).effective()
         model = self.load(config)
-        import llama_cpp
         from llama_cpp import _internals
 
-        params = llama_cpp.llama_context_default_params()
-        params.n_ctx = config.n_ctx
-        params.n_batch = config.n_batch
-        params.n_ubatch = config.n_ubatch
-        params.n_threads = config.n_threads
-        params.n_threads_batch = config.n_threads_batch
-        params.offload_kqv = config.offload_kqv
-        params.flash_attn_type = (
-            llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-        )
-        params.type_k = config.type_k
-        params.type_v = config.type_v
-        params.no_perf = False  # the default (True) leaves llama_perf_context at zero
         try:
-            context = _internals.LlamaContext(model=model, params=params, verbose=self.verbose)
+            context = _internals.LlamaContext(model=model, params=context_params(config), verbose=self.verbose)
         except ValueError as exc:
             raise EngineError(
                 f"llama.cpp could not create a context for n_ctx={config.n_ctx}, kv={config.kv_type}, "
                 f"flash_attn={config.flash_attn} ({exc})",
                 "use a smaller n_ctx or another KV-cache type",
             ) from exc
-        session = Session(self, config, context)
+        session = Session(self, replace(config, **read_back(context)), context)
         self._session = session
         try:
             yield session
@@ -382,3 +381,63 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def context_params(config: EngineConfig) -> Any:
+    """llama.cpp context params for ``config``, set as ``llama_cpp.Llama(**engine)`` sets them.
+
+    llama_context_default_params() differs from what Llama builds: Llama sets the YaRN factors
+    explicitly and turns the perf counters on. Every field Llama sets from its own defaults is set
+    the same way here, so a figure measured here holds for a Llama user (benchmarks/llama_parity.py).
+    """
+    import llama_cpp
+
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx = config.n_ctx
+    params.n_batch = config.n_batch
+    params.n_ubatch = config.n_ubatch
+    params.n_threads = config.n_threads
+    params.n_threads_batch = config.n_threads_batch
+    params.rope_scaling_type = llama_cpp.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED
+    params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
+    params.attention_type = llama_cpp.LLAMA_ATTENTION_TYPE_UNSPECIFIED
+    params.rope_freq_base = 0.0
+    params.rope_freq_scale = 0.0
+    params.yarn_ext_factor = -1.0
+    params.yarn_attn_factor = 1.0
+    params.yarn_beta_fast = 32.0
+    params.yarn_beta_slow = 1.0
+    params.yarn_orig_ctx = 0
+    params.embeddings = False
+    params.offload_kqv = config.offload_kqv
+    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
+    params.type_k = config.type_k
+    params.type_v = config.type_v
+    params.no_perf = False  # Llama's default; llama.cpp's (True) leaves llama_perf_context at zero
+    return params
+
+
+def read_back(context: _internals.LlamaContext) -> dict[str, int]:
+    """The settings llama.cpp runs a context with, read from it."""
+    import llama_cpp
+
+    ctx = context.ctx
+    return {
+        "n_ctx": int(llama_cpp.llama_n_ctx(ctx)),
+        "n_batch": int(llama_cpp.llama_n_batch(ctx)),
+        "n_ubatch": int(llama_cpp.llama_n_ubatch(ctx)),
+        "n_threads": int(llama_cpp.llama_n_threads(ctx)),
+        "n_threads_batch": int(llama_cpp.llama_n_threads_batch(ctx)),
+    }
+
+
+_backend = {"initialized": False}
+
+
+def _backend_init() -> None:
+    """llama_backend_init, once per process, as the first ``llama_cpp.Llama`` does."""
+    import llama_cpp
+
+    if not _backend["initialized"]:
+        llama_cpp.llama_backend_init()
+        _backend["initialized"] = True

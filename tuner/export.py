@@ -170,6 +170,8 @@ def notes(preset: Preset, name: str) -> list[str]:
             "note: llama-cpp-python's server takes sampling per request, not in its config file: "
             f"send {json.dumps(sampling_request(preset))} with each completion request"
         ]
+    if name == "llama-server" and measured_lines(preset):
+        return ["note: " + "; ".join(measured_lines(preset)) + "; llama-server is another build of llama.cpp: re-measure there"]
     return []
 
 
@@ -242,23 +244,31 @@ def _split_mode(mode: int) -> str:
 
 
 def _modelfile_header(preset: Preset) -> list[str]:
-    prov, measured = preset.provenance, preset.measured
+    prov = preset.provenance
     origin = f"study '{prov['study']}', trial #{prov['trial']}" if "study" in prov else "a hand-written preset"
     lines = [f"# Modelfile from llama-tuner: {origin}"]
-    decode = measured.get("decode_tok_s") or {}
-    if "median" in decode:
-        machine = (prov.get("machine") or {}).get("summary", "this machine")
-        version = prov.get("llama_cpp_version", "?")
-        lines.append(
-            f"# measured {decode['median']} ± {decode.get('iqr', '?')} decode tok/s (median ± IQR) "
-            f"with llama-cpp-python {version} on {machine}"
-        )
-    confirmation = measured.get("confirmed") or {}
-    metric = confirmation.get("metric", "decode_tok_s")
-    confirmed = confirmation.get(metric) or {}
-    if "median" in confirmed:
-        lines.append(f"# confirmed at {confirmed['median']} {UNITS.get(metric, metric)} when re-measured against the defaults")
+    lines += [f"# {line}" for line in measured_lines(preset)]
     lines.append("# ollama runs its own llama.cpp build (and its own engine for some models): re-measure there")
+    return lines
+
+
+def measured_lines(preset: Preset) -> list[str]:
+    """What the preset's figures say, leading with the confirmed ones (a header or a note)."""
+    prov, measured = preset.provenance, preset.measured
+    decode = measured.get("decode_tok_s") or {}
+    if "median" not in decode:
+        return []
+    machine = (prov.get("machine") or {}).get("summary", "this machine")
+    version = prov.get("llama_cpp_version", "?")
+    metric = measured.get("objective", "decode_tok_s")
+    source = "confirmed by re-measurement" if measured.get("confirmed") else "the trial's own reading, not confirmed"
+    lines = []
+    if metric != "decode_tok_s" and metric in measured:
+        lines.append(f"measured {measured[metric]['median']} ± {measured[metric].get('iqr', '?')} {UNITS.get(metric, metric)} on the "
+                     f"{(measured.get('workload') or {}).get('name', '?')} workload ({source})")
+    lines.append(f"measured {decode['median']} ± {decode.get('iqr', '?')} decode tok/s (median ± IQR) with llama-cpp-python {version} on {machine}")
+    if measured.get("vs_defaults") is not None:
+        lines.append(f"{measured['vs_defaults']}x the defaults ({source})")
     return lines
 
 

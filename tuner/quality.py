@@ -27,6 +27,7 @@ import numpy as np
 from tuner.config import EngineConfig
 from tuner.engine import Engine, Session
 from tuner.errors import ConfigError
+from tuner.models import tool_cache_dir
 
 __all__ = [
     "DEFAULT_KLD_BUDGET",
@@ -42,6 +43,8 @@ __all__ = [
 
 TOP_K = 64
 EVAL_TOKENS = 256
+# Bump when the proxy's texts, tasks or arithmetic change: cached references then stop matching.
+PROXY_VERSION = 1
 
 # Mean KLD budget: admits flash attention (~0.006) and q8_0 K/V (~0.006) on the embedded model,
 # rejects q4_0 K/V (~0.08).
@@ -183,11 +186,9 @@ def reference_config() -> EngineConfig:
 
 
 def reference_for(engine: Engine, model_sha256: str) -> Reference:
-    """The model's reference, computed once and cached (keyed by model sha256 + llama_cpp version)."""
-    import llama_cpp
-
-    key = hashlib.sha256(f"{model_sha256}|{llama_cpp.__version__}|{EVAL_TEXT}|{TASKS}|{TOP_K}".encode()).hexdigest()[:24]
-    path = _cache_dir() / f"reference-{key}.npz"
+    """The model's reference, computed once and cached: see :func:`reference_key` for what the
+    cache file's name stands for."""
+    path = cache_dir() / f"reference-{reference_key(model_sha256)}.npz"
     if path.is_file():
         data = np.load(path)
         return Reference(
@@ -221,6 +222,17 @@ def reference_for(engine: Engine, model_sha256: str) -> Reference:
              greedy_accuracy=accuracy, greedy_nll=nll)
     os.replace(tmp, path)  # atomic: concurrent workers never read half a file
     return reference
+
+
+def reference_key(model_sha256: str) -> str:
+    """What a reference depends on: the model, the llama.cpp build that ran it (version and the
+    CPU features it was compiled for), the reference configuration, and the proxy itself."""
+    import llama_cpp
+
+    build = f"{llama_cpp.__version__}|{llama_cpp.llama_print_system_info().decode(errors='replace').strip()}"
+    proxy = f"{PROXY_VERSION}|{EVAL_TEXT}|{TASKS}|{OPEN_PROMPTS}|{TOP_K}|{EVAL_TOKENS}"
+    config = repr(sorted(reference_config().to_dict().items()))
+    return hashlib.sha256(f"{model_sha256}|{build}|{config}|{proxy}".encode()).hexdigest()[:24]
 
 
 def evaluate(session: Session, reference: Reference) -> Quality:
@@ -297,5 +309,7 @@ def _log_softmax(rows: np.ndarray) -> np.ndarray:
     return rows - _logsumexp(rows)[:, None]
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "llama-tuner" / "quality"
+def cache_dir() -> Path:
+    """Where quality references are cached: $TUNER_CACHE_DIR/quality, by default
+    ~/.cache/llama-tuner/quality (XDG_CACHE_HOME respected)."""
+    return tool_cache_dir() / "quality"

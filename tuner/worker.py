@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import tempfile
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ __all__ = ["Worker", "DEFAULT_TRIAL_TIMEOUT_S", "check_timeout"]
 
 DEFAULT_TRIAL_TIMEOUT_S = 600.0
 LOG_TAIL_LINES = 8
+TRACEBACK_LINES = 6  # of an unexpected exception in the worker, passed to the trial's failure
 _START_TIMEOUT_S = 120.0
 
 
@@ -96,6 +98,10 @@ class Worker:
             status, payload = self._conn.recv()
         except (EOFError, OSError):
             raise self._failed(f"the worker process died during {what}") from None
+        if status == "crash":  # an unexpected exception in the worker: a fresh worker takes over
+            kind, message, tail = payload
+            self._kill()
+            raise WorkerFailed(f"{what} raised {kind} in the worker: {message}", [*self._log_tail(), *tail])
         if status != "ok":
             raise _error(*payload)
         return payload
@@ -222,6 +228,11 @@ def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
                 reply = ("ok", result.to_dict())
         except TunerError as exc:
             reply = ("error", (type(exc).__name__, exc.what, exc.fix))
+        except Exception as exc:  # noqa: BLE001 - a bug: say what it was, then let the parent replace this worker
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            where = f"{Path(frame.filename).name}:{frame.lineno} in {frame.name}"
+            tail = traceback.format_exc().strip().splitlines()[-TRACEBACK_LINES:]
+            reply = ("crash", (type(exc).__name__, f"{exc} ({where})", tail))
         try:
             conn.send(reply)
         except (BrokenPipeError, OSError):

@@ -19,6 +19,7 @@ __all__ = [
     "check_timeout",
     "ConfirmOpt",
     "DepthOpt",
+    "JsonOpt",
     "WorkloadOpt",
     "targets",
     "GenOpt",
@@ -67,6 +68,7 @@ GenOpt = typer.Option(None, "--gen-tokens", help="Instead of --workload: one req
 DepthOpt = typer.Option(None, "--depth", help="Instead of --workload: tokens already in the KV cache when the request arrives.")
 RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions of every request shape per trial (after a warm-up request); at least 3.")
 NoQualityOpt = typer.Option(False, "--no-quality", help="Skip the quality proxy (speed only; no quality floor).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object (fields: docs/json.md).")
 TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")
 ConfirmOpt = typer.Option(
     3, "--confirm-rounds", help="Interleaved rounds re-measuring the top candidates and the defaults at the end (0: skip)."

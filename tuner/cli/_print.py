@@ -86,8 +86,14 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
         if summary.metric == "decode_tok_s":  # a study made before workloads: one column says it all
             header, rows = header[:4] + header[5:], [r[:4] + r[5:] for r in rows]
         typer.echo(table(header, rows))
-        n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
-        typer.echo(f"(median and interquartile range over {n} repetitions after a warm-up request)")
+        if summary.confirmation is not None:
+            typer.echo(
+                f"(confirmed figures: medians and IQR of {summary.confirmation.rounds} interleaved re-measurement rounds, "
+                "ratios paired round by round; each trial's own reading is in the confirmation table)"
+            )
+        else:
+            n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
+            typer.echo(f"(each trial's own reading: median and interquartile range over {n} repetitions after a warm-up request)")
         print_shapes(shown)
     if summary.best is None and summary.infeasible:
         typer.echo(f"no trial is feasible ({summary.infeasible} completed trials miss the quality floor or a latency target)")
@@ -96,6 +102,8 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
         typer.echo(f"best = {picked} of {summary.feasible} feasible trials ({summary.infeasible} outside the quality floor or the latency targets)")
     if summary.noise:
         typer.echo(f"noise floor: ±{summary.noise:.1%} run to run (differences within it are ties)")
+    elif summary.noise_error:
+        typer.echo(f"noise floor: not measured ({summary.noise_error}); ties rest on each trial's own spread")
     print_confirmation(summary)
     for number, reason in summary.failures[:5]:
         typer.echo(f"failed trial #{number}: {reason}")

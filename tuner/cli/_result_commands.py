@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from tuner.cli._app import StorageOpt, app
+from tuner.cli._app import JsonOpt, StorageOpt, app
 from tuner.cli._print import print_pareto, print_summary, print_workload, table
 from tuner.stats import UNITS
 from tuner.workload import LatencyTargets, Workload
 
 
 @app.command("list")
-def list_(storage: Optional[str] = StorageOpt) -> None:
+def list_(storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
     """List the studies in the storage."""
     from tuner import study as studies
 
     storage_obj = studies.open_storage(storage, must_exist=True)
     summaries = studies.list_studies(storage_obj)
+    if as_json:
+        typer.echo(json.dumps({"studies": [_listed(s, studies.load_study(s.study_name, storage_obj)) for s in summaries]}))
+        return
     if not summaries:
         typer.echo("no studies yet — start one with `tune start`")
         return
@@ -35,12 +39,34 @@ def list_(storage: Optional[str] = StorageOpt) -> None:
     typer.echo(table(["study", "trials", "best feasible (trial reading)", "workload", "model", "created"], rows))
 
 
+def _listed(summary: Any, study_obj: Any) -> dict[str, Any]:
+    """One study for `tune list --json`."""
+    from tuner import study as studies
+
+    fastest = studies.fastest_feasible(study_obj)
+    attrs = summary.user_attrs
+    return {
+        "study": summary.study_name,
+        "trials": summary.n_trials,
+        "target": attrs.get("target_trials"),
+        "objective": studies.speed_objective(study_obj),
+        "best_feasible_trial_reading": fastest.values[0] if fastest else None,
+        "best_trial": fastest.number if fastest else None,
+        "workload": (attrs.get("workload") or {}).get("name", "custom"),
+        "model": attrs.get("model_path"),
+        "created": attrs.get("created"),
+    }
+
+
 @app.command()
-def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[str] = StorageOpt) -> None:
+def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[str] = StorageOpt, as_json: bool = JsonOpt) -> None:
     """Show a study: the best trial against the baselines, with medians and spread."""
     from tuner import study as studies
 
     study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
+    if as_json:
+        typer.echo(json.dumps(studies.study_json(study_obj)))
+        return
     attrs = study_obj.user_attrs
     typer.echo(f"study '{name}': model {Path(attrs['model_path']).name} (sha256 {attrs['model_sha256'][:12]}…)")
     typer.echo(f"machine: {(attrs.get('machine') or {}).get('cpu_model', '?')}; space: {attrs['space']['name']}")

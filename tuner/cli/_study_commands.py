@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
@@ -10,6 +12,7 @@ import typer
 from tuner.cli._app import (
     ConfirmOpt,
     DepthOpt,
+    JsonOpt,
     WorkloadOpt,
     GenOpt,
     ModelOpt,
@@ -171,6 +174,7 @@ def confirm_(
     candidates: int = typer.Option(3, "--candidates", help="How many of the fastest feasible trials to re-measure."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
     trial_timeout: float = TimeoutOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Re-measure the study's top candidates and the defaults, interleaved, and pick the winner."""
     from tuner import hardware, study as studies
@@ -182,9 +186,13 @@ def confirm_(
     study_obj = studies.load_study(name, storage_obj)
     studies.check_machine(study_obj, hardware.describe_machine())
     with worker(study_model(study_obj, model), trial_timeout) as runner:
-        result = confirming.confirm(study_obj, runner, rounds=rounds, candidates=candidates, on_note=typer.echo)
+        notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
+        result = confirming.confirm(study_obj, runner, rounds=rounds, candidates=candidates, on_note=notes)
     if result is None:
         raise StudyError(f"study '{name}' has no feasible trial besides the defaults to confirm", f"run more trials: tune resume {name} --trials N")
+    if as_json:
+        typer.echo(json.dumps(studies.study_json(study_obj)))
+        return
     print_summary(study_obj, storage)
 
 
@@ -198,6 +206,7 @@ def explain(
     rounds: int = typer.Option(3, "--rounds", help="Interleaved rounds for --audit-guide (3 or more)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
     trial_timeout: float = TimeoutOpt,
+    as_json: bool = JsonOpt,
 ) -> None:
     """Parameter importances per objective, each knob's measured effect, and the guide audit."""
     from tuner import hardware, study as studies
@@ -212,17 +221,30 @@ def explain(
     if audit_guide:
         studies.check_machine(study_obj, hardware.describe_machine())
         model_path = study_model(study_obj, model)
-    print_importances(explaining.importances(study_obj), len(explaining.searched_trials(study_obj)))
-    print_knob_effects(explaining.knob_effects(study_obj), studies.speed_objective(study_obj))
+    scores, effects = explaining.importances(study_obj), explaining.knob_effects(study_obj)
+    if not as_json:
+        print_importances(scores, len(explaining.searched_trials(study_obj)))
+        print_knob_effects(effects, studies.speed_objective(study_obj))
     if audit_guide:
         the_workload = Workload.from_dict(study_obj.user_attrs["workload"])
-        typer.echo(f"\nguide audit: {len(explaining.GUIDE_CLAIMS)} claims x 2 configurations x {rounds} interleaved rounds (speed only)")
+        notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
+        notes(f"\nguide audit: {len(explaining.GUIDE_CLAIMS)} claims x 2 configurations x {rounds} interleaved rounds (speed only)")
         with worker(model_path, trial_timeout) as runner:
             results = explaining.audit_guide(
-                runner, the_workload, rounds=rounds, noise=studies.noise_floor(study_obj), on_note=typer.echo, base=studies.study_defaults(study_obj)
+                runner, the_workload, rounds=rounds, noise=studies.noise_floor(study_obj), on_note=notes, base=studies.study_defaults(study_obj)
             )
         study_obj.set_user_attr("guide_audit", {"rounds": rounds, "claims": [r.to_dict() for r in results]})
     stored = study_obj.user_attrs.get("guide_audit")
+    if as_json:
+        typer.echo(json.dumps({
+            "study": name,
+            "objective": studies.speed_objective(study_obj),
+            "searched_trials": len(explaining.searched_trials(study_obj)),
+            "importances": scores,
+            "knob_effects": [asdict(e) for e in effects],
+            "guide_audit": stored,
+        }))
+        return
     if stored:
         print_guide_audit(stored)
     elif not audit_guide:

@@ -290,7 +290,9 @@ def baselines(summary: Summary, out_dir: Path) -> Section:
     ax.set_title(f"{unit}: best trial vs the baselines\n(bars: median; error bars: interquartile range)")
     ax.grid(axis="y", alpha=0.3)
     note = (
-        "Each configuration's own trial reading. Ratios are against llama-cpp-python's defaults; a difference "
+        ("Figures re-measured in the confirmation's interleaved rounds (ratios paired round by round). "
+         if summary.confirmation is not None else "Each configuration's own trial reading. ")
+        + "Ratios are against llama-cpp-python's defaults; a difference "
         "within the larger IQR or the study's noise floor is a tie."
     )
     if summary.best is None:

@@ -104,9 +104,15 @@ def _summary_table(study: Any, summary: Summary) -> str:
     else:
         rows.append(["best config", f"trial #{best.number}: {settings(best.config)}"])
         rows.append([f"best {UNITS.get(summary.metric, summary.metric)}", f"{pm(best.speed)} (median ± IQR; decode {pm(best.decode)} tok/s, prompt {pm(best.prompt, 0)} tok/s)"])
-        rows.append(["best vs defaults", f"trial reading: {ratio_text(best, summary)}"])
+        source = "confirmed by re-measurement" if best.source == "confirmed" else "trial reading"
+        rows.append(["best vs defaults", f"{source}: {ratio_text(best, summary)}"])
+        if best.source == "confirmed":
+            reading = summary.trial_readings["best"]
+            rows.append(["best, its trial's reading", f"{pm(reading.speed)} {UNITS.get(summary.metric, summary.metric)} (before re-measurement)"])
     if summary.noise:
         rows.append(["noise floor", f"±{summary.noise:.1%} run to run (closer results are ties)"])
+    elif summary.noise_error:
+        rows.append(["noise floor", f"not measured: {summary.noise_error}; ties rest on each trial's own spread"])
     if summary.confirmation is not None:
         rows.append(["confirmation", f"{summary.confirmation.rounds} interleaved rounds: {summary.confirmation.why}"])
     elif best is not None and best.label == "best":

@@ -23,7 +23,7 @@ from tuner.study._storage import (
     open_storage,
     redact,
 )
-from tuner.study._summary import Row, Summary, best_preset, summarize, why_picked
+from tuner.study._summary import Row, Summary, best_preset, study_json, summarize, why_picked
 from tuner.study._trials import (
     BASELINES,
     baselines_for,
@@ -66,6 +66,7 @@ __all__ = [
     "speed_objective",
     "start_study",
     "study_defaults",
+    "study_json",
     "summarize",
     "why_picked",
 ]

@@ -96,9 +96,13 @@ def make_objective(
             trial.set_user_attr("llama_log_tail", exc.log_tail)
             return _fail(trial, exc.reason)
         _record(trial, result, model_sha)
+        if budget is not None and (result.quality is None or reference is None):
+            # A two-objective study needs both values: without the second, Optuna would fail the
+            # trial without a reason and the sampler could ask for the same settings again.
+            return _fail(trial, "the quality proxy gave no figures for this trial (the reference was not loaded)")
         _constrain(trial, result, budget, reference, targets)
         value = getattr(result, speed).median
-        if budget is None or result.quality is None:
+        if budget is None:
             return value
         return value, result.quality.kld_mean
 
@@ -110,7 +114,7 @@ def _constrain(
 ) -> None:
     """Set the quality floor's and the latency targets' constraints, and say why a trial misses."""
     constraints: dict[str, float] = {}
-    if budget is not None and result.quality is not None and reference is not None:
+    if budget is not None:
         constraints.update(budget.constraints(result.quality, reference["greedy_accuracy"]))
     if targets:
         constraints.update(targets.constraints(result.worst("ttft_ms"), result.worst("decode_tok_s")))

@@ -189,10 +189,12 @@ def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Call
     except (ConfigError, EngineError, WorkerFailed) as exc:
         # The defaults cannot run this workload (e.g. n_ctx 512 under a longer prompt): their
         # baseline trial will fail and say why; ties then rest on each trial's own spread.
+        study.set_user_attr("noise_floor_error", exc.what)  # shown by tune show and the report
         if on_note:
             on_note(f"noise floor not measured: the defaults failed on this workload ({exc.what})")
         return
     study.set_user_attr("noise_floor", floor.to_dict())
+    study.set_user_attr("noise_floor_error", None)
     if on_note:
         on_note(f"noise floor: {floor.describe()}; closer results are ties")
 

@@ -4,7 +4,7 @@ floor, confirmation), why the pick is the one it is, and the preset it becomes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tuner.config import EngineConfig
@@ -13,9 +13,9 @@ from tuner.preset import Preset
 from tuner.stats import UNITS, Stat, is_tie
 from tuner.study._storage import now
 from tuner.study._trials import BASELINES, baseline_trial, fastest_feasible, is_feasible, noise_floor, speed_objective
-from tuner.study.confirm import Confirmation, current_confirmation
+from tuner.study.confirm import Candidate, Confirmation, current_confirmation
 
-__all__ = ["Row", "Summary", "best_preset", "summarize", "why_picked"]
+__all__ = ["Row", "Summary", "best_preset", "study_json", "summarize", "why_picked"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,8 @@ class Row:
     telemetry: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, float] | None = None
     feasible: bool = True
-    shapes: list[dict[str, Any]] = field(default_factory=list)
+    shapes: list[dict[str, Any]] = field(default_factory=list)  # the trial's own per-shape medians
+    source: str = "trial"  # "trial": the trial's own reading; "confirmed": re-measured in the confirmation
 
     def within_noise_of(self, other: Row, noise: float = 0.0) -> bool:
         """A tie: the speed medians differ by no more than the larger of the two IQRs, or by no
@@ -71,6 +72,44 @@ class Row:
         )
 
 
+    def to_dict(self) -> dict[str, Any]:
+        """The row for `tune show --json` (docs/json.md)."""
+        return {
+            "label": self.label,
+            "trial": self.number,
+            "source": self.source,
+            "metric": self.metric,
+            self.metric: self.speed.to_dict(),
+            "decode_tok_s": self.decode.to_dict(),
+            "prompt_tok_s": self.prompt.to_dict(),
+            "ttft_ms": self.ttft.to_dict(),
+            "vs_defaults": self.ratio_vs_defaults,
+            "feasible": self.feasible,
+            "quality": self.quality,
+            "telemetry": self.telemetry,
+            "shapes": self.shapes,
+            "settings": self.config,
+        }
+
+    def confirmed(self, candidate: Candidate, defaults: Candidate) -> Row:
+        """This row with the figures the confirmation re-measured (the trial's reading, biased up
+        by the winner's curse, stays in the trial's own row)."""
+
+        def stat(figure: str, fallback: Stat) -> Stat:
+            return candidate.stat(figure) or fallback
+
+        ratios = [a / d for a, d in zip(candidate.rounds, defaults.rounds)]
+        return replace(
+            self,
+            speed=candidate.value,
+            decode=stat("decode_tok_s", self.decode),
+            prompt=stat("prompt_tok_s", self.prompt),
+            ttft=stat("ttft_ms", self.ttft),
+            ratio_vs_defaults=Stat.of(ratios).median if ratios else self.ratio_vs_defaults,
+            source="confirmed",
+        )
+
+
 def _shape_medians(figures: dict[str, Any]) -> dict[str, Any]:
     """One request shape's medians (and its shape) from a recorded measurement."""
     row = {"shape": figures["shape"], "context_tokens": figures["context_tokens"]}
@@ -93,11 +132,32 @@ class Summary:
     noise: float = 0.0  # the study's relative noise floor
     confirmation: Confirmation | None = None  # when current (see current_confirmation)
     metric: str = "requests_per_min"  # the speed objective every Row's ``speed`` holds
+    noise_error: str | None = None  # why the noise floor could not be measured, when it could not
+    trial_readings: dict[str, Row] = field(default_factory=dict)  # best and baselines as their trials read
 
     def ties_defaults(self, row: Row) -> bool:
         """True when ``row`` (not the defaults themselves) is within the noise of the defaults."""
         defaults = self.baselines.get("defaults")
         return defaults is not None and row.number != defaults.number and row.within_noise_of(defaults, self.noise)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The figures `tune show` prints, for scripts (`tune show --json`; docs/json.md)."""
+
+        def row(r: Row) -> dict[str, Any]:
+            return {**r.to_dict(), "ties_defaults": self.ties_defaults(r)}
+
+        return {
+            "study": self.name,
+            "objective": self.metric,
+            "trials": {"target": self.target, "complete": self.complete, "failed": self.failed, "feasible": self.feasible, "infeasible": self.infeasible},
+            "noise_floor": {"relative": self.noise, "error": self.noise_error},
+            "best": row(self.best) if self.best else None,
+            "baselines": {label: row(r) for label, r in self.baselines.items()},
+            "trial_readings": {label: r.to_dict() for label, r in self.trial_readings.items()},
+            "confirmation": self.confirmation.to_dict() if self.confirmation else None,
+            "pareto": [r.to_dict() for r in self.pareto],
+            "failures": [{"trial": number, "reason": reason} for number, reason in self.failures],
+        }
 
 
 def summarize(study: Any) -> Summary:
@@ -120,13 +180,18 @@ def summarize(study: Any) -> Summary:
         (t.number, t.user_attrs.get("fail_reason", "process died (heartbeat stale)"))
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     ]
+    best_row = Row.of("best", best, defaults, metric) if best else None
+    readings = {"best": best_row, **baselines} if best_row else dict(baselines)
+    if confirmation is not None:  # the re-measured figures lead; the trial readings stay beside them
+        best_row, baselines = _confirmed_rows(confirmation, best_row, baselines)
     return Summary(
         name=study.study_name,
         target=int(study.user_attrs.get("target_trials", 0)),
         complete=len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))),
         failed=len(failures),
-        best=Row.of("best", best, defaults, metric) if best else None,
+        best=best_row,
         baselines=baselines,
+        trial_readings=readings,
         failures=failures,
         pareto=sorted((Row.of("pareto", t, defaults, metric) for t in front), key=lambda r: -r.speed.median),
         feasible=len(feasible),
@@ -134,7 +199,16 @@ def summarize(study: Any) -> Summary:
         noise=noise_floor(study),
         confirmation=confirmation,
         metric=metric,
+        noise_error=study.user_attrs.get("noise_floor_error"),
     )
+
+
+def _confirmed_rows(confirmation: Confirmation, best: Row, baselines: dict[str, Row]) -> tuple[Row, dict[str, Row]]:
+    """The best row and the baselines with the figures their confirmation re-measured."""
+    defaults = confirmation.defaults
+    re_measured = {"defaults": defaults, "guide_card": confirmation.guide}
+    rows = {label: row.confirmed(re_measured[label], defaults) if re_measured.get(label) else row for label, row in baselines.items()}
+    return best.confirmed(confirmation.candidate(confirmation.winner), defaults), rows
 
 
 def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
@@ -190,11 +264,8 @@ def best_preset(study: Any) -> Preset:
     config = EngineConfig.from_dict(best.config)
     measured: dict[str, Any] = {
         "objective": best.metric,
-        best.metric: {"median": round(best.speed.median, 2), "iqr": round(best.speed.iqr, 2)},
-        "decode_tok_s": {"median": round(best.decode.median, 2), "iqr": round(best.decode.iqr, 2)},
-        "prompt_tok_s": {"median": round(best.prompt.median, 2), "iqr": round(best.prompt.iqr, 2)},
-        "ttft_ms": {"median": round(best.ttft.median, 2), "iqr": round(best.ttft.iqr, 2)},
-        "shapes": best.shapes,
+        "figures": "confirmed: re-measured in the confirmation" if best.source == "confirmed" else "the trial's own reading (not confirmed)",
+        **_figures(best),
         "workload": dict(study.user_attrs["workload"]),
         "latency_targets": study.user_attrs.get("latency_targets"),
         "telemetry": best.telemetry,
@@ -202,10 +273,16 @@ def best_preset(study: Any) -> Preset:
         "picked": why_picked(summary, study.user_attrs.get("quality_budget")),
         "noise_floor": round(summary.noise, 4),
     }
+    for label, row in summary.baselines.items():
+        measured[f"vs_{label}"] = round(_ratio(best, row, summary.confirmation), 3)
     if summary.confirmation is not None:
         measured["confirmed"] = _confirmed_figures(summary.confirmation)
-    for label, row in summary.baselines.items():
-        measured[f"vs_{label}"] = round(best.speed.median / row.speed.median, 3)
+        reading = summary.trial_readings["best"]
+        measured["trial_reading"] = {
+            **_figures(reading),
+            **{f"vs_{label}": round(reading.speed.median / row.speed.median, 3) for label, row in summary.trial_readings.items() if label != "best"},
+            "note": "the trial's own reading; the fastest of many noisy readings reads high (the winner's curse)",
+        }
     trial = study.trials[best.number]
     provenance = {
         "study": study.study_name,
@@ -217,3 +294,44 @@ def best_preset(study: Any) -> Preset:
         "exported": now(),
     }
     return Preset.from_config(study.user_attrs["model_path"], config, measured=measured, provenance=provenance)
+
+
+def _figures(row: Row) -> dict[str, Any]:
+    """A row's figures for a preset: the speed objective, decode, prompt, TTFT, per shape."""
+    def pair(stat: Stat) -> dict[str, float]:
+        return {"median": round(stat.median, 2), "iqr": round(stat.iqr, 2)}
+
+    return {
+        row.metric: pair(row.speed),
+        "decode_tok_s": pair(row.decode),
+        "prompt_tok_s": pair(row.prompt),
+        "ttft_ms": pair(row.ttft),
+        "shapes": row.shapes,
+    }
+
+
+def _ratio(best: Row, baseline: Row, confirmation: Confirmation | None) -> float:
+    """best / baseline on the speed objective: the median of the paired per-round ratios when both
+    were re-measured in the confirmation, else the ratio of the two rows' medians."""
+    if confirmation is not None and best.source == baseline.source == "confirmed":
+        winner = confirmation.candidate(confirmation.winner)
+        other = confirmation.defaults if baseline.label == "defaults" else confirmation.guide
+        return Stat.of([w / o for w, o in zip(winner.rounds, other.rounds)]).median
+    return best.speed.median / baseline.speed.median
+
+
+def study_json(study: Any) -> dict[str, Any]:
+    """What `tune show` prints, as one JSON-ready object (`tune show --json`; docs/json.md)."""
+    summary = summarize(study)
+    attrs = study.user_attrs
+    data = {
+        **summary.to_dict(),
+        "model": {"path": attrs.get("model_path"), "sha256": attrs.get("model_sha256")},
+        "machine": attrs.get("machine"),
+        "space": (attrs.get("space") or {}).get("name"),
+        "workload": attrs.get("workload"),
+        "latency_targets": attrs.get("latency_targets"),
+        "quality_budget": attrs.get("quality_budget"),
+        "picked": why_picked(summary, attrs.get("quality_budget")) if summary.best else None,
+    }
+    return data

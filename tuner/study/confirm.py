@@ -25,7 +25,7 @@ from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.workload import Workload
 from tuner.stats import UNITS, NoiseFloor, Stat, check_rounds, is_tie
-from tuner.study._trials import baseline_trial, counted_trials, feasible_trials, noise_floor, speed_objective
+from tuner.study._trials import baseline_trial, counted_trials, feasible_trials, is_feasible, noise_floor, speed_objective
 
 __all__ = [
     "CONFIRM_CANDIDATES",
@@ -43,6 +43,8 @@ __all__ = [
 NOISE_RUNS = 3
 CONFIRM_ROUNDS = 3
 CONFIRM_CANDIDATES = 3
+# Figures kept from every round besides the speed objective, so confirmed figures can lead.
+FIGURES = ("requests_per_min", "decode_tok_s", "prompt_tok_s", "ttft_ms")
 
 Note = Callable[[str], None]
 
@@ -62,7 +64,7 @@ def measure_noise_floor(
 class Candidate:
     """One configuration in a confirmation: a trial's settings, re-measured each round."""
 
-    label: str  # "defaults" or "#<trial number>"
+    label: str  # "defaults", "guide_card" or "#<trial number>"
     trial: int | None
     config: dict[str, Any]
     trial_value: float | None  # what the trial itself measured (the confirmation's metric)
@@ -70,11 +72,18 @@ class Candidate:
     rounds: list[float] = field(default_factory=list)  # the metric's median in each round
     ratio_vs_defaults: list[float] = field(default_factory=list)  # per round
     error: str = ""
+    figures: dict[str, list[float]] = field(default_factory=dict)  # FIGURES' medians in each round
+    eligible: bool = True  # may win (the guide card is re-measured for its ratio even when infeasible)
 
     @property
     def value(self) -> Stat:
         """The re-measured metric over the rounds."""
         return Stat.of(self.rounds)
+
+    def stat(self, figure: str) -> Stat | None:
+        """One of FIGURES re-measured over the rounds (None in a confirmation stored before them)."""
+        values = self.figures.get(figure)
+        return Stat.of(values) if values else None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Candidate:
@@ -102,6 +111,11 @@ class Confirmation:
     workload: dict[str, Any]
     metric: str = "decode_tok_s"  # what was re-measured: the study's speed objective
 
+    @property
+    def guide(self) -> Candidate | None:
+        """The guide card, re-measured beside the others (absent in older confirmations)."""
+        return next((c for c in self.candidates if c.label == "guide_card" and c.rounds and not c.error), None)
+
     def candidate(self, number: int) -> Candidate:
         return next(c for c in [*self.candidates, self.defaults] if c.trial == number)
 
@@ -124,7 +138,8 @@ class Confirmation:
 
 
 def pick_candidates(trials: list[Any], n: int = CONFIRM_CANDIDATES) -> list[Any]:
-    """The ``n`` fastest feasible trials with distinct settings, the defaults baseline excluded.
+    """The ``n`` fastest feasible trials with distinct settings, the baselines excluded (they are
+    re-measured as themselves, beside the candidates).
 
     Not only the Pareto front: with mean KLD 0 for many settings, one trial can dominate the front
     while the runners-up, within noise of it, are exactly what confirmation must compare.
@@ -134,7 +149,7 @@ def pick_candidates(trials: list[Any], n: int = CONFIRM_CANDIDATES) -> list[Any]
     for trial in sorted(trials, key=lambda t: -t.values[0]):
         config = trial.user_attrs["measurement"]["effective"]
         key = repr(sorted(config.items()))
-        if trial.user_attrs.get("baseline") == "defaults" or key in seen:
+        if trial.user_attrs.get("baseline") in ("defaults", "guide_card") or key in seen:
             continue
         seen.add(key)
         picked.append(trial)
@@ -178,7 +193,11 @@ def confirm(
     noise = noise_floor(study)
     metric = speed_objective(study)
     unit = UNITS.get(metric, metric)
-    entries = [_defaults_entry(baseline)] + [
+    entries = [_baseline_entry("defaults", baseline)]
+    guide = baseline_trial(study, "guide_card")
+    if guide is not None:  # re-measured beside the others, so the preset's ratio to it is confirmed too
+        entries.append(_baseline_entry("guide_card", guide))
+    entries += [
         Candidate(f"#{t.number}", t.number, t.user_attrs["measurement"]["effective"], t.values[0], t.user_attrs.get("kld_mean"))
         for t in top
     ]
@@ -193,7 +212,8 @@ def confirm(
         note(f"not confirmed: the defaults failed when re-measured ({defaults.error}); the trials' own figures stand")
         return None
     measured = [_with_ratios(e, defaults) for e in measured]
-    winner, why = _pick_winner(measured + [_with_ratios(defaults, defaults)], noise, unit)
+    contenders = [e for e in measured if e.eligible] + [_with_ratios(defaults, defaults)]
+    winner, why = _pick_winner(contenders, noise, unit)
     result = Confirmation(
         winner=winner.trial if winner else None,
         why=why,
@@ -210,15 +230,17 @@ def confirm(
     return result
 
 
-def _defaults_entry(baseline: Any) -> Candidate:
-    """The defaults: every ratio's denominator, and a contender themselves (if nothing beats them
-    beyond the noise, the honest pick is to change nothing)."""
+def _baseline_entry(label: str, baseline: Any) -> Candidate:
+    """A baseline. The defaults are every ratio's denominator, and a contender themselves (if
+    nothing beats them beyond the noise, the honest pick is to change nothing); the guide card is
+    re-measured for its ratio, and may win only when it is within the quality floor."""
     return Candidate(
-        "defaults",
+        label,
         baseline.number,
         dict(baseline.user_attrs["baseline_config"]),
         baseline.values[0],
         baseline.user_attrs.get("kld_mean"),
+        eligible=label == "defaults" or is_feasible(baseline),
     )
 
 
@@ -235,6 +257,8 @@ def _measure_into(entry: Candidate, runner: Any, workload: Workload, metric: str
         entry.error = exc.reason
         return
     entry.rounds.append(getattr(result, metric).median)
+    for figure in FIGURES:
+        entry.figures.setdefault(figure, []).append(getattr(result, figure).median)
 
 
 def _with_ratios(entry: Candidate, defaults: Candidate) -> Candidate:

@@ -288,7 +288,14 @@ def audit_guide(
 
 
 def _verdict(result: ClaimResult, noise: float) -> str:
-    """holds / exceeds the claim / refuted / no measurable effect / not testable, on the claim's metric."""
+    """The claim judged on the median of its per-round ratios (the range shown beside it):
+
+    * not testable as written: llama.cpp clamps the AFTER value back to the BEFORE one;
+    * no measurable effect: the median is within the noise of 1.0;
+    * holds here: the median change lies in the claimed interval;
+    * exceeds the claim here / refuted here: the median change lies above / below it;
+    * a claim without a figure gets the measured change alone.
+    """
     if not result.measured:
         return f"could not be measured: {result.error}"
     clamp = ""
@@ -299,15 +306,16 @@ def _verdict(result: ClaimResult, noise: float) -> str:
             return f"not testable as written{clamp}: AFTER runs the same {knob} as BEFORE"
     ratio = result.prompt_ratio if result.metric == "prompt" else result.decode_ratio
     change, spread = ratio.median - 1, max(noise, ratio.rel_iqr)
-    what = f"{result.metric} {change:+.0%}"
+    rounds = f"rounds {min(ratio.samples) - 1:+.0%} to {max(ratio.samples) - 1:+.0%}"
+    what = f"{result.metric} {change:+.0%} ({rounds})"
     if is_tie(ratio.median, 1.0, spread):
         return f"no measurable effect: {what}, within the noise ±{spread:.0%}{clamp}"
     if result.claimed is None:
         return f"{what}{clamp}"
     low, high = result.claimed
-    lowest, highest = min(ratio.samples) - 1, max(ratio.samples) - 1
-    if lowest <= high and highest >= low:  # the per-round range meets the claimed interval
-        return f"holds here: {what} (rounds {lowest:+.0%} to {highest:+.0%}){clamp}"
+    claimed = f"claimed +{low:.0%} to +{high:.0%}"
+    if low <= change <= high:
+        return f"holds here: {what}, {claimed}{clamp}"
     if change > high:
-        return f"exceeds the claim here: {what}, claimed +{low:.0%} to +{high:.0%}{clamp}"
-    return f"refuted here: {what}, claimed +{low:.0%} to +{high:.0%}{clamp}"
+        return f"exceeds the claim here: {what}, {claimed}{clamp}"
+    return f"refuted here: {what}, {claimed}{clamp}"
