@@ -4,7 +4,9 @@ Loads the preset with ``llama_cpp.Llama(model_path=..., **engine)`` and the defa
 ``llama_cpp.Llama(model_path)`` (n_ctx raised as the study's defaults baseline raises it when 512
 cannot hold the workload), both in this process, and sends the preset's workload through
 ``create_completion(stream=True, **sampling)``: time to first token and decode rate come from the
-client's side, per-token Python work (logits copy, detokenization, streaming) included. For each
+client's side, per-token Python work (logits copy, detokenization, streaming) included. End of
+text is banned by a logits processor in both (the tool's loop generates exactly ``gen`` tokens
+too), so every request is as long as its shape says. For each
 request shape, a priming call leaves the shape's depth in Llama's prompt cache (its longest-prefix
 reuse), as a previous turn would, then the timed request sends depth + prompt tokens.
 
@@ -45,6 +47,19 @@ def timed_request(llm, tokens: list[int], depth: int, shape: Shape, sampling: di
         last = now
         chunks += 1
     return (first - start) * 1000, (last - first) * 1000, chunks
+
+
+def no_eos(llm) -> dict:
+    """create_completion keyword arguments that keep it from stopping at end of text."""
+    import llama_cpp
+
+    eos = llm.token_eos()
+
+    def ban(_ids, scores):
+        scores[eos] = -float("inf")
+        return scores
+
+    return {"logits_processor": llama_cpp.LogitsProcessorList([ban])}
 
 
 def run_workload(llm, workload: Workload, text: list[int], sampling: dict) -> dict[str, list[float]]:
@@ -95,7 +110,7 @@ def main() -> None:
         order = list(llms) if round_ % 2 == 0 else list(llms)[::-1]
         for name in order:
             # the defaults with create_completion's own sampling defaults, as the study's defaults baseline
-            figures = run_workload(llms[name], workload, text, sampling if name == "preset" else {})
+            figures = run_workload(llms[name], workload, text, {**(sampling if name == "preset" else {}), **no_eos(llms[name])})
             for key, values in figures.items():
                 samples[name].setdefault(key, []).append(Stat.of(values).median)
         print(f"round {round_ + 1}/{args.rounds}: " + "  ".join(f"{n} {samples[n]['requests_per_min'][-1]:.2f} req/min" for n in llms), flush=True)

@@ -121,6 +121,7 @@ def trials(storage: str, study_name: str) -> None:
         "trials": len(study.trials),
         "complete": sum(t.state.name == "COMPLETE" for t in study.trials),
         "failed": sum(t.state.name == "FAIL" for t in study.trials),
+        "raced": sum("raced" in t.user_attrs for t in study.trials),  # stopped after their first repetition
         "searched": len(searched),
         "median_trial_s": round(statistics.median(secs), 2) if secs else None,
         "trial_s": [round(x, 2) for x in secs],
@@ -133,7 +134,8 @@ def trials(storage: str, study_name: str) -> None:
 
 def trials_ok(path: Path) -> None:
     t = json.loads(path.read_text())
-    print(f"{t['complete']}/{t['trials']} trials complete, {t['failed']} failed; median {t['median_trial_s']} s per searched trial")
+    print(f"{t['complete']}/{t['trials']} trials complete ({t.get('raced', 0)} stopped early by racing), {t['failed']} failed; "
+          f"median {t['median_trial_s']} s per searched trial")
     sys.exit(0 if t["complete"] else 1)
 
 
@@ -265,7 +267,7 @@ def _markdown(s: dict, status: str) -> list[str]:
                   f"ffn {model['ffn']}, {model['params'] / 1e9:.2f} B params), {model['type']}, {model['bytes'] / 2**30:.2f} GiB, random weights (speed only)")
     study = s.get("study")
     if study:
-        md.append(f"- study: {study['complete']}/{study['trials']} trials complete, speed only, space {study.get('space')}, "
+        md.append(f"- study: {study['complete']}/{study['trials']} trials complete ({study.get('raced', 0)} stopped early by racing), speed only, space {study.get('space')}, "
                   f"median {_fmt(study['median_trial_s'])} s per searched trial; workload {study.get('workload')}")
     c = s.get("compare")
     if c:

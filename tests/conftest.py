@@ -48,12 +48,15 @@ def small() -> Workload:
 @pytest.fixture(scope="session")
 def cli_study(tmp_path_factory) -> Path:
     """A working directory holding 'cli3', a 3-trial study made by the real `tune start`
-    (default storage studies/tuner.db, quality proxy on, confirmation on); its output in start.out.
+    (default storage studies/tuner.db, quality proxy on, confirmation on, racing off); its output
+    in start.out.
 
     Shared by the CLI and report tests; tests that change a study work on a copy.
     """
     cwd = tmp_path_factory.mktemp("cli")
-    result = run_tune("start", "--trials", "3", "--study", "cli3", "--seed", "1", *SMALL_ARGS, cwd=cwd)
+    # --no-racing: the searched trial must complete, so that confirmation has a candidate to
+    # re-measure (racing may stop it; tests/study/test_racing.py covers racing).
+    result = run_tune("start", "--trials", "3", "--study", "cli3", "--seed", "1", "--no-racing", *SMALL_ARGS, cwd=cwd)
     assert result.returncode == 0, result.stderr
     (cwd / "start.out").write_text(result.stdout)
     return cwd
@@ -70,11 +73,11 @@ class LuckyOnce:
 
         self.inner, self.calls, self.lucky_call = InProcess(engine), 0, lucky_call
 
-    def reference(self, model_sha256: str):
-        return self.inner.reference(model_sha256)
+    def reference(self, model_sha256: str, **options):
+        return self.inner.reference(model_sha256, **options)
 
-    def measure(self, config, workload):
-        result = self.inner.measure(config, workload)
+    def measure(self, config, workload, **options):
+        result = self.inner.measure(config, workload, **options)
         self.calls += 1
         if self.calls == self.lucky_call:
             result = replace(result, requests_per_min=Stat.of([x * 20 for x in result.requests_per_min.samples]))
@@ -85,12 +88,15 @@ class LuckyOnce:
 def speed_study(tmp_path_factory, model_path: Path, engine: Engine):
     """A 12-trial speed-only study (noise floor, confirmation) whose trial #3 read 20x too fast.
 
+    Racing is off: after a 20x reading every later trial would stop at its first repetition, and
+    the importances need completed trials (catching the lucky reading is confirmation's job).
+
     Returns (storage URL, study name, notes the library reported).
     """
     from tuner.hardware import describe_machine
     from tuner.models import model_sha256
     from tuner.space import load_space
-    from tuner.study import StudySpec, open_storage, start_study
+    from tuner.study import Economies, StudySpec, open_storage, start_study
 
     url = f"sqlite:///{tmp_path_factory.mktemp('speed') / 'speed.db'}"
     spec = StudySpec(
@@ -100,9 +106,11 @@ def speed_study(tmp_path_factory, model_path: Path, engine: Engine):
         workload=replace(SMALL, quality=False),
         trials=12,  # 10 searched: enough for parameter importances
         seed=3,
+        economies=Economies(racing=False),
     )
     notes: list[str] = []
-    runner = LuckyOnce(engine, lucky_call=7)  # 3 noise-floor runs, then trials #0 #1 #2 #3: the 7th call
+    # 3 noise-floor runs (the last one is trial #0's, the defaults), then trials #1 #2 #3: the 6th call
+    runner = LuckyOnce(engine, lucky_call=6)
     start_study(spec, name="speed", storage=open_storage(url), runner=runner, machine=describe_machine().to_dict(), on_note=notes.append)
     return url, "speed", notes
 

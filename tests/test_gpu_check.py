@@ -230,7 +230,7 @@ def test_rehearsal_summary_has_every_figure(rehearsal):
     assert all(step["rc"] == 0 for step in s["steps"]), s["steps"]
     assert {"date", "device", "llama_cpp", "model", "study", "compare", "tuned_bench", "telemetry", "roofline"} <= s.keys()
     assert s["model"]["shape"] == "tiny" and s["model"]["layers"] == 2 and s["model"]["type"] == "Q4_K_M"
-    assert s["study"]["complete"] == s["study"]["trials"] == 4 and s["study"]["space"] == "cpu"
+    assert s["study"]["complete"] + s["study"]["raced"] == s["study"]["trials"] == 4 and s["study"]["space"] == "cpu"
     assert s["study"]["median_trial_s"] > 0
     compare = s["compare"]
     for config in ("defaults", "guide_card", "tuned"):

@@ -14,7 +14,8 @@ import optuna
 
 from tests.conftest import run_tune, wait_until_busy, worker_pids
 
-ARGS = ["--prompt-tokens", "32", "--gen-tokens", "16", "--repeats", "3", "--no-quality"]
+# --no-racing: every trial completes, so the counts below are about recovery alone
+ARGS = ["--prompt-tokens", "32", "--gen-tokens", "16", "--repeats", "3", "--no-quality", "--no-racing"]
 NO_CONFIRM = ["--confirm-rounds", "0"]  # these tests are about recovery; confirmation has its own
 
 

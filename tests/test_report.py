@@ -149,10 +149,10 @@ class SimulatedMachine:
     """A Runner: decode speed grows with n_threads up to 4 cores; flash attention costs quality
     beyond the default budget (infeasible trials); a 4096-token context does not fit (failed trials)."""
 
-    def reference(self, model_sha256: str) -> dict[str, float]:
+    def reference(self, model_sha256: str, **options) -> dict[str, float]:
         return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
 
-    def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
+    def measure(self, config: EngineConfig, workload: Workload, **options) -> Measurement:  # never raced: one reading
         effective = config.effective()
         if effective.n_ctx == 4096:
             raise EngineError("llama.cpp could not create a context for n_ctx=4096 (simulated)", "use a smaller n_ctx")

@@ -16,7 +16,7 @@ from tuner.hardware import describe_machine
 from tuner.workload import Workload
 from tuner.models import model_sha256
 from tuner.space import load_space
-from tuner.study import StudySpec, counted_trials, open_storage, start_study
+from tuner.study import Economies, StudySpec, counted_trials, open_storage, start_study
 from tuner.study.confirm import NOISE_RUNS
 from tuner.worker import Worker
 
@@ -62,23 +62,24 @@ class _KillOnce:
     """Runs trials in a real Worker; during the 3rd trial, once the worker is measuring (it has
     used 0.3 s more CPU), it SIGKILLs the worker process."""
 
-    KILL_AT = NOISE_RUNS + 3  # the study measures its noise floor first
+    KILL_AT = NOISE_RUNS + 2  # the noise floor first (its last run is trial #0's), then #1, #2
 
     def __init__(self, worker: Worker) -> None:
         self.worker, self.calls = worker, 0
 
-    def measure(self, config, workload):
+    def measure(self, config, workload, **options):
         self.calls += 1
         if self.calls == self.KILL_AT:
             pid = self.worker.pid
             threading.Thread(target=lambda: (wait_until_busy(pid), os.kill(pid, signal.SIGKILL)), daemon=True).start()
-        return self.worker.measure(config, workload)
+        return self.worker.measure(config, workload, **options)
 
 
 def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, model_path):
     spec = StudySpec(
         model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"),
         workload=Workload.single(64, 32, repeats=3, quality=False), trials=4, seed=3,
+        economies=Economies(racing=False),  # every trial measured fully: the counts are about the kill
     )
     storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
     with Worker(model_path) as worker:
@@ -108,7 +109,7 @@ def test_an_unexpected_exception_in_the_worker_fails_the_request_with_its_type_a
         worker.start()
         first = worker.pid
         with pytest.raises(WorkerFailed) as caught:
-            worker._request(("measure", EngineConfig().to_dict(), {"repeats": 3}), "the trial")
+            worker._request(("measure", EngineConfig().to_dict(), {"repeats": 3}, {}), "the trial")
         assert "the trial raised KeyError in the worker" in caught.value.reason
         assert "workload.py" in caught.value.reason  # where: file, line and function
         assert any("KeyError" in line for line in caught.value.log_tail)  # the traceback's tail

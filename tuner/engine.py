@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +48,6 @@ class Generation:
     ttft_ms: float  # wall: start of the prompt -> first token sampled
     wall_prompt_ms: float
     wall_decode_ms: float  # wall: first token sampled -> last token sampled
-    logprobs: list[float] = field(default_factory=list)  # with score=True: log p of each token
     context_tokens: int = 0  # llama.cpp: positions in the KV cache when the first token was sampled
 
 
@@ -93,8 +92,6 @@ class Session:
         past: int = 0,
         stop_at_eos: bool = True,
         seed: int | None = None,
-        stop_text: str | None = None,
-        score: bool = False,
     ) -> Generation:
         """Evaluate ``prompt`` after the first ``past`` positions of the KV cache, then sample up to
         ``max_tokens`` tokens. Whatever the cache held beyond ``past`` is dropped first, so each
@@ -102,11 +99,9 @@ class Session:
 
         Args:
             past: positions of the cache kept (see :meth:`prefill`); 0 empties it.
-            stop_at_eos: stop at an end-of-generation token (and at ``stop_text``). With False,
+            stop_at_eos: stop at an end-of-generation token. With False,
                 exactly ``max_tokens`` tokens are decoded, which is what a throughput measurement needs.
             seed: sampler seed for this call (default: the config's).
-            stop_text: stop before a token whose text contains this (e.g. a newline).
-            score: also record each sampled token's log-probability under the raw logits.
         """
         import llama_cpp
         import numpy as np
@@ -127,17 +122,12 @@ class Session:
         batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
         # Measurement: decode exactly max_tokens (max_tokens + 1 sampled); text: sample max_tokens.
         limit = max_tokens if stop_at_eos else max_tokens + 1
-        logprobs: list[float] = []
         n_vocab = model.n_vocab()
         scores = np.empty(n_vocab, dtype=np.single)
         pieces: list[bytes] = []
 
         def stops(token: int) -> bool:
-            if not stop_at_eos:
-                return False
-            if llama_cpp.llama_vocab_is_eog(model.vocab, token):
-                return True
-            return bool(stop_text) and stop_text in model.token_to_piece(token).decode("utf-8", errors="ignore")
+            return stop_at_eos and bool(llama_cpp.llama_vocab_is_eog(model.vocab, token))
 
         def sample() -> int:
             # The per-token work a llama_cpp.Llama user pays too: Llama.eval keeps the new
@@ -145,8 +135,6 @@ class Session:
             np.copyto(scores, np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, -1), shape=(n_vocab,)))
             token = sampler.sample(self.context, -1)
             pieces.append(model.token_to_piece(token))
-            if score:
-                logprobs.append(self._raw_logprob(token))
             return token
 
         try:
@@ -170,7 +158,7 @@ class Session:
             batch.close()
             sampler.close()
         if tokens and stops(tokens[-1]):
-            tokens, logprobs = tokens[:-1], logprobs[: len(tokens) - 1]
+            tokens = tokens[:-1]
         return Generation(
             tokens=tokens,
             text=model.detokenize(tokens).decode("utf-8", errors="replace"),
@@ -183,7 +171,6 @@ class Session:
             ttft_ms=(first - start) * 1000,
             wall_prompt_ms=(prompt_done - start) * 1000,
             wall_decode_ms=(end - first) * 1000,
-            logprobs=logprobs,
             context_tokens=context_tokens,
         )
 
@@ -215,14 +202,13 @@ class Session:
         finally:
             batch.close()
 
-    def _raw_logprob(self, token: int) -> float:
-        """log p(token) under the last position's raw logits (no temperature, no truncation)."""
+    def last_logits(self, tokens: list[int]) -> Any:
+        """The last position's logits (a numpy copy) of ``tokens`` evaluated from an empty cache."""
         import llama_cpp
         import numpy as np
 
-        row = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, -1), shape=(self.engine.model.n_vocab(),))
-        top = float(row.max())
-        return float(row[token] - top - np.log(np.exp(row - top).sum()))
+        self.prefill(tokens)  # one output row, where logits() computes one per token
+        return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, -1), shape=(self.engine.model.n_vocab(),)).copy()
 
     def _decode(self, batch: _internals.LlamaBatch) -> None:
         try:

@@ -1,20 +1,28 @@
 """Throughput measurement: a workload's request shapes run on one session, warm-up first, then
 repetitions; per-shape figures, the objective (requests per minute), medians and spread.
 
-For each shape the session first evaluates the shape's ``depth`` tokens into the KV cache
-(untimed: the context a request finds there). Then, from that cache, a short warm-up request
-(the prompt and :data:`WARMUP_TOKENS` generated tokens, untimed: the very first eval on a new
-context reports nonsense — 0.49 ms for 428 tokens against 8.5 s of wall time was seen on this
-project's machine), then ``repeats`` timed requests: the prompt, then exactly ``gen`` generated
-tokens. Each request starts from the same cached depth.
+A session starts with one short warm-up pass (:data:`WARMUP_PROMPT` prompt tokens,
+:data:`WARMUP_TOKENS` generated, untimed): the very first eval on a new context reports nonsense
+(0.49 ms for 428 tokens against 8.5 s of wall time was seen on this project's machine). Then each
+shape's ``depth`` tokens are evaluated into the KV cache (untimed: the context a request finds
+there) and its requests are timed: the prompt, then exactly ``gen`` generated tokens, each
+request from the same cached depth. Every repetition's counters are checked against the wall
+clock, and a repetition where they disagree is flagged.
+
+Racing: with ``stop_below``, every shape's first repetition runs first; when the objective they
+give is below ``stop_below`` the measurement stops there (``stopped`` says why) and the quality
+proxy does not run. Otherwise the remaining repetitions follow, the last shape first (its depth is
+still in the cache).
 
 Rates come from llama.cpp's own counters (llama_perf_context, llama_perf_sampler); wall-clock
 times are kept beside them as a cross-check, and the end-to-end request time (what the user
-waits for) is wall-clock: time to first token + generation time.
+waits for) is wall-clock: time to first token + generation time. The quality proxy runs in a
+context of its own (see :mod:`tuner.quality`).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -26,7 +34,7 @@ from tuner.stats import Stat
 from tuner.telemetry import Telemetry
 from tuner.workload import Shape, Workload, requests_per_min
 
-__all__ = ["WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
+__all__ = ["TIME_PARTS", "WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
 
 # The text every trial evaluates: fixed, so trials compare like with like. Written for this
 # project; repeated as needed to reach a shape's depth + prompt length.
@@ -41,7 +49,10 @@ WORKLOAD_TEXT = (
     "that he had taught himself to draw: in the margins of the later books there were small, exact "
     "sketches of birds, boats and clouds. "
 )
-WARMUP_TOKENS = 8  # generated in a warm-up request: enough to run the decode path once
+WARMUP_PROMPT = 8  # prompt tokens of the warm-up pass: enough to run the batched path once
+WARMUP_TOKENS = 4  # generated in the warm-up pass: enough to run the decode path once
+COUNTER_WALL_LIMIT = 0.25  # a repetition whose counter and wall rates differ more is flagged
+TIME_PARTS = ("setup", "warmup", "prefill", "timed", "quality")
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,9 @@ class Measurement:
     clamped: dict[str, tuple[Any, Any]]
     telemetry: dict[str, Any] = field(default_factory=dict)  # peak RSS; GPU VRAM/util/power/energy
     quality: Quality | None = None  # the quality proxy's figures, when it ran
+    stopped: str = ""  # why the measurement stopped after the first repetition (racing), if it did
+    flags: list[str] = field(default_factory=list)  # repetitions whose counters disagree with the wall clock
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went: TIME_PARTS
 
     METRICS = ("requests_per_min", "prompt_tok_s", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s", "ttft_ms", "sample_us_per_tok")
 
@@ -127,7 +141,10 @@ class Measurement:
             config=EngineConfig.from_dict(data["effective"]),
             clamped={key: tuple(pair) for key, pair in data["clamped"].items()},
             telemetry=dict(data.get("telemetry") or {}),
-            quality=Quality(**data["quality"]) if data.get("quality") else None,
+            quality=Quality.from_dict(data["quality"]) if data.get("quality") else None,
+            stopped=str(data.get("stopped", "")),
+            flags=list(data.get("flags") or []),
+            seconds=dict(data.get("seconds") or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -139,32 +156,54 @@ class Measurement:
         data["clamped"] = {key: list(pair) for key, pair in self.clamped.items()}
         data["telemetry"] = self.telemetry
         data["quality"] = self.quality.to_dict() if self.quality else None
+        data["stopped"] = self.stopped
+        data["flags"] = self.flags
+        data["seconds"] = self.seconds
         return data
 
 
-def measure(engine: Engine, config: EngineConfig, workload: Workload, reference: Reference | None = None) -> Measurement:
-    """Measure ``config`` on ``engine`` under ``workload``: each shape's cached depth, a warm-up
-    request, ``workload.repeats`` timed requests; then (with a ``reference`` and
-    ``workload.quality``) the quality proxy in the same context.
+def measure(
+    engine: Engine,
+    config: EngineConfig,
+    workload: Workload,
+    reference: Reference | None = None,
+    *,
+    stop_below: float | None = None,
+    use_cache: bool = True,
+) -> Measurement:
+    """Measure ``config`` on ``engine`` under ``workload``: a warm-up pass, each shape's cached
+    depth and ``workload.repeats`` timed requests; then (with a ``reference`` and
+    ``workload.quality``) the quality proxy.
+
+    Args:
+        stop_below: racing: stop after the first repetition when the objective reads below this.
+        use_cache: let the quality proxy reuse cached logits (see :mod:`tuner.quality`).
 
     Raises:
         ConfigError: n_ctx below what the workload needs.
         EngineError: llama.cpp refused the configuration.
     """
     effective = config.effective()
-    with_quality = reference is not None and workload.quality
-    need = workload.n_ctx_needed if with_quality else workload.tokens_needed
+    need = workload.tokens_needed
     if 0 < effective.n_ctx < need:
         raise ConfigError(
             f"n_ctx={effective.n_ctx} is below the {need} tokens this workload needs",
             f"use n_ctx >= {need} or a shorter workload",
         )
+    clock = _Clock()
     with engine.session(config) as session:
         effective = session.config  # what llama.cpp runs with, read back from the context
         text = session.tokenize(WORKLOAD_TEXT)
+        clock.lap("setup")
+        for _ in range(workload.warmup):
+            session.generate(text[:WARMUP_PROMPT], WARMUP_TOKENS, stop_at_eos=False)
+        clock.lap("warmup")
         with Telemetry() as telemetry:
-            runs = [_shape_runs(session, shape, text, workload) for shape in workload.shapes]
-        quality = evaluate(session, reference) if with_quality else None
+            runs, stopped = _repetitions(session, workload, text, stop_below, clock)
+    quality = None
+    if reference is not None and workload.quality and not stopped:
+        quality = evaluate(engine, config, reference, use_cache=use_cache)
+        clock.lap("quality")
     return aggregate(
         runs,
         workload,
@@ -172,17 +211,68 @@ def measure(engine: Engine, config: EngineConfig, workload: Workload, reference:
         clamped=clamps(config, effective),
         telemetry=telemetry.summary(tokens=sum(g.n_eval for shape_runs in runs for g in shape_runs)),
         quality=quality,
+        stopped=stopped,
+        flags=_disagreements(runs, workload),
+        seconds=clock.parts,
     )
 
 
-def _shape_runs(session: Session, shape: Shape, text: list[int], workload: Workload) -> list[Generation]:
-    """One shape: its depth into the cache, warm-up request(s), then the timed repetitions."""
-    tokens = prompt_tokens(text, shape.depth + shape.prompt)
-    cached, prompt = tokens[: shape.depth], tokens[shape.depth :]
-    session.prefill(cached)
-    for _ in range(workload.warmup):
-        session.generate(prompt, min(shape.gen, WARMUP_TOKENS), past=shape.depth, stop_at_eos=False)
-    return [session.generate(prompt, shape.gen, past=shape.depth, stop_at_eos=False) for _ in range(workload.repeats)]
+class _Clock:
+    """Wall time spent in each part of a measurement (TIME_PARTS), lap by lap."""
+
+    def __init__(self) -> None:
+        self.parts = dict.fromkeys(TIME_PARTS, 0.0)
+        self._last = time.perf_counter()
+
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.parts[part] = round(self.parts[part] + now - self._last, 3)
+        self._last = now
+
+
+def _repetitions(
+    session: Session, workload: Workload, text: list[int], stop_below: float | None, clock: _Clock
+) -> tuple[list[list[Generation]], str]:
+    """Every shape's repetitions: the first of each shape, the racing check, then the rest."""
+    requests = []
+    for shape in workload.shapes:
+        tokens = prompt_tokens(text, shape.depth + shape.prompt)
+        requests.append((tokens[: shape.depth], tokens[shape.depth :]))
+    runs: list[list[Generation]] = [[] for _ in workload.shapes]
+    cached: list[int | None] = [None]  # the shape whose depth the KV cache holds
+
+    def run(index: int) -> None:
+        shape, (depth, prompt) = workload.shapes[index], requests[index]
+        if cached[0] != index:
+            session.prefill(depth)
+            cached[0] = index
+            clock.lap("prefill")
+        runs[index].append(session.generate(prompt, shape.gen, past=shape.depth, stop_at_eos=False))
+        clock.lap("timed")
+
+    for index in range(len(workload.shapes)):
+        run(index)
+    if stop_below is not None:
+        first = requests_per_min([request_ms(r[0]) for r in runs], workload.weights)
+        if first < stop_below:
+            return runs, f"its first repetition read {first:.2f} requests/min, below the racing bound {stop_below:.2f}"
+    for index in reversed(range(len(workload.shapes))):
+        for _ in range(workload.repeats - 1):
+            run(index)
+    return runs, ""
+
+
+def _disagreements(runs: list[list[Generation]], workload: Workload) -> list[str]:
+    """Repetitions whose llama.cpp counters and wall clock disagree by more than COUNTER_WALL_LIMIT
+    (decode: counted decode + sampler time vs the wall clock; prompt: counted vs wall)."""
+    flags = []
+    for shape, gens in zip(workload.shapes, runs):
+        for number, g in enumerate(gens, start=1):
+            pairs = (("decode", g.eval_ms + g.sample_ms, g.wall_decode_ms), ("prompt", g.prompt_ms, g.wall_prompt_ms))
+            for what, counted, wall in pairs:
+                if wall > 0 and abs(counted / wall - 1) > COUNTER_WALL_LIMIT:
+                    flags.append(f"{shape.name or 'shape'} repetition {number}: llama.cpp counted {counted:.1f} ms of {what}, the wall clock {wall:.1f} ms")
+    return flags
 
 
 def aggregate(runs: list[list[Generation]], workload: Workload, **rest: Any) -> Measurement:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tuner.errors import ConfigError
 
-__all__ = ["MIN_ROUNDS", "UNITS", "NoiseFloor", "Stat", "check_rounds", "is_tie"]
+__all__ = ["MIN_ROUNDS", "RACE_MIN_MARGIN", "UNITS", "NoiseFloor", "Stat", "check_rounds", "duration", "is_tie", "race_margin"]
 
 # How each figure is named for a reader.
 UNITS = {
@@ -102,6 +102,23 @@ def is_tie(a: float, b: float, noise: float) -> bool:
 
 
 MIN_ROUNDS = 3  # the fewest repetitions that give a median and a spread
+RACE_MIN_MARGIN = 0.05  # racing never stops a configuration closer than this to the best
+
+
+def duration(seconds: float) -> str:
+    """Seconds as people read them: 42s, 3m07s."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def race_margin(noise: float, rel_iqr: float) -> float:
+    """How far below the best's median a single first reading must fall to be stopped early.
+
+    One reading scatters around its configuration's median by about the within-run spread, and
+    medians drift run to run by about the noise floor: twice either (and at least 5%) leaves a
+    configuration that reads that low no plausible way to finish as the best.
+    """
+    return max(RACE_MIN_MARGIN, 2 * noise, 2 * rel_iqr)
 
 
 def check_rounds(rounds: int, *, name: str = "rounds", flag: str = "--rounds", skip_allowed: bool = False) -> None:

@@ -54,7 +54,7 @@ class Worker:
         self._conn: Any = None
         self._log_path = Path(tempfile.mkstemp(prefix="tuner-llama-", suffix=".log")[1])
         self.starts = 0
-        self._model_sha256: str | None = None
+        self._reference_request: tuple[Any, ...] | None = None
 
     @property
     def restarts(self) -> int:
@@ -65,23 +65,24 @@ class Worker:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
-        """Measure ``config`` in the worker.
+    def measure(self, config: EngineConfig, workload: Workload, *, stop_below: float | None = None, use_cache: bool = True) -> Measurement:
+        """Measure ``config`` in the worker (see :func:`tuner.measure.measure` for the options).
 
         Raises:
             ConfigError / EngineError: the configuration was refused (the worker lives on).
             WorkerFailed: the worker died or timed out (it is gone; the next call starts another).
         """
-        return Measurement.from_dict(self._request(("measure", config.to_dict(), workload.to_dict()), "the trial"))
+        options = {"stop_below": stop_below, "use_cache": use_cache}
+        return Measurement.from_dict(self._request(("measure", config.to_dict(), workload.to_dict(), options), "the trial"))
 
-    def reference(self, model_sha256: str) -> dict[str, float]:
+    def reference(self, model_sha256: str, *, use_cache: bool = True) -> dict[str, float]:
         """Load (or compute once, then cache) the quality reference in the worker.
 
         Returns:
             The greedy reference's sampling scores: ``greedy_accuracy`` and ``greedy_nll``.
         """
-        scores = self._request(("reference", model_sha256), "computing the quality reference")
-        self._model_sha256 = model_sha256  # a replacement worker loads it again
+        scores = self._request(("reference", model_sha256, use_cache), "computing the quality reference")
+        self._reference_request = ("reference", model_sha256, use_cache)  # a replacement worker loads it again
         return scores
 
     def _request(self, message: tuple[Any, ...], what: str) -> Any:
@@ -154,8 +155,8 @@ class Worker:
         if status != "ready":
             self._kill()
             raise _error(*payload)
-        if self._model_sha256 is not None:  # a fresh worker after a crash: load the reference again
-            self._request(("reference", self._model_sha256), "reloading the quality reference")
+        if self._reference_request is not None:  # a fresh worker after a crash: load the reference again
+            self._request(self._reference_request, "reloading the quality reference")
 
     def _failed(self, what: str) -> WorkerFailed:
         self._process.join(timeout=5)
@@ -220,11 +221,11 @@ def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
             if message[0] == "stop":
                 return
             if message[0] == "reference":
-                reference = reference_for(engine, message[1])
+                reference = reference_for(engine, message[1], use_cache=message[2])
                 reply: tuple[str, Any] = ("ok", {"greedy_accuracy": reference.greedy_accuracy, "greedy_nll": reference.greedy_nll})
             else:
-                _, config, workload = message
-                result = measure(engine, EngineConfig.from_dict(config), Workload.from_dict(workload), reference)
+                _, config, workload, options = message
+                result = measure(engine, EngineConfig.from_dict(config), Workload.from_dict(workload), reference, **options)
                 reply = ("ok", result.to_dict())
         except TunerError as exc:
             reply = ("error", (type(exc).__name__, exc.what, exc.fix))

@@ -108,13 +108,6 @@ class Workload:
         """The smallest context that holds the largest request shape."""
         return max(s.tokens for s in self.shapes)
 
-    @property
-    def n_ctx_needed(self) -> int:
-        """Smallest n_ctx for the largest shape, and for the quality proxy's text when it runs."""
-        from tuner.quality import EVAL_TOKENS
-
-        return max(self.tokens_needed, EVAL_TOKENS if self.quality else 0)
-
     def speed_only(self) -> Workload:
         return replace(self, quality=False)
 

@@ -10,7 +10,7 @@ from tests.conftest import SMALL
 from tuner.hardware import describe_machine
 from tuner.models import model_sha256
 from tuner.space import load_space
-from tuner.study import InProcess, StudySpec, load_study, open_storage, start_study
+from tuner.study import Economies, InProcess, StudySpec, load_study, open_storage, start_study
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +18,13 @@ def study_db(tmp_path_factory, model_path, engine) -> Path:
     """A 3-trial study (2 baselines + 1 searched trial) in a real SQLite file."""
     db = tmp_path_factory.mktemp("study") / "tuner.db"
     spec = StudySpec(
-        model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"), workload=SMALL, trials=3, seed=7
+        model=model_path,
+        model_sha256=model_sha256(model_path),
+        space=load_space("cpu"),
+        workload=SMALL,
+        trials=3,
+        seed=7,
+        economies=Economies(racing=False),  # every trial measured fully: the tests read whole measurements (racing: test_racing.py)
     )
     progress = []
     start_study(

@@ -28,6 +28,7 @@ from tuner.study import (
 from tuner.study.confirm import (
     Candidate,
     Confirmation,
+    _drop_the_hopeless,
     _pick_winner,
     confirm,
     current_confirmation,
@@ -80,11 +81,29 @@ def test_a_candidate_that_only_ties_the_defaults_does_not_replace_them():
 
 
 def test_noise_floor_measures_the_defaults_several_times(engine):
-    floor = measure_noise_floor(InProcess(engine), SMALL, runs=3)
+    floor, last = measure_noise_floor(InProcess(engine), SMALL, runs=3)
     assert len(floor.run_medians) == 3 and all(x > 0 for x in floor.run_medians)
     assert len(set(floor.run_medians)) > 1  # three separate measurements, not one copied
     assert floor.relative >= floor.within_run_rel_iqr >= 0
-    assert floor.workload["quality"] is False  # speed only: it must stay cheap
+    assert floor.workload["quality"] is False  # the spread of speed
+    # The last run measured the whole workload: the defaults baseline trial uses it as its own.
+    assert last.workload == SMALL
+    assert last.requests_per_min.median == floor.run_medians[-1]
+
+
+def test_what_cannot_win_is_dropped_after_round_one_and_keeps_its_round():
+    entries = [
+        _candidate("defaults", [30.0], [30.0]),
+        replace(_candidate("#1", [14.0], [30.0]), label="guide_card", eligible=False),
+        _candidate("#5", [50.0], [30.0]),
+        _candidate("#7", [48.0], [30.0]),  # within 5% of #5: may still win
+        _candidate("#9", [40.0], [30.0]),
+    ]
+    notes: list[str] = []
+    _drop_the_hopeless(entries, noise=0.02, note=notes.append)  # margin max(5%, 2 x 2%) = 5%: bound 47.5
+    assert [e.label for e in entries if e.dropped] == ["guide_card", "#9"]
+    assert all(len(e.rounds) == 1 for e in entries)  # dropped ones keep their round (the guide's ratio)
+    assert notes == [f"{label} dropped after round 1: {value} in round 1, below 47.50 (the best's 50.00 less the noise margin)" for label, value in (("guide_card", "14.00"), ("#9", "40.00"))]
 
 
 @pytest.fixture(scope="module")
@@ -201,3 +220,34 @@ def test_a_library_confirmation_refuses_what_the_cli_refuses(confirmed, engine):
     with pytest.raises(ConfigError, match=r"candidates=0 \(--candidates\) re-measures nothing"):
         confirm(study, InProcess(engine), candidates=0)
     assert study.user_attrs["confirmation"] == before
+
+
+ONE_THREAD = """
+name: one-thread
+params:
+  top_k: {low: 5, high: 100, log: true}  # as the cpu space has it: one study, one distribution
+fixed: {n_ctx: 512, n_threads: 1, n_threads_batch: 1, temperature: 0.0}
+"""
+
+
+def test_a_resume_that_leaves_the_top_unchanged_keeps_its_confirmation(speed_study, tmp_path, engine):
+    """Economies on: a trial added by a resume that does not reach the top candidates changes no
+    decision, so the confirmation stands without re-measuring anything."""
+    from tuner.space import parse_space
+
+    url, name, _ = speed_study
+    copy = tmp_path / "economy.db"
+    shutil.copy(url.removeprefix("sqlite:///"), copy)
+    study = load_study(name, open_storage(f"sqlite:///{copy}", must_exist=True))
+    study.set_user_attr("economies", {"racing": True, "cache": True})  # the speed study ran without them
+    before = Confirmation.from_dict(study.user_attrs["confirmation"])
+    notes: list[str] = []
+    study = resume_study(study, runner=InProcess(engine), space=parse_space(ONE_THREAD), trials=13, on_note=notes.append)
+    added = study.trials[-1]
+    assert added.user_attrs["config"]["n_threads"] == 1
+    assert added.number not in {t.number for t in pick_candidates(feasible_trials(study))}, "premise: 1 thread is no top candidate"
+    assert any("it stands (no re-measurement)" in n for n in notes)
+    assert not any(n.startswith("round ") for n in notes)
+    after = current_confirmation(study)
+    assert after is not None and after.counted_trials == 13
+    assert replace(after, counted_trials=before.counted_trials) == before  # the same decision, the same figures

@@ -64,7 +64,9 @@ def test_study_records_what_it_tunes(study_db, model_path):
     assert "n_ubatch" in attrs["space"]["text"]
     assert attrs["machine"]["logical_cores"] >= 1
     assert attrs["objectives"] == ["requests_per_min", "kld_mean"]
-    assert attrs["quality_budget"] == {"kld_mean": 0.03, "accuracy_floor": 0.8}
+    assert attrs["quality_budget"] == {"kld_mean": 0.03, "accuracy_floor": 0.75}
+    assert attrs["quality_version"] == 2
+    assert attrs["economies"] == {"racing": False, "cache": True}  # as tests/study/conftest.py asks
     assert 0 < attrs["reference"]["greedy_accuracy"] <= 1
 
 
@@ -126,7 +128,7 @@ class _NoReference(InProcess):
     """The quality reference never loads (its figures are reported, the engine never gets it): a
     fault that cannot be produced on demand with the real worker."""
 
-    def reference(self, model_sha256):
+    def reference(self, model_sha256, **options):
         return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
 
 

@@ -66,7 +66,7 @@ WorkloadOpt = typer.Option(
 PromptOpt = typer.Option(None, "--prompt-tokens", help="Instead of --workload: one request shape with this many new prompt tokens.")
 GenOpt = typer.Option(None, "--gen-tokens", help="Instead of --workload: one request shape generating this many tokens.")
 DepthOpt = typer.Option(None, "--depth", help="Instead of --workload: tokens already in the KV cache when the request arrives.")
-RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions of every request shape per trial (after a warm-up request); at least 3.")
+RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions of every request shape per trial (after a warm-up pass); at least 3.")
 NoQualityOpt = typer.Option(False, "--no-quality", help="Skip the quality proxy (speed only; no quality floor).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object (fields: docs/json.md).")
 TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")

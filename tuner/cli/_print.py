@@ -10,7 +10,7 @@ from typing import Any, Optional
 
 import typer
 
-from tuner.stats import UNITS
+from tuner.stats import UNITS, duration
 
 __all__ = [
     "duration",
@@ -23,6 +23,7 @@ __all__ = [
     "print_shapes",
     "print_workload",
     "print_summary",
+    "print_time",
     "settings",
     "table",
 ]
@@ -46,7 +47,7 @@ def print_progress(p: Any) -> None:
 
 def print_workload(workload: Any) -> None:
     """The workload a study or a bench measures: its shapes, their weights, where they come from."""
-    typer.echo(f"workload: {workload.name} — {len(workload.shapes)} request shape(s), 1 warm-up request + {workload.repeats} timed each per trial")
+    typer.echo(f"workload: {workload.name} — {len(workload.shapes)} request shape(s), {workload.repeats} timed requests each per trial (after a short warm-up pass)")
     for shape, weight in zip(workload.shapes, workload.weights):
         typer.echo(f"  {weight:4.0%}  {shape.describe()}")
     if workload.source.get("kind") == "jsonl":
@@ -93,7 +94,7 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
             )
         else:
             n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
-            typer.echo(f"(each trial's own reading: median and interquartile range over {n} repetitions after a warm-up request)")
+            typer.echo(f"(each trial's own reading: median and interquartile range over {n} repetitions after a warm-up pass)")
         print_shapes(shown)
     if summary.best is None and summary.infeasible:
         typer.echo(f"no trial is feasible ({summary.infeasible} completed trials miss the quality floor or a latency target)")
@@ -105,10 +106,19 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
     elif summary.noise_error:
         typer.echo(f"noise floor: not measured ({summary.noise_error}); ties rest on each trial's own spread")
     print_confirmation(summary)
+    print_time(summary)
+    if summary.quality_note:
+        typer.echo(summary.quality_note)
     for number, reason in summary.failures[:5]:
         typer.echo(f"failed trial #{number}: {reason}")
     if export_hint and summary.best:
         typer.echo(f"\nexport the best: tune export {summary.name}" + (f" --storage '{redacted(storage)}'" if storage else "") + " --out preset.yaml")
+
+
+def print_time(summary: Any) -> None:
+    """Where the study's time went, and what racing and the quality cache saved it."""
+    if summary.seconds:
+        typer.echo(f"time: {summary.time_text}")
 
 
 def print_shapes(rows: list[Any]) -> None:
@@ -131,8 +141,8 @@ def print_confirmation(summary: Any) -> None:
     """The re-measurement that picked the winner: trial reading vs confirmed figures."""
     confirmation = summary.confirmation
     if confirmation is None:
-        if summary.best is not None and summary.best.label == "best":
-            typer.echo("not confirmed by re-measurement (the study changed since, or confirmation was skipped)")
+        if summary.unconfirmed_note:
+            typer.echo(summary.unconfirmed_note)
         return
     d = confirmation.defaults.value
     rows = [["defaults", "-", f"{d.median:.1f} ± {d.iqr:.1f}", "1.00x", "-"]]
@@ -143,7 +153,7 @@ def print_confirmation(summary: Any) -> None:
         r = c.ratio
         rows.append(
             [
-                c.label + (" (winner)" if c.trial == confirmation.winner else ""),
+                c.label + (" (winner)" if c.trial == confirmation.winner else "") + (" (dropped after round 1)" if c.dropped else ""),
                 f"{c.trial_value:.1f}",
                 f"{c.value.median:.1f} ± {c.value.iqr:.1f}",
                 f"{r.median:.2f}x ({min(r.samples):.2f}-{max(r.samples):.2f})",
@@ -276,6 +286,3 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"

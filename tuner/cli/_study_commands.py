@@ -48,11 +48,13 @@ def start(
     repeats: int = RepeatsOpt,
     trial_timeout: float = TimeoutOpt,
     quality_budget: float = typer.Option(0.03, "--quality-budget", help="Largest mean KL divergence from the reference a feasible trial may have."),
-    accuracy_floor: float = typer.Option(0.8, "--accuracy-floor", help="Task accuracy a feasible trial needs, as a fraction of greedy decoding's."),
+    accuracy_floor: float = typer.Option(0.75, "--accuracy-floor", help="Expected task accuracy a feasible trial needs, as a fraction of greedy decoding's."),
     max_ttft_ms: Optional[float] = typer.Option(None, "--max-ttft-ms", help="Latency target: time to first token on the slowest request shape."),
     min_decode_tok_s: Optional[float] = typer.Option(None, "--min-decode-tok-s", help="Latency target: decode speed on the slowest request shape."),
     no_quality: bool = NoQualityOpt,
     confirm_rounds: int = ConfirmOpt,
+    no_racing: bool = typer.Option(False, "--no-racing", help="Measure every trial fully (no early stop of clearly slower trials); for audits."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Compute the quality proxy's logits for every trial (no cache); for audits."),
 ) -> None:
     """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""
     from tuner import hardware, models, space as spaces, study as studies
@@ -73,7 +75,7 @@ def start(
         search_space, why = spaces.load_space(space), "chosen with --space"
     else:
         search_space, why = spaces.choose_space(machine, read_gguf_info(model_path))
-    search_space.for_workload(the_workload.n_ctx_needed)
+    search_space.for_workload(the_workload.tokens_needed)
     name = study or model_path.stem
     spec = studies.StudySpec(
         model=model_path,
@@ -84,6 +86,7 @@ def start(
         seed=seed,
         budget=budget,
         targets=limits,
+        economies=studies.Economies(racing=not no_racing, cache=not no_cache),
     )
     studies.check_new_study(name, storage)
     with worker(model_path, trial_timeout) as runner:
@@ -102,6 +105,10 @@ def start(
             typer.echo("objective: requests/min on the workload (median); no quality proxy (--no-quality)")
         if limits:
             typer.echo(f"latency targets: {limits.describe()} (a trial that misses one is infeasible)")
+        typer.echo(
+            f"economies: racing {'off' if no_racing else 'on'} (a trial whose first repetition is clearly slower than the best stops), "
+            f"quality cache {'off' if no_cache else 'on'}"
+        )
         result = interruptible(
             lambda: studies.start_study(
                 spec,
@@ -139,6 +146,7 @@ def resume(
     check_timeout(trial_timeout)
     storage_obj = studies.open_storage(storage, must_exist=True)
     study_obj = studies.load_study(name, storage_obj)
+    studies.check_quality_version(study_obj)
     model_path = study_model(study_obj, model)
     machine = hardware.describe_machine()
     studies.check_machine(study_obj, machine, allow_other_hardware)

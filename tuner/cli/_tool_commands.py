@@ -76,7 +76,10 @@ def bench(
     if as_json:
         data = result.to_dict()
         data["model"] = str(model_path)
-        data.update(data.pop("quality") or {})  # kld_mean, kld_p99, top1_agreement, task_accuracy, ...
+        quality = data.pop("quality") or {}  # kld_mean, kld_p99, top1_agreement, task_accuracy, ...
+        if quality:
+            quality["quality_seconds"] = quality.pop("seconds")  # "seconds" is the measurement's time by part
+        data.update(quality)
         typer.echo(json.dumps(data))
         return
     print_workload(the_workload)
@@ -91,8 +94,8 @@ def bench(
         q = result.quality
         typer.echo(
             f"quality: mean KLD {q.kld_mean:.4f} (p99 {q.kld_p99:.3f}), top-1 agreement {q.top1_agreement:.1%}, "
-            f"task accuracy {q.task_accuracy:.2f} (greedy {reference['greedy_accuracy']:.2f}), generated-text NLL "
-            f"{q.gen_nll:.2f}, repeated 4-grams {q.repeat4:.1%} [{q.seconds:.1f} s]"
+            f"expected task accuracy {q.task_accuracy:.2f} (greedy {reference['greedy_accuracy']:.2f}), expected NLL "
+            f"{q.gen_nll:.2f}, kept mass {q.kept_mass:.2f} [{q.seconds:.1f} s{', logits cached' if q.cached else ''}]"
         )
     if result.clamped:
         typer.echo("clamped by llama.cpp: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in result.clamped.items()))

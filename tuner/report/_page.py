@@ -113,10 +113,14 @@ def _summary_table(study: Any, summary: Summary) -> str:
         rows.append(["noise floor", f"±{summary.noise:.1%} run to run (closer results are ties)"])
     elif summary.noise_error:
         rows.append(["noise floor", f"not measured: {summary.noise_error}; ties rest on each trial's own spread"])
+    if summary.quality_note:
+        rows.append(["quality proxy", summary.quality_note])
+    if summary.time_text:
+        rows.append(["time", summary.time_text])
     if summary.confirmation is not None:
         rows.append(["confirmation", f"{summary.confirmation.rounds} interleaved rounds: {summary.confirmation.why}"])
-    elif best is not None and best.label == "best":
-        rows.append(["confirmation", "not confirmed by re-measurement (skipped, or the study changed since)"])
+    elif summary.unconfirmed_note:
+        rows.append(["confirmation", summary.unconfirmed_note])
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table class="summary">{body}</table>'
 
@@ -126,7 +130,7 @@ def _workload_text(data: dict[str, Any]) -> str:
     if not data:
         return "?"
     workload = Workload.from_dict(data)
-    text = f"{workload.name}: {workload.describe()}; {workload.repeats} timed repetitions after a warm-up request"
+    text = f"{workload.name}: {workload.describe()}; {workload.repeats} timed repetitions after a warm-up pass"
     return text + (", quality proxy on" if workload.quality else ", no quality proxy")
 
 

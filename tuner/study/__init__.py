@@ -13,8 +13,8 @@ The public names live here; the work lives in underscore modules, one job each:
 
 from __future__ import annotations
 
-from tuner.study._objective import InProcess, Runner, TrialFailed
-from tuner.study._optimize import Progress, StudySpec, check_machine, check_trials, resume_study, start_study
+from tuner.study._objective import Economies, InProcess, Runner, TrialFailed
+from tuner.study._optimize import Progress, StudySpec, check_machine, check_quality_version, check_trials, resume_study, start_study
 from tuner.study._storage import (
     DEFAULT_STORAGE,
     check_new_study,
@@ -33,6 +33,7 @@ from tuner.study._trials import (
     feasible_trials,
     is_feasible,
     noise_floor,
+    quality_version,
     speed_objective,
     study_defaults,
 )
@@ -40,6 +41,7 @@ from tuner.study._trials import (
 __all__ = [
     "BASELINES",
     "DEFAULT_STORAGE",
+    "Economies",
     "InProcess",
     "Progress",
     "Row",
@@ -52,6 +54,7 @@ __all__ = [
     "best_preset",
     "check_machine",
     "check_new_study",
+    "check_quality_version",
     "check_trials",
     "counted_trials",
     "fastest_feasible",
@@ -61,6 +64,7 @@ __all__ = [
     "load_study",
     "noise_floor",
     "open_storage",
+    "quality_version",
     "redact",
     "resume_study",
     "speed_objective",

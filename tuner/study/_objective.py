@@ -7,7 +7,9 @@ A runner measures a configuration: :class:`InProcess` in this process, or
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from tuner.config import EngineConfig
@@ -17,10 +19,23 @@ from tuner.hardware import describe_machine
 from tuner.measure import Measurement, measure
 from tuner.quality import QualityBudget, reference_for
 from tuner.space import SearchSpace
-from tuner.study._trials import counted_trials
+from tuner.stats import race_margin
+from tuner.study._trials import counted_trials, fastest_feasible, noise_floor
 from tuner.workload import LatencyTargets, Workload
 
-__all__ = ["InProcess", "Runner", "TrialFailed", "make_objective"]
+RACE_RULE = "the margin being the largest of 5%, twice the noise floor and twice its relative IQR"
+
+__all__ = ["Economies", "InProcess", "Runner", "TrialFailed", "make_objective", "race_bound"]
+
+
+@dataclass(frozen=True)
+class Economies:
+    """What a study may skip without changing a decision: racing (a trial whose first repetition
+    is clearly slower than the best stops) and the quality cache (logits computed once per
+    arithmetic). Both on by default; `tune start --no-racing --no-cache` turns them off for audits."""
+
+    racing: bool = True
+    cache: bool = True
 
 
 class TrialFailed(Exception):
@@ -30,9 +45,9 @@ class TrialFailed(Exception):
 class Runner(Protocol):
     """Measures one configuration: :class:`InProcess` or :class:`tuner.worker.Worker`."""
 
-    def measure(self, config: EngineConfig, workload: Workload) -> Measurement: ...
+    def measure(self, config: EngineConfig, workload: Workload, *, stop_below: float | None = None, use_cache: bool = True) -> Measurement: ...
 
-    def reference(self, model_sha256: str) -> dict[str, float]: ...
+    def reference(self, model_sha256: str, *, use_cache: bool = True) -> dict[str, float]: ...
 
 
 class InProcess:
@@ -45,12 +60,12 @@ class InProcess:
         self.engine = engine
         self._reference: Any = None
 
-    def reference(self, model_sha256: str) -> dict[str, float]:
-        self._reference = reference_for(self.engine, model_sha256)
+    def reference(self, model_sha256: str, *, use_cache: bool = True) -> dict[str, float]:
+        self._reference = reference_for(self.engine, model_sha256, use_cache=use_cache)
         return {"greedy_accuracy": self._reference.greedy_accuracy, "greedy_nll": self._reference.greedy_nll}
 
-    def measure(self, config: EngineConfig, workload: Workload) -> Measurement:
-        return measure(self.engine, config, workload, self._reference)
+    def measure(self, config: EngineConfig, workload: Workload, *, stop_below: float | None = None, use_cache: bool = True) -> Measurement:
+        return measure(self.engine, config, workload, self._reference, stop_below=stop_below, use_cache=use_cache)
 
 
 def make_objective(
@@ -63,14 +78,23 @@ def make_objective(
     reference: dict[str, float] | None,
     targets: LatencyTargets | None = None,
     speed: str = "requests_per_min",
+    economies: Economies | None = None,
+    prepared: dict[str, Measurement] | None = None,
 ) -> Callable[[Any], Any]:
     """The function Optuna calls for each trial: suggest (or take the baseline's settings),
     measure, record, and return the objectives; a refused configuration raises TrialFailed.
 
     The speed objective ``speed`` is the workload's requests per minute (decode tok/s in studies
     made before workloads); with the quality proxy, mean KLD is the second. The quality floor and
-    the latency targets are Optuna constraints."""
+    the latency targets are Optuna constraints.
+
+    ``economies`` turns racing and the quality cache on or off; ``prepared`` may hold a
+    measurement of the defaults already made (the noise floor's last run) for their baseline trial.
+    """
     import optuna
+
+    economies = economies or Economies()
+    prepared = prepared if prepared is not None else {}
 
     def objective(trial: Any) -> Any:
         try:
@@ -88,14 +112,25 @@ def make_objective(
         else:
             config, _ = space.suggest(trial)
         trial.set_user_attr("config", config.to_dict())
+        started = time.perf_counter()
+        # Racing compares requests/min; studies made before workloads (decode tok/s) are not raced.
+        racing = economies.racing and speed == "requests_per_min" and "baseline" not in trial.user_attrs
+        bound = race_bound(trial.study, speed) if racing else None
         try:
-            result = runner.measure(config, workload)
+            if trial.user_attrs.get("baseline") == "defaults" and "defaults" in prepared:
+                result = prepared.pop("defaults")  # measured moments ago as the noise floor's last run
+                trial.set_user_attr("reused", "the noise floor's last run (same settings, same workload, same process)")
+            else:
+                result = runner.measure(config, workload, stop_below=bound[0] if bound else None, use_cache=economies.cache)
         except (ConfigError, EngineError) as exc:
             return _fail(trial, str(exc))
         except WorkerFailed as exc:
             trial.set_user_attr("llama_log_tail", exc.log_tail)
             return _fail(trial, exc.reason)
-        _record(trial, result, model_sha)
+        _record(trial, result, model_sha, time.perf_counter() - started)
+        if result.stopped:
+            trial.set_user_attr("raced", f"stopped early: {result.stopped} ({bound[1]})")
+            raise optuna.TrialPruned(trial.user_attrs["raced"])
         if budget is not None and (result.quality is None or reference is None):
             # A two-objective study needs both values: without the second, Optuna would fail the
             # trial without a reason and the sampler could ask for the same settings again.
@@ -141,6 +176,18 @@ def _why(key: str, excess: float, result: Measurement, budget: QualityBudget | N
     return f"task accuracy {result.quality.task_accuracy:.2f} below {budget.accuracy_floor:.0%} of greedy (--accuracy-floor)"
 
 
+def race_bound(study: Any, speed: str) -> tuple[float, str] | None:
+    """The speed below which a trial's first repetition stops it, and how it was set: the best
+    feasible trial's median less :func:`tuner.stats.race_margin` (None before any trial is
+    feasible)."""
+    best = fastest_feasible(study)
+    if best is None:
+        return None
+    figure = best.user_attrs["measurement"][speed]
+    margin = race_margin(noise_floor(study), figure["iqr"] / figure["median"] if figure["median"] else 0.0)
+    return best.values[0] * (1 - margin), f"the bound is trial #{best.number}'s {best.values[0]:.2f} less {margin:.0%}, {RACE_RULE}"
+
+
 def _surplus(trial: Any, target: int) -> bool:
     """True when processes sharing the study already fill the target without this trial.
 
@@ -159,9 +206,18 @@ def _fail(trial: Any, reason: str) -> float:
     raise TrialFailed(reason)
 
 
-def _record(trial: Any, result: Measurement, model_sha: str) -> None:
-    """Everything a reader of this trial needs later: medians, IQRs, raw samples, context."""
+def _record(trial: Any, result: Measurement, model_sha: str, measured_s: float) -> None:
+    """Everything a reader of this trial needs later: medians, IQRs, raw samples, context, and
+    where its time went (the measurement's parts, and the rest: the worker round trip)."""
     machine = describe_machine()
+    if trial.user_attrs.get("reused"):
+        seconds: dict[str, float] = {}  # its time is the noise floor's, counted there
+    else:
+        seconds = dict(result.seconds)
+        seconds["overhead"] = round(max(measured_s - sum(seconds.values()), 0.0), 3)
+    trial.set_user_attr("seconds", seconds)
+    if result.flags:
+        trial.set_user_attr("counter_flags", result.flags)
     trial.set_user_attr("measurement", result.to_dict())
     for name in ("requests_per_min", "decode_tok_s", "prompt_tok_s", "ttft_ms"):
         stat = getattr(result, name)
@@ -170,7 +226,8 @@ def _record(trial: Any, result: Measurement, model_sha: str) -> None:
     trial.set_user_attr("kv_type", result.config.kv_type)
     if result.quality is not None:
         for key, value in result.quality.to_dict().items():
-            trial.set_user_attr(key if key != "seconds" else "quality_seconds", round(value, 6))
+            rounded = round(value, 6) if isinstance(value, float) else value
+            trial.set_user_attr(key if key != "seconds" else "quality_seconds", rounded)
     trial.set_user_attr("llama_cpp_version", machine.llama_cpp_version)
     trial.set_user_attr("model_sha256", model_sha)
     trial.set_user_attr("machine", {"summary": machine.summary(), "fingerprint": machine.fingerprint})

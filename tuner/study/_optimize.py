@@ -11,6 +11,7 @@ study, baselines included.
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,16 +21,17 @@ from typing import Any
 from tuner.errors import ConfigError, EngineError, StudyError, WorkerFailed
 from tuner.hardware import describe_machine, different_machine
 from tuner.workload import LatencyTargets, Workload
-from tuner.quality import QualityBudget
+from tuner.quality import PROXY_VERSION, QualityBudget
 from tuner.space import SearchSpace
 from tuner.stats import check_rounds
 from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
-from tuner.study._objective import Runner, TrialFailed, make_objective
-from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, speed_objective, study_defaults
-from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, measure_noise_floor
+from tuner.study._objective import Economies, Runner, TrialFailed, make_objective
+from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective, study_defaults
+from tuner.study.confirm import CONFIRM_CANDIDATES, CONFIRM_ROUNDS, confirm, current_confirmation, measure_noise_floor, refresh_if_unchanged
 
 __all__ = [
     "Progress",
+    "check_quality_version",
     "StudySpec",
     "check_machine",
     "check_trials",
@@ -56,6 +58,7 @@ class StudySpec:
     seed: int | None = None
     budget: QualityBudget = field(default_factory=QualityBudget)
     targets: LatencyTargets = field(default_factory=LatencyTargets)
+    economies: Economies = field(default_factory=Economies)
 
     def __post_init__(self) -> None:
         check_trials(self.trials)
@@ -117,7 +120,9 @@ def start_study(
         ) from None
     with quiet_experimental():
         study.set_metric_names(list(objectives))
-    reference = runner.reference(spec.model_sha256) if spec.workload.quality else None
+    clock = time.monotonic()
+    reference = runner.reference(spec.model_sha256, use_cache=spec.economies.cache) if spec.workload.quality else None
+    _add_seconds(study, "reference", time.monotonic() - clock)
     attrs = {
         "model_path": str(spec.model),
         "model_sha256": spec.model_sha256,
@@ -127,17 +132,20 @@ def start_study(
         "seed": spec.seed,
         "objectives": list(objectives),
         "quality_budget": asdict(spec.budget) if spec.workload.quality else None,
+        "quality_version": PROXY_VERSION if spec.workload.quality else None,
         "latency_targets": spec.targets.to_dict() if spec.targets else None,
+        "economies": asdict(spec.economies),
         "reference": reference,
         "machine": machine,
         "created": now(),
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    for label, config in baselines_for(spec.workload.n_ctx_needed).items():
+    for label, config in baselines_for(spec.workload.tokens_needed).items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
-    _measure_noise(study, runner, spec.workload, on_note)
-    ran = _run(study, spec.trials, runner, spec.space.for_workload(spec.workload.n_ctx_needed), spec.workload, on_progress)
+    prepared = _measure_noise(study, runner, spec.workload, on_note)
+    space = spec.space.for_workload(spec.workload.tokens_needed)
+    ran = _run(study, spec.trials, runner, space, spec.workload, on_progress, confirm_rounds, prepared)
     return _confirm(study, runner, confirm_rounds, ran, False, on_note)
 
 
@@ -163,17 +171,18 @@ def resume_study(
     if trials is not None:
         check_trials(trials)
     check_rounds(confirm_rounds, name="confirm_rounds", flag="--confirm-rounds", skip_allowed=True)
+    check_quality_version(study)  # first: nothing else matters if its figures cannot mix
     check_machine(study, machine, allow_other_hardware)
     target = trials or int(study.user_attrs["target_trials"])
     if trials and trials > int(study.user_attrs["target_trials"]):
         study.set_user_attr("target_trials", trials)
     workload = Workload.from_dict(study.user_attrs["workload"])
     if workload.quality:
-        runner.reference(study.user_attrs["model_sha256"])
+        runner.reference(study.user_attrs["model_sha256"], use_cache=economies_of(study).cache)
     if "noise_floor" not in study.user_attrs:  # a study from before noise floors, or interrupted early
         _measure_noise(study, runner, workload, on_note)
     nothing_to_do = len(counted_trials(study)) >= target
-    ran = _run(study, target, runner, space.for_workload(workload.n_ctx_needed), workload, on_progress)
+    ran = _run(study, target, runner, space.for_workload(workload.tokens_needed), workload, on_progress, confirm_rounds)
     return _confirm(study, runner, confirm_rounds, ran, nothing_to_do, on_note)
 
 
@@ -183,20 +192,50 @@ def check_trials(trials: int) -> None:
         raise StudyError(f"trials={trials} (--trials) asks for no trial", "use --trials 1 or more")
 
 
-def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Callable[[str], None] | None) -> None:
+def check_quality_version(study: Any) -> None:
+    """Refuse to add trials whose quality figures would not be comparable with the study's."""
+    version = quality_version(study)
+    if version is not None and version != PROXY_VERSION:
+        raise StudyError(
+            f"study '{study.study_name}' measured quality with proxy version {version}; this tuner computes version "
+            f"{PROXY_VERSION}, and their figures are not comparable (nothing was changed)",
+            "start a new study with `tune start`; this one still shows, reports and exports as it is",
+        )
+
+
+def economies_of(study: Any) -> Economies:
+    """The study's economies (a study made before them had none: both on, as for new studies)."""
+    return Economies(**study.user_attrs["economies"]) if study.user_attrs.get("economies") else Economies()
+
+
+def _add_seconds(study: Any, part: str, seconds: float) -> None:
+    """Add to the study's own time (reference, noise floor, confirmation), beside its trials'."""
+    spent = dict(study.user_attrs.get("seconds") or {})
+    spent[part] = round(spent.get(part, 0.0) + seconds, 3)
+    study.set_user_attr("seconds", spent)
+
+
+def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Callable[[str], None] | None) -> dict[str, Any]:
+    """Measure and store the noise floor; returns the defaults' last run for their baseline trial."""
+    clock = time.monotonic()
     try:
-        floor = measure_noise_floor(runner, workload, metric=speed_objective(study), defaults=study_defaults(study))
+        floor, last = measure_noise_floor(
+            runner, workload, metric=speed_objective(study), defaults=study_defaults(study), use_cache=economies_of(study).cache
+        )
     except (ConfigError, EngineError, WorkerFailed) as exc:
-        # The defaults cannot run this workload (e.g. n_ctx 512 under a longer prompt): their
-        # baseline trial will fail and say why; ties then rest on each trial's own spread.
+        # The defaults cannot run this workload: their baseline trial will fail and say why; ties
+        # then rest on each trial's own spread.
         study.set_user_attr("noise_floor_error", exc.what)  # shown by tune show and the report
         if on_note:
             on_note(f"noise floor not measured: the defaults failed on this workload ({exc.what})")
-        return
+        return {}
+    finally:
+        _add_seconds(study, "noise_floor", time.monotonic() - clock)
     study.set_user_attr("noise_floor", floor.to_dict())
     study.set_user_attr("noise_floor_error", None)
     if on_note:
         on_note(f"noise floor: {floor.describe()}; closer results are ties")
+    return {"defaults": last}
 
 
 def _confirm(
@@ -208,7 +247,14 @@ def _confirm(
     counted = [t.number for t in counted_trials(study)]
     last_here = bool(ran) and bool(counted) and max(counted) in ran
     if rounds > 0 and (last_here or (nothing_to_do and current_confirmation(study) is None)):
-        confirm(study, runner, rounds=rounds, on_note=on_note)
+        economize = economies_of(study).racing
+        if economize and refresh_if_unchanged(study) is not None:
+            if on_note:
+                on_note("the top candidates are the ones the last confirmation re-measured: it stands (no re-measurement)")
+            return study
+        clock = time.monotonic()
+        confirm(study, runner, rounds=rounds, on_note=on_note, economize=economize)
+        _add_seconds(study, "confirmation", time.monotonic() - clock)
     elif rounds > 0 and not nothing_to_do and on_note:
         on_note("another worker ran the study's last trial: it confirms the winner")
     return study
@@ -231,6 +277,8 @@ def _run(
     space: SearchSpace,
     workload: Workload,
     on_progress: Callable[[Progress], None] | None,
+    confirm_rounds: int = CONFIRM_ROUNDS,
+    prepared: dict[str, Any] | None = None,
 ) -> set[int]:
     """Run trials until the study holds ``target`` counted trials; return the numbers run here.
 
@@ -255,8 +303,11 @@ def _run(
         reference=study.user_attrs.get("reference"),
         targets=targets,
         speed=speed_objective(study),
+        economies=economies_of(study),
+        prepared=prepared,
     )
-    started, run_here, numbers = time.monotonic(), 0, set()
+    numbers: set[int] = set()
+    durations: list[tuple[float, bool]] = []  # (seconds, a baseline?) of the trials run here, for the ETA
     while True:
         with quiet_experimental():
             optuna.storages.fail_stale_trials(study)  # a dead process's RUNNING trial -> FAIL + re-enqueued
@@ -268,6 +319,7 @@ def _run(
             time.sleep(HEARTBEAT_INTERVAL_S)  # the last trials are running in another process
             continue
         finished: list[Any] = []
+        clock = time.monotonic()
         study.optimize(
             objective,
             n_trials=1,
@@ -275,13 +327,41 @@ def _run(
             callbacks=[lambda _study, trial: finished.append(trial)],
             gc_after_trial=False,
         )
-        run_here += 1
+        durations.append((time.monotonic() - clock, bool(finished) and "baseline" in finished[0].user_attrs))
         numbers.update(t.number for t in finished)
         if on_progress and finished:
-            elapsed = time.monotonic() - started
             remaining = max(target - len(counted_trials(study)), 0)
-            on_progress(_progress(study, finished[0], target, remaining, elapsed / run_here))
+            eta = remaining * _per_trial(durations) + _confirmation_estimate(study, confirm_rounds)
+            on_progress(_progress(study, finished[0], target, remaining, eta))
     return numbers
+
+
+def _per_trial(durations: list[tuple[float, bool]]) -> float:
+    """The time a remaining trial will take: the median of the last five searched trials run
+    here (the baselines are no guide: the guide card's 16 threads are slow on a small CPU; racing
+    makes trials uneven, and a median of recent ones follows the share it stops)."""
+    searched = [seconds for seconds, baseline in durations if not baseline]
+    return statistics.median((searched or [seconds for seconds, _ in durations])[-5:])
+
+
+def _confirmation_estimate(study: Any, rounds: int) -> float:
+    """Seconds the confirmation will take: each measurement about a full trial's speed part; the
+    defaults and about one contender in every round, the other entries once (the rest are
+    dropped after round 1, see :mod:`tuner.study.confirm`); every entry each round without racing."""
+    if rounds == 0:
+        return 0.0
+    from optuna.trial import TrialState
+
+    spent = [
+        sum(seconds for part, seconds in t.user_attrs["seconds"].items() if part != "quality")
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.user_attrs.get("seconds") and "baseline" not in t.user_attrs
+    ]
+    if not spent:
+        return 0.0
+    entries = 2 + CONFIRM_CANDIDATES  # defaults, guide card, candidates
+    measurements = 2 * rounds + entries - 2 if economies_of(study).racing else rounds * entries
+    return statistics.median(spent[-10:]) * measurements
 
 
 def _requeue_interrupted(study: Any) -> None:
@@ -296,7 +376,7 @@ def _requeue_interrupted(study: Any) -> None:
             study.enqueue_trial(trial.params, user_attrs={**keep, "retry_of": trial.number})
 
 
-def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: float) -> Progress:
+def _progress(study: Any, trial: Any, target: int, remaining: int, eta_s: float) -> Progress:
     best = fastest_feasible(study)
     measurement = trial.user_attrs.get("measurement") or {}
     speed = speed_objective(study)
@@ -314,9 +394,10 @@ def _progress(study: Any, trial: Any, target: int, remaining: int, per_trial_s: 
         iqr=(measurement.get(speed) or {}).get("iqr"),
         best_value=best.values[0] if best else None,
         best_number=best.number if best else None,
-        eta_s=remaining * per_trial_s,
+        eta_s=eta_s,
         reason=trial.user_attrs.get("fail_reason", "")
         or trial.user_attrs.get("infeasible_reason", "")
+        or trial.user_attrs.get("raced", "")
         or ("another process took the last trial slot" if trial.user_attrs.get("surplus") else ""),
         kld=trial.user_attrs.get("kld_mean"),
         accuracy=trial.user_attrs.get("task_accuracy"),

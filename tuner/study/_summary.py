@@ -10,10 +10,14 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.errors import StudyError
 from tuner.preset import Preset
-from tuner.stats import UNITS, Stat, is_tie
+from tuner.stats import UNITS, Stat, duration, is_tie
 from tuner.study._storage import now
-from tuner.study._trials import BASELINES, baseline_trial, fastest_feasible, is_feasible, noise_floor, speed_objective
+from tuner.study._trials import BASELINES, baseline_trial, fastest_feasible, is_feasible, noise_floor, quality_version, speed_objective
 from tuner.study.confirm import Candidate, Confirmation, current_confirmation
+
+# Where a study's time goes (see time_spent), in the order a trial spends it, with display names.
+TRIAL_PARTS = (("setup", "setup"), ("warmup", "warm-up"), ("prefill", "prefill"), ("timed", "timed"), ("quality", "quality"), ("overhead", "overhead"))
+STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("confirmation", "confirmation"))
 
 __all__ = ["Row", "Summary", "best_preset", "study_json", "summarize", "why_picked"]
 
@@ -134,6 +138,44 @@ class Summary:
     metric: str = "requests_per_min"  # the speed objective every Row's ``speed`` holds
     noise_error: str | None = None  # why the noise floor could not be measured, when it could not
     trial_readings: dict[str, Row] = field(default_factory=dict)  # best and baselines as their trials read
+    seconds: dict[str, float] = field(default_factory=dict)  # where the study's time went (see time_spent)
+    raced: int = 0  # trials stopped early by racing
+    cached_quality: int = 0  # trials whose quality came from cached logits
+    quality_version: int | None = None  # the quality proxy's version (1: sampled, 2: computed); None: off
+    searched_feasible: int = 0  # feasible completed trials other than the baselines: what confirmation re-measures
+
+    @property
+    def time_text(self) -> str:
+        """Where the study's time went, and what racing and the quality cache saved ("" when not recorded)."""
+        spent = self.seconds
+        if not spent:
+            return ""
+        trials = ", ".join(f"{label} {duration(spent[key])}" for key, label in TRIAL_PARTS if spent.get(key))
+        own = ", ".join(f"{label} {duration(spent[key])}" for key, label in STUDY_PARTS if spent.get(key))
+        return (
+            f"{duration(sum(spent.values()))} in all — trials: {trials}" + (f"; {own}" if own else "")
+            + f" ({self.raced} trial(s) stopped early by racing; {self.cached_quality} quality figure(s) from cached logits)"
+        )
+
+    @property
+    def unconfirmed_note(self) -> str:
+        """Why the best is not confirmed by re-measurement ("" when it is, or there is no best)."""
+        if self.best is None or self.confirmation is not None:
+            return ""
+        if self.searched_feasible == 0:
+            return "not confirmed: no searched trial completed within the quality floor, so nothing was re-measured against the defaults"
+        return "not confirmed by re-measurement (the study changed since, or confirmation was skipped)"
+
+    @property
+    def quality_note(self) -> str:
+        """What a reader must know about the study's quality figures ("" when nothing)."""
+        if self.quality_version == 1:
+            return (
+                "quality proxy version 1: each answer and text was sampled once with a fixed seed "
+                "(task accuracy moves by about ±0.09 between equal settings); studies made since "
+                "compute version 2 from the logits (docs/quality.md)"
+            )
+        return ""
 
     def ties_defaults(self, row: Row) -> bool:
         """True when ``row`` (not the defaults themselves) is within the noise of the defaults."""
@@ -157,6 +199,10 @@ class Summary:
             "confirmation": self.confirmation.to_dict() if self.confirmation else None,
             "pareto": [r.to_dict() for r in self.pareto],
             "failures": [{"trial": number, "reason": reason} for number, reason in self.failures],
+            "seconds": self.seconds,
+            "raced": self.raced,
+            "cached_quality": self.cached_quality,
+            "quality_version": self.quality_version,
         }
 
 
@@ -195,12 +241,30 @@ def summarize(study: Any) -> Summary:
         failures=failures,
         pareto=sorted((Row.of("pareto", t, defaults, metric) for t in front), key=lambda r: -r.speed.median),
         feasible=len(feasible),
+        searched_feasible=sum(1 for t in feasible if "baseline" not in t.user_attrs),
         infeasible=len(complete) - len(feasible),
         noise=noise_floor(study),
         confirmation=confirmation,
         metric=metric,
         noise_error=study.user_attrs.get("noise_floor_error"),
+        seconds=time_spent(study),
+        raced=sum(1 for t in study.get_trials(deepcopy=False) if "raced" in t.user_attrs),
+        cached_quality=sum(1 for t in complete if t.user_attrs.get("cached") is True),
+        quality_version=quality_version(study),
     )
+
+
+def time_spent(study: Any) -> dict[str, float]:
+    """Seconds the study spent, by part: each trial's measurement parts (setup, warm-up, prefill,
+    timed repetitions, quality) and overhead (the rest of a trial: the worker round trip), summed
+    over its trials, and the study's own reference, noise floor and confirmation."""
+    spent: dict[str, float] = {}
+    for trial in study.get_trials(deepcopy=False):
+        for part, seconds in (trial.user_attrs.get("seconds") or {}).items():
+            spent[part] = round(spent.get(part, 0.0) + seconds, 3)
+    for part, seconds in (study.user_attrs.get("seconds") or {}).items():
+        spent[part] = round(spent.get(part, 0.0) + seconds, 3)
+    return spent
 
 
 def _confirmed_rows(confirmation: Confirmation, best: Row, baselines: dict[str, Row]) -> tuple[Row, dict[str, Row]]:
@@ -269,7 +333,7 @@ def best_preset(study: Any) -> Preset:
         "workload": dict(study.user_attrs["workload"]),
         "latency_targets": study.user_attrs.get("latency_targets"),
         "telemetry": best.telemetry,
-        "quality": best.quality,
+        "quality": {**best.quality, "version": summary.quality_version} if best.quality else None,
         "picked": why_picked(summary, study.user_attrs.get("quality_budget")),
         "noise_floor": round(summary.noise, 4),
     }

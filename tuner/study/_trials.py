@@ -87,17 +87,20 @@ def baseline_trial(study: Any, label: str) -> Any | None:
 
 
 def counted_trials(study: Any) -> list[Any]:
-    """Trials that count toward the target: completed ones, and failures the tuner recorded.
+    """Trials that count toward the target: completed ones, failures the tuner recorded, and
+    trials stopped early by racing.
 
     A trial failed by the heartbeat (its process died) does not count: its parameters are
-    re-enqueued and run again.
+    re-enqueued and run again. Nor does one pruned as surplus (another process took its slot).
     """
     from optuna.trial import TrialState
 
     return [
         t
         for t in study.get_trials(deepcopy=False)
-        if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
+        if t.state == TrialState.COMPLETE
+        or (t.state == TrialState.FAIL and "fail_reason" in t.user_attrs)
+        or (t.state == TrialState.PRUNED and "raced" in t.user_attrs)
     ]
 
 
@@ -105,6 +108,14 @@ def noise_floor(study: Any) -> float:
     """The study's relative noise floor (0 when it has none): smaller differences are ties."""
     stored = study.user_attrs.get("noise_floor")
     return float(stored["relative"]) if stored else 0.0
+
+
+def quality_version(study: Any) -> int | None:
+    """The quality proxy version a study's trials were measured with (None: no quality proxy;
+    studies made before versions were recorded used version 1)."""
+    if len(study.directions) < 2:  # speed only
+        return None
+    return int(study.user_attrs.get("quality_version") or 1)
 
 
 def speed_objective(study: Any) -> str:

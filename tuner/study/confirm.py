@@ -24,7 +24,7 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.workload import Workload
-from tuner.stats import UNITS, NoiseFloor, Stat, check_rounds, is_tie
+from tuner.stats import UNITS, NoiseFloor, Stat, check_rounds, is_tie, race_margin
 from tuner.study._trials import baseline_trial, counted_trials, feasible_trials, is_feasible, noise_floor, speed_objective
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "current_confirmation",
     "measure_noise_floor",
     "pick_candidates",
+    "refresh_if_unchanged",
 ]
 
 NOISE_RUNS = 3
@@ -50,14 +51,25 @@ Note = Callable[[str], None]
 
 
 def measure_noise_floor(
-    runner: Any, workload: Workload, runs: int = NOISE_RUNS, metric: str = "requests_per_min", defaults: EngineConfig | None = None
-) -> NoiseFloor:
-    """Measure the defaults (``defaults``: the study's defaults baseline) ``runs`` times, speed only,
-    and return the spread of ``metric``."""
-    speed_only = replace(workload, quality=False)
+    runner: Any,
+    workload: Workload,
+    runs: int = NOISE_RUNS,
+    metric: str = "requests_per_min",
+    defaults: EngineConfig | None = None,
+    use_cache: bool = True,
+) -> tuple[NoiseFloor, Any]:
+    """Measure the defaults (``defaults``: the study's defaults baseline) ``runs`` times and return
+    the spread of ``metric``, and the last run's measurement.
+
+    The first runs are speed only; the last runs the whole workload (the quality proxy too, when it
+    is on): it is exactly what the defaults baseline trial measures, so the study uses it as that
+    trial's result instead of measuring the same thing again.
+    """
     config = defaults or EngineConfig()
-    results = [getattr(runner.measure(config, speed_only), metric) for _ in range(runs)]
-    return NoiseFloor.of(results, speed_only.to_dict(), metric)
+    speed_only = replace(workload, quality=False)
+    results = [runner.measure(config, speed_only) for _ in range(runs - 1)]
+    results.append(runner.measure(config, workload, use_cache=use_cache))
+    return NoiseFloor.of([getattr(r, metric) for r in results], speed_only.to_dict(), metric), results[-1]
 
 
 @dataclass
@@ -74,6 +86,7 @@ class Candidate:
     error: str = ""
     figures: dict[str, list[float]] = field(default_factory=dict)  # FIGURES' medians in each round
     eligible: bool = True  # may win (the guide card is re-measured for its ratio even when infeasible)
+    dropped: str = ""  # why it was not re-measured after round 1 (it could not win); its round stays
 
     @property
     def value(self) -> Stat:
@@ -172,6 +185,7 @@ def confirm(
     rounds: int = CONFIRM_ROUNDS,
     candidates: int = CONFIRM_CANDIDATES,
     on_note: Note | None = None,
+    economize: bool = True,
 ) -> Confirmation | None:
     """Re-measure the top feasible trials and the defaults, interleaved; store and return the result.
 
@@ -207,12 +221,14 @@ def confirm(
         for entry in order:
             _measure_into(entry, runner, workload, metric)
         note(f"round {r + 1}/{rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
+        if r == 0 and economize and rounds > 1:
+            _drop_the_hopeless(entries, noise, note)
     defaults, measured = entries[0], [e for e in entries[1:] if not e.error and e.rounds]
     if defaults.error:
         note(f"not confirmed: the defaults failed when re-measured ({defaults.error}); the trials' own figures stand")
         return None
     measured = [_with_ratios(e, defaults) for e in measured]
-    contenders = [e for e in measured if e.eligible] + [_with_ratios(defaults, defaults)]
+    contenders = [e for e in measured if e.eligible and not e.dropped] + [_with_ratios(defaults, defaults)]
     winner, why = _pick_winner(contenders, noise, unit)
     result = Confirmation(
         winner=winner.trial if winner else None,
@@ -228,6 +244,39 @@ def confirm(
     study.set_user_attr("confirmation", result.to_dict())
     note(why)
     return result
+
+
+def _drop_the_hopeless(entries: list[Candidate], noise: float, note: Note) -> None:
+    """After the first round, stop re-measuring what cannot win: an entry below the best eligible
+    first-round reading by more than :func:`tuner.stats.race_margin` (the rule racing uses). The
+    defaults stay (every ratio needs them); a dropped entry keeps its round, so the guide card's
+    ratio is still reported (from that round, paired with the defaults' first round)."""
+    contenders = [e for e in entries if e.eligible and e.rounds and not e.error]
+    if not contenders:
+        return
+    best = max(e.rounds[0] for e in contenders)
+    bound = best * (1 - race_margin(noise, 0.0))
+    for entry in entries[1:]:
+        if entry.rounds and not entry.error and entry.rounds[0] < bound:
+            entry.dropped = f"{entry.rounds[0]:.2f} in round 1, below {bound:.2f} (the best's {best:.2f} less the noise margin)"
+            note(f"{entry.label} dropped after round 1: {entry.dropped}")
+
+
+def refresh_if_unchanged(study: Any, candidates: int = CONFIRM_CANDIDATES) -> Confirmation | None:
+    """Keep a stored confirmation that went stale only because trials were added: when the study's
+    top candidates are still ones it re-measured, nothing it decided has changed, so it is marked
+    current again (and returned); otherwise None, and the study must be confirmed anew."""
+    stored = study.user_attrs.get("confirmation")
+    if not stored:
+        return None
+    confirmation = Confirmation.from_dict(stored)
+    measured = {c.trial for c in confirmation.candidates}
+    top = {t.number for t in pick_candidates(feasible_trials(study), candidates)}
+    if confirmation.winner is None or not top or not top <= measured:
+        return None
+    confirmation = replace(confirmation, counted_trials=len(counted_trials(study)))
+    study.set_user_attr("confirmation", confirmation.to_dict())
+    return confirmation
 
 
 def _baseline_entry(label: str, baseline: Any) -> Candidate:
@@ -246,7 +295,7 @@ def _baseline_entry(label: str, baseline: Any) -> Candidate:
 
 def _measure_into(entry: Candidate, runner: Any, workload: Workload, metric: str) -> None:
     """One round's measurement of ``entry``; a failure is recorded on it and it drops out."""
-    if entry.error:
+    if entry.error or entry.dropped:
         return
     try:
         result = runner.measure(EngineConfig.from_dict(entry.config), workload)
