@@ -105,6 +105,20 @@ def test_each_request_finds_its_depth_in_the_kv_cache(engine):
         assert len(figures.request_ms.samples) == 3
         # a request's time is its time to first token plus the rest of its generation
         assert figures.request_ms.median > figures.ttft_ms.median
+    assert result.flags == []  # every repetition's counters agree with the wall clock
+
+
+def test_a_requests_prompt_counters_hold_its_prompt_alone(engine):
+    """llama.cpp books a decode's tokens and time at its next synchronization, and resetting the
+    counters does not drop what is pending: an untimed prefill once leaked into the next request's
+    prompt figures (96 tokens counted for a 32-token prompt, 161 ms for 61 ms of wall time)."""
+    with engine.session(EngineConfig(n_ctx=512, n_threads=2)) as session:
+        tokens = session.tokenize("The lighthouse keeper kept a careful log of the wind and the waves. " * 8)[:96]
+        session.prefill(tokens[:64])
+        first = session.generate(tokens[64:], 4, past=64, stop_at_eos=False)
+        second = session.generate(tokens[64:], 4, past=64, stop_at_eos=False)
+    assert first.n_prompt == second.n_prompt == 32
+    assert first.prompt_ms <= 1.25 * first.wall_prompt_ms  # counted within the request's own wall time
 
 
 def test_a_long_context_slows_decoding(engine):

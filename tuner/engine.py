@@ -65,6 +65,7 @@ class Session:
     def prefill(self, tokens: list[int]) -> None:
         """Empty the KV cache, then evaluate ``tokens`` into it (no sampling, untimed): the context
         a request finds already there (a system prompt, the conversation so far)."""
+        import llama_cpp
         from llama_cpp import _internals
 
         self.context.kv_cache_clear()
@@ -75,6 +76,10 @@ class Session:
             for offset in range(0, len(tokens), self.config.n_batch):
                 batch.set_batch(tokens[offset : offset + self.config.n_batch], n_past=offset, logits_all=False)
                 self._decode(batch)
+            # llama.cpp books a decode's tokens and time in its perf counters only at the next
+            # synchronization, and llama_perf_context_reset does not drop what is pending: without
+            # this, the next timed request's prompt counters held these tokens and their time too.
+            llama_cpp.llama_synchronize(self.context.ctx)
         finally:
             batch.close()
 
@@ -138,6 +143,7 @@ class Session:
             return token
 
         try:
+            llama_cpp.llama_synchronize(ctx)  # nothing pending may reach this request's counters (see prefill)
             llama_cpp.llama_perf_context_reset(ctx)
             start = time.perf_counter()
             for offset in range(0, len(prompt), self.config.n_batch):

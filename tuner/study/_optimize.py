@@ -327,11 +327,12 @@ def _run(
             callbacks=[lambda _study, trial: finished.append(trial)],
             gc_after_trial=False,
         )
-        durations.append((time.monotonic() - clock, bool(finished) and "baseline" in finished[0].user_attrs))
+        if finished and "reused" not in finished[0].user_attrs:  # a reused measurement took no time here
+            durations.append((time.monotonic() - clock, "baseline" in finished[0].user_attrs))
         numbers.update(t.number for t in finished)
         if on_progress and finished:
             remaining = max(target - len(counted_trials(study)), 0)
-            eta = remaining * _per_trial(durations) + _confirmation_estimate(study, confirm_rounds)
+            eta = remaining * _per_trial(durations) + _confirmation_estimate(study, confirm_rounds) if durations else None
             on_progress(_progress(study, finished[0], target, remaining, eta))
     return numbers
 
@@ -376,7 +377,7 @@ def _requeue_interrupted(study: Any) -> None:
             study.enqueue_trial(trial.params, user_attrs={**keep, "retry_of": trial.number})
 
 
-def _progress(study: Any, trial: Any, target: int, remaining: int, eta_s: float) -> Progress:
+def _progress(study: Any, trial: Any, target: int, remaining: int, eta_s: float | None) -> Progress:
     best = fastest_feasible(study)
     measurement = trial.user_attrs.get("measurement") or {}
     speed = speed_objective(study)
