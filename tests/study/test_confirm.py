@@ -62,6 +62,14 @@ def test_a_tie_on_speed_goes_to_the_closer_to_reference_candidate():
     assert "ties with #5" in why and "lowest mean KLD" in why
 
 
+def test_a_tie_on_speed_and_quality_goes_to_the_shorter_time_to_first_token():
+    slow_start = replace(_candidate("#5", [50.0, 51.0, 49.0], DEFAULTS, kld=0.0), figures={"ttft_ms": [90.0, 91.0, 89.0]})
+    quick_start = replace(_candidate("#7", [49.5, 50.0, 49.0], DEFAULTS, kld=0.0), figures={"ttft_ms": [60.0, 62.0, 61.0]})
+    winner, why = _pick_winner([slow_start, quick_start, _candidate("defaults", DEFAULTS, DEFAULTS)], noise=0.05)
+    assert winner is quick_start
+    assert "ties with #5" in why and "the shortest time to first token (61 ms)" in why
+
+
 def test_a_pick_that_ties_the_defaults_keeps_the_defaults_even_when_the_fastest_does_not():
     # Ties are not transitive: #5 beats the defaults by 5%, #7 (tied with #5, closer to the
     # reference) only by 1% -- within the noise of the defaults, so nothing measurably wins.

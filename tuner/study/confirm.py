@@ -335,7 +335,7 @@ def _pick_winner(measured: list[Candidate], noise: float, unit: str = "requests/
             f"nothing is faster than the defaults beyond the noise (±{noise:.1%}): {others} tie with them "
             f"({winner.value.median:.1f} {unit} re-measured); keeping the defaults"
         )
-    reason = "the lowest mean KLD" if winner.kld_mean is not None else "its median"
+    reason = _why_preferred(winner, tied)
     return winner, (
         f"{winner.label} ({winner.value.median:.1f} {unit}, {winner.ratio.median:.2f}x the defaults) ties with {others} "
         f"within the noise (±{noise:.1%}); picked for {reason}"
@@ -344,8 +344,24 @@ def _pick_winner(measured: list[Candidate], noise: float, unit: str = "requests/
 
 def _prefer(tied: list[Candidate]) -> Candidate:
     """Among candidates tied on speed: the closest to the reference, then changing nothing (the
-    defaults), then the faster median."""
-    return min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", -c.value.median))
+    defaults), then the shorter wait for the first token, then the faster median."""
+    return min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", _ttft(c), -c.value.median))
+
+
+def _ttft(candidate: Candidate) -> float:
+    """The re-measured time to first token (infinite in a confirmation stored before figures)."""
+    stat = candidate.stat("ttft_ms")
+    return stat.median if stat else float("inf")
+
+
+def _why_preferred(winner: Candidate, tied: list[Candidate]) -> str:
+    """The tie-break that decided, in words."""
+    others = [c for c in tied if c is not winner]
+    if any((c.kld_mean or 0.0) > (winner.kld_mean or 0.0) for c in others):
+        return "the lowest mean KLD"
+    if any(_ttft(c) > _ttft(winner) for c in others) and _ttft(winner) != float("inf"):
+        return f"the shortest time to first token ({_ttft(winner):.0f} ms)"
+    return "its median"
 
 
 def _no_faster_than(candidate: Candidate, defaults: Candidate, noise: float) -> bool:
