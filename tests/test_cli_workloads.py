@@ -10,7 +10,9 @@ import pytest
 
 from tests.conftest import chat_requests, run_tune
 
-SPEED = ["--no-quality", "--confirm-rounds", "0", "--seed", "1"]
+# --no-racing: every trial completes with all its figures, which is what these tests read (racing
+# may stop a trial after one repetition; tests/study/test_racing.py covers it).
+SPEED = ["--no-quality", "--confirm-rounds", "0", "--seed", "1", "--no-racing"]
 
 
 @pytest.fixture(scope="module")
