@@ -17,6 +17,15 @@ def test_roundtrip(tmp_path):
     assert "seed" not in loaded.sampling  # None is left out: create_completion picks a random seed
 
 
+def test_a_value_shared_between_sections_is_written_out_in_full_not_as_an_alias(tmp_path):
+    shape = {"name": "first-turn", "depth": 64, "prompt": 32, "gen": 48}
+    measured = {"workload": {"shapes": [shape]}, "shapes": [{"shape": shape, "ttft_ms": 68.0}]}
+    preset = Preset.from_config("/m.gguf", EngineConfig(n_threads=2), measured=measured)
+    text = preset.save(tmp_path / "p.yaml").read_text()
+    assert "&id" not in text and "*id" not in text
+    assert text.count("name: first-turn") == 2 and Preset.load(tmp_path / "p.yaml").measured == measured
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

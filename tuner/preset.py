@@ -29,6 +29,14 @@ __all__ = ["Preset", "engine_from_preset"]
 SECTIONS = ("model", "engine", "sampling", "measured", "provenance")
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """A safe dumper that repeats a shared value instead of writing `&id001` / `*id001`: a preset
+    is read by people, and the measured section shares the workload's shape dicts."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 @dataclass
 class Preset:
     """A preset file's content."""
@@ -56,16 +64,17 @@ class Preset:
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        data = {name: getattr(self, name) for name in SECTIONS}
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+            path.write_text(self.dumps(), encoding="utf-8")
         except OSError as exc:
             raise PresetError(f"cannot write preset {path}: {exc.strerror}", "choose a writable --out path") from exc
         return path
 
     def dumps(self) -> str:
-        return yaml.safe_dump({name: getattr(self, name) for name in SECTIONS}, sort_keys=False)
+        """The preset as YAML, every value written out where it belongs (no anchors and aliases)."""
+        data = {name: getattr(self, name) for name in SECTIONS}
+        return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
 
     @classmethod
     def load(cls, path: str | Path) -> Preset:
