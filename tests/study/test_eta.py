@@ -1,0 +1,46 @@
+"""The ETA `tune start` prints: the remaining trials at the pace of recent searched trials, plus
+the confirmation costed entry by entry from what each one took to measure."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from tuner.study._optimize import _confirmation_estimate, _per_trial
+
+
+def _study(racing: bool) -> optuna.Study:
+    """A study as the loop leaves it: the defaults reused from the noise floor (no time of their
+    own), the guide card 15 s, searched trials 7 s of speed work and 4 s of quality each."""
+    study = optuna.create_study(directions=["maximize"])
+    study.set_user_attr("economies", {"racing": racing, "cache": True})
+    study.set_user_attr("seconds", {"reference": 5.0, "noise_floor": 36.0})  # 3 runs of the defaults
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+
+    def add(seconds: dict[str, float], **attrs) -> None:
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, values=[1.0], user_attrs={"seconds": seconds, **attrs}))
+
+    add({}, baseline="defaults", reused="the noise floor's last run")
+    add({"setup": 0.4, "timed": 14.6, "quality": 4.6}, baseline="guide_card")
+    for _ in range(4):
+        add({"setup": 0.5, "prefill": 1.0, "timed": 5.5, "quality": 4.0})
+    return study
+
+
+def test_the_confirmation_is_costed_entry_by_entry():
+    # 3 rounds of (defaults 36/3 s + 3 candidates x 7 s) and the guide card once: racing drops it
+    assert _confirmation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 15)
+
+
+def test_without_racing_the_guide_card_is_costed_every_round():
+    assert _confirmation_estimate(_study(racing=False), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 3 * 15)
+
+
+def test_no_confirmation_rounds_cost_nothing():
+    assert _confirmation_estimate(_study(racing=True), rounds=0) == 0.0
+
+
+def test_the_pace_of_remaining_trials_is_the_median_of_the_last_five_searched_ones():
+    durations = [(40.0, True), (15.0, True)] + [(s, False) for s in (9.0, 8.0, 3.0, 3.0, 9.0, 3.0, 8.0)]
+    # the baselines' 40 s and 15 s are no guide; the last five searched: 3, 3, 9, 3, 8
+    assert _per_trial(durations) == 3.0
