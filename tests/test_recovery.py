@@ -19,6 +19,13 @@ ARGS = ["--prompt-tokens", "32", "--gen-tokens", "16", "--repeats", "3", "--no-q
 NO_CONFIRM = ["--confirm-rounds", "0"]  # these tests are about recovery; confirmation has its own
 
 
+def _as_a_terminal_job() -> None:
+    """Ctrl-C acts as in a terminal even when the tests themselves run in the background: a
+    shell without job control starts background commands with SIGINT ignored, children inherit
+    that, and Python then installs no KeyboardInterrupt handler (the Ctrl-C test would see none)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _spawn(*args: str, cwd: Path) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "tuner.cli", *args],
@@ -28,6 +35,7 @@ def _spawn(*args: str, cwd: Path) -> subprocess.Popen[str]:
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         start_new_session=True,  # its own process group, like a terminal job
+        preexec_fn=_as_a_terminal_job,
     )
 
 
