@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import llama_cpp
 import pytest
 
 from tests.study.conftest import load
 from tuner.preset import Preset, engine_from_preset
-from tuner.study import best_preset, summarize
+from tuner.study import SHAPE_COLUMNS, best_preset, by_shape, summarize
 
 
 def test_summary_compares_best_with_baselines(study_db):
@@ -48,3 +50,19 @@ def test_export_loads_in_engine_and_in_llama_cpp(study_db, tmp_path):
         assert out["choices"][0]["text"].strip()
     finally:
         llm.close()
+
+
+def test_the_per_shape_table_holds_every_rows_medians_shape_by_shape(study_db):
+    summary = summarize(load(study_db))
+    rows = [summary.best, *summary.baselines.values()]
+    groups = by_shape(rows)
+    assert groups  # the study's workload has request shapes
+    assert [shape for shape, _ in groups] == [figures["shape"] for figures in summary.best.shapes]
+    for index, (_, figures) in enumerate(groups):
+        assert [row for row, _ in figures] == rows
+        for row, cells in figures:
+            medians = row.shapes[index]
+            assert len(cells) == len(SHAPE_COLUMNS) == 4
+            assert cells == [f"{medians['decode_tok_s']:.1f}", f"{medians['prompt_tok_s']:.0f}", f"{medians['ttft_ms']:.0f}", f"{medians['request_ms']:.0f}"]
+    # a row without per-shape figures (a study made before workloads) leaves the table out
+    assert by_shape([*rows, replace(rows[0], shapes=[])]) == [] and by_shape([]) == []

@@ -123,18 +123,17 @@ def print_time(summary: Any) -> None:
 
 def print_shapes(rows: list[Any]) -> None:
     """Per request shape: each configuration's decode and prompt speed, TTFT and request time."""
-    if not rows or len({len(r.shapes) for r in rows}) != 1 or not rows[0].shapes:
-        return
+    from tuner.study import SHAPE_COLUMNS, by_shape
+
     cells = []
-    for index, first in enumerate(rows[0].shapes):
-        shape = first["shape"]
+    for shape, figures in by_shape(rows):
         label = f"{shape['name']} (depth {shape['depth']} + {shape['prompt']} -> {shape['gen']})"
-        for row in rows:
-            s = row.shapes[index]
-            cells.append([label, row.label, f"{s['decode_tok_s']:.1f}", f"{s['prompt_tok_s']:.0f}", f"{s['ttft_ms']:.0f}", f"{s['request_ms']:.0f}"])
-            label = ""
-    typer.echo("per request shape (medians):")
-    typer.echo(table(["shape", "config", "decode tok/s", "prompt tok/s", "TTFT ms", "request ms"], cells))
+        for row, values in figures:
+            cells.append([label, row.label, *values])
+            label = ""  # the shape is named on its first line only
+    if cells:
+        typer.echo("per request shape (medians):")
+        typer.echo(table(["shape", "config", *SHAPE_COLUMNS], cells))
 
 
 def print_confirmation(summary: Any) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from tuner.report._page import Section, pm, ratio_text, settings, table
 from tuner.stats import UNITS, Stat
-from tuner.study import Row, Summary, is_feasible
+from tuner.study import SHAPE_COLUMNS, Row, Summary, by_shape, is_feasible
 from tuner.study.explain import MIN_TRIALS_FOR_IMPORTANCE, importances, searched_trials
 
 __all__ = ["MIN_IMPORTANCE_TRIALS", "baselines", "history", "importance_sections", "pareto"]
@@ -334,13 +334,8 @@ def _comparison_table(rows: list[Row], summary: Summary) -> str:
 
 def _shape_table(rows: list[Row], summary: Summary) -> str:
     """Per request shape: each configuration's medians (studies made before workloads have none)."""
-    if not rows or len({len(r.shapes) for r in rows}) != 1 or not rows[0].shapes:
-        return ""
     cells = []
-    for index, first in enumerate(rows[0].shapes):
-        shape = first["shape"]
+    for shape, figures in by_shape(rows):
         label = f"{shape['name']}: depth {shape['depth']} + prompt {shape['prompt']} -> gen {shape['gen']}"
-        for row in rows:
-            s = row.shapes[index]
-            cells.append([label, _row_name(row, summary), f"{s['decode_tok_s']:.1f}", f"{s['prompt_tok_s']:.0f}", f"{s['ttft_ms']:.0f}", f"{s['request_ms']:.0f}"])
-    return table(["request shape", "config", "decode tok/s", "prompt tok/s", "TTFT ms", "request ms"], cells)
+        cells.extend([label, _row_name(row, summary), *values] for row, values in figures)
+    return table(["request shape", "config", *SHAPE_COLUMNS], cells) if cells else ""

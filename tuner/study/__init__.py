@@ -23,7 +23,7 @@ from tuner.study._storage import (
     open_storage,
     redact,
 )
-from tuner.study._summary import Row, Summary, best_preset, study_json, summarize, why_picked
+from tuner.study._summary import SHAPE_COLUMNS, Row, Summary, best_preset, by_shape, study_json, summarize, why_picked
 from tuner.study._trials import (
     BASELINES,
     baselines_for,
@@ -46,12 +46,14 @@ __all__ = [
     "Progress",
     "Row",
     "Runner",
+    "SHAPE_COLUMNS",
     "StudySpec",
     "Summary",
     "TrialFailed",
     "baseline_trial",
     "baselines_for",
     "best_preset",
+    "by_shape",
     "check_machine",
     "check_new_study",
     "check_quality_version",

@@ -19,7 +19,7 @@ from tuner.study.confirm import Candidate, Confirmation, current_confirmation
 TRIAL_PARTS = (("setup", "setup"), ("warmup", "warm-up"), ("prefill", "prefill"), ("timed", "timed"), ("quality", "quality"), ("overhead", "overhead"))
 STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("confirmation", "confirmation"))
 
-__all__ = ["Row", "Summary", "best_preset", "study_json", "summarize", "why_picked"]
+__all__ = ["SHAPE_COLUMNS", "Row", "Summary", "best_preset", "by_shape", "study_json", "summarize", "why_picked"]
 
 
 @dataclass(frozen=True)
@@ -119,6 +119,24 @@ def _shape_medians(figures: dict[str, Any]) -> dict[str, Any]:
     row = {"shape": figures["shape"], "context_tokens": figures["context_tokens"]}
     row.update({name: round(figures[name]["median"], 2) for name in ("prompt_tok_s", "decode_tok_s", "ttft_ms", "request_ms")})
     return row
+
+
+SHAPE_COLUMNS = ["decode tok/s", "prompt tok/s", "TTFT ms", "request ms"]
+
+
+def by_shape(rows: list[Row]) -> list[tuple[dict[str, Any], list[tuple[Row, list[str]]]]]:
+    """Each request shape with every row's medians for it, as the cells of :data:`SHAPE_COLUMNS`.
+
+    Empty when the rows' shapes do not line up (a study made before workloads has none): the
+    `tune start` table and the report both show shapes only then.
+    """
+    if not rows or len({len(r.shapes) for r in rows}) != 1 or not rows[0].shapes:
+        return []
+    return [(first["shape"], [(row, _shape_cells(row.shapes[index])) for row in rows]) for index, first in enumerate(rows[0].shapes)]
+
+
+def _shape_cells(medians: dict[str, Any]) -> list[str]:
+    return [f"{medians['decode_tok_s']:.1f}", f"{medians['prompt_tok_s']:.0f}", f"{medians['ttft_ms']:.0f}", f"{medians['request_ms']:.0f}"]
 
 
 @dataclass(frozen=True)
