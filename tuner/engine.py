@@ -66,16 +66,13 @@ class Session:
         """Empty the KV cache, then evaluate ``tokens`` into it (no sampling, untimed): the context
         a request finds already there (a system prompt, the conversation so far)."""
         import llama_cpp
-        from llama_cpp import _internals
 
         self.context.kv_cache_clear()
         if not tokens:
             return
-        batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+        batch = self._new_batch()
         try:
-            for offset in range(0, len(tokens), self.config.n_batch):
-                batch.set_batch(tokens[offset : offset + self.config.n_batch], n_past=offset, logits_all=False)
-                self._decode(batch)
+            self._eval(batch, tokens, past=0)
             # llama.cpp books a decode's tokens and time in its perf counters only at the next
             # synchronization, and llama_perf_context_reset does not drop what is pending: without
             # this, the next timed request's prompt counters held these tokens and their time too.
@@ -110,7 +107,6 @@ class Session:
         """
         import llama_cpp
         import numpy as np
-        from llama_cpp import _internals
 
         if past + len(prompt) + max_tokens > self.context.n_ctx():
             raise ConfigError(
@@ -124,7 +120,7 @@ class Session:
         else:
             self.context.kv_cache_clear()
         sampler = self._sampler(seed)
-        batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+        batch = self._new_batch()
         # Measurement: decode exactly max_tokens (max_tokens + 1 sampled); text: sample max_tokens.
         limit = max_tokens if stop_at_eos else max_tokens + 1
         n_vocab = model.n_vocab()
@@ -146,9 +142,7 @@ class Session:
             llama_cpp.llama_synchronize(ctx)  # nothing pending may reach this request's counters (see prefill)
             llama_cpp.llama_perf_context_reset(ctx)
             start = time.perf_counter()
-            for offset in range(0, len(prompt), self.config.n_batch):
-                batch.set_batch(prompt[offset : offset + self.config.n_batch], n_past=past + offset, logits_all=False)
-                self._decode(batch)
+            self._eval(batch, prompt, past)
             prompt_done = time.perf_counter()
             tokens = [sample()]
             first = time.perf_counter()
@@ -188,7 +182,6 @@ class Session:
         """
         import llama_cpp
         import numpy as np
-        from llama_cpp import _internals
 
         if len(tokens) > self.context.n_ctx():
             raise ConfigError(
@@ -197,7 +190,7 @@ class Session:
             )
         self.context.kv_cache_clear()
         n_vocab = self.engine.model.n_vocab()
-        batch = _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+        batch = self._new_batch()
         try:
             for offset in range(0, len(tokens), self.config.n_batch):
                 chunk = tokens[offset : offset + self.config.n_batch]
@@ -215,6 +208,19 @@ class Session:
 
         self.prefill(tokens)  # one output row, where logits() computes one per token
         return np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.context.ctx, -1), shape=(self.engine.model.n_vocab(),)).copy()
+
+    def _new_batch(self) -> _internals.LlamaBatch:
+        """A batch of up to n_batch tokens in one sequence (the caller closes it)."""
+        from llama_cpp import _internals
+
+        return _internals.LlamaBatch(n_tokens=max(self.config.n_batch, 1), embd=0, n_seq_max=1, verbose=False)
+
+    def _eval(self, batch: _internals.LlamaBatch, tokens: list[int], past: int) -> None:
+        """Evaluate ``tokens`` after the first ``past`` cached positions, n_batch at a time, with
+        logits for the last position only (what sampling the next token needs)."""
+        for offset in range(0, len(tokens), self.config.n_batch):
+            batch.set_batch(tokens[offset : offset + self.config.n_batch], n_past=past + offset, logits_all=False)
+            self._decode(batch)
 
     def _decode(self, batch: _internals.LlamaBatch) -> None:
         try:
