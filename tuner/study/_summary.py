@@ -95,21 +95,21 @@ class Row:
             "settings": self.config,
         }
 
-    def confirmed(self, candidate: Candidate, defaults: Candidate) -> Row:
+    def confirmed(self, candidate: Candidate) -> Row:
         """This row with the figures the confirmation re-measured (the trial's reading, biased up
-        by the winner's curse, stays in the trial's own row)."""
+        by the winner's curse, stays in the trial's own row); the ratio is the median of the
+        candidate's paired per-round ratios to the defaults."""
 
         def stat(figure: str, fallback: Stat) -> Stat:
             return candidate.stat(figure) or fallback
 
-        ratios = [a / d for a, d in zip(candidate.rounds, defaults.rounds)]
         return replace(
             self,
             speed=candidate.value,
             decode=stat("decode_tok_s", self.decode),
             prompt=stat("prompt_tok_s", self.prompt),
             ttft=stat("ttft_ms", self.ttft),
-            ratio_vs_defaults=Stat.of(ratios).median if ratios else self.ratio_vs_defaults,
+            ratio_vs_defaults=candidate.ratio.median if candidate.ratio_vs_defaults else self.ratio_vs_defaults,
             source="confirmed",
         )
 
@@ -287,10 +287,9 @@ def time_spent(study: Any) -> dict[str, float]:
 
 def _confirmed_rows(confirmation: Confirmation, best: Row, baselines: dict[str, Row]) -> tuple[Row, dict[str, Row]]:
     """The best row and the baselines with the figures their confirmation re-measured."""
-    defaults = confirmation.defaults
-    re_measured = {"defaults": defaults, "guide_card": confirmation.guide}
-    rows = {label: row.confirmed(re_measured[label], defaults) if re_measured.get(label) else row for label, row in baselines.items()}
-    return best.confirmed(confirmation.candidate(confirmation.winner), defaults), rows
+    re_measured = {"defaults": confirmation.defaults, "guide_card": confirmation.guide}
+    rows = {label: row.confirmed(re_measured[label]) if re_measured.get(label) else row for label, row in baselines.items()}
+    return best.confirmed(confirmation.candidate(confirmation.winner)), rows
 
 
 def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
