@@ -213,8 +213,8 @@ def _record(trial: Any, result: Measurement, model_sha: str, measured_s: float) 
     if trial.user_attrs.get("reused"):
         seconds: dict[str, float] = {}  # its time is the noise floor's, counted there
     else:
-        seconds = dict(result.seconds)
-        seconds["overhead"] = round(max(measured_s - sum(seconds.values()), 0.0), 3)
+        seconds = {part: round(spent, 3) for part, spent in result.seconds.items()}
+        seconds["overhead"] = round(max(measured_s - sum(result.seconds.values()), 0.0), 3)
     trial.set_user_attr("seconds", seconds)
     if result.flags:
         trial.set_user_attr("counter_flags", result.flags)
