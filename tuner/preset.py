@@ -14,19 +14,22 @@ Unknown keys and wrong types are errors: llama-cpp-python would silently ignore 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from tuner.config import CONTEXT_KEYS, LOAD_KEYS, SAMPLING_KEYS, EngineConfig
+from tuner.config import CONTEXT_KEYS, KV_TYPE_NAMES, LOAD_KEYS, SAMPLING_KEYS, EngineConfig
 from tuner.engine import Engine
 from tuner.errors import ConfigError, PresetError
 
 __all__ = ["Preset", "engine_from_preset"]
 
 SECTIONS = ("model", "engine", "sampling", "measured", "provenance")
+# An engine section's KV-type line, e.g. "  type_k: 8" (the engine section is indented by two).
+_KV_LINE = re.compile(r"^  (type_k|type_v): (" + "|".join(str(i) for i in KV_TYPE_NAMES) + r")$", re.MULTILINE)
 
 
 class _PlainDumper(yaml.SafeDumper):
@@ -72,9 +75,14 @@ class Preset:
         return path
 
     def dumps(self) -> str:
-        """The preset as YAML, every value written out where it belongs (no anchors and aliases)."""
+        """The preset as YAML, every value written out where it belongs (no anchors and aliases).
+
+        KV-cache types stay ggml ids (what ``llama_cpp.Llama(type_k=...)`` takes), each named in
+        a comment: ``type_k: 8  # q8_0``.
+        """
         data = {name: getattr(self, name) for name in SECTIONS}
-        return yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
+        text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
+        return _KV_LINE.sub(lambda m: f"{m.group(0)}  # {KV_TYPE_NAMES[int(m.group(2))]}", text)
 
     @classmethod
     def load(cls, path: str | Path) -> Preset:

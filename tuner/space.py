@@ -11,6 +11,7 @@ dropped, ``high: cores`` is the machine's core count, and ``when`` makes a knob 
 from __future__ import annotations
 
 import difflib
+from decimal import Decimal
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "choose_space",
     "fit_gpu_space",
     "load_space",
+    "on_grid",
     "parse_space",
     "space_to_yaml",
 ]
@@ -87,7 +89,8 @@ class Param:
         high = self.high if bound is None else min(self.high, bound)
         if self.is_int:
             return trial.suggest_int(self.name, int(self.low), int(high), log=self.log, step=int(self.step or 1))
-        return trial.suggest_float(self.name, float(self.low), float(high), log=self.log, step=self.step)
+        value = trial.suggest_float(self.name, float(self.low), float(high), log=self.log, step=self.step)
+        return on_grid(value, self.step) if self.step else value
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class SearchSpace:
     text: str
 
     def for_workload(self, n_ctx_needed: int) -> SearchSpace:
-        """This space without n_ctx values too small for the workload."""
+        """This space without n_ctx values too small for the workload (how studies made before
+        context requirements searched; they resume with it, see :meth:`for_requirement`)."""
         params = []
         for param in self.params:
             if param.name == "n_ctx" and param.choices is not None:
@@ -128,6 +132,32 @@ class SearchSpace:
             )
         return replace(self, params=tuple(params))
 
+    def for_requirement(self, n_ctx: int, max_ctx: int = 0) -> SearchSpace:
+        """This space with n_ctx searched only at or above the context the application requires.
+
+        n_ctx is a requirement, not a knob to minimise: the requirement itself is always a
+        choice, and so are the space's larger values up to twice it (and the model's training
+        context ``max_ctx``), which the ablation keeps only when they measurably pay. A space
+        that does not search n_ctx runs at the requirement; one that fixes it lower is refused.
+        """
+        limit = min(2 * n_ctx, max_ctx) if max_ctx else 2 * n_ctx
+        params = []
+        for param in self.params:
+            if param.name == "n_ctx" and param.choices is not None:
+                param = replace(param, choices=tuple(sorted({n_ctx, *(c for c in param.choices if n_ctx < c <= limit)})))
+            elif param.name == "n_ctx":
+                param = replace(param, low=n_ctx, high=max(n_ctx, min(param.high, limit)))
+            params.append(param)
+        fixed = dict(self.fixed)
+        if fixed.get("n_ctx", n_ctx) < n_ctx:
+            raise SpaceError(
+                f"{self.source}: fixed n_ctx={fixed['n_ctx']} is below the {n_ctx} tokens of context required",
+                f"fix n_ctx >= {n_ctx}, or lower the requirement with --n-ctx",
+            )
+        if not any(p.name == "n_ctx" for p in params):
+            fixed.setdefault("n_ctx", n_ctx)
+        return replace(self, params=tuple(params), fixed=fixed)
+
     def suggest(self, trial: Any) -> tuple[EngineConfig, dict[str, Any]]:
         """Suggest one configuration through ``trial`` (an optuna Trial or FixedTrial).
 
@@ -142,6 +172,13 @@ class SearchSpace:
             bound = values[param.at_most] if param.at_most else None
             values[param.name] = param.suggest(trial, bound)
         return to_config({**self.fixed, **values}), values
+
+
+def on_grid(value: float, step: float) -> float:
+    """``value`` written with the step's decimals: Optuna's grid points are sums of floats
+    (0.1 + 13 * 0.05 = 0.7500000000000001), and a preset shows what a person would write."""
+    decimals = max(0, -Decimal(str(step)).normalize().as_tuple().exponent)
+    return round(value, decimals)
 
 
 def to_config(values: dict[str, Any]) -> EngineConfig:

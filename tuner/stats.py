@@ -13,7 +13,7 @@ from typing import Any
 
 from tuner.errors import ConfigError
 
-__all__ = ["MIN_ROUNDS", "RACE_MIN_MARGIN", "UNITS", "NoiseFloor", "Stat", "check_rounds", "duration", "is_tie", "race_margin"]
+__all__ = ["MIN_ROUNDS", "RACE_MIN_MARGIN", "UNITS", "NoiseFloor", "Stat", "beats", "check_rounds", "duration", "is_tie", "race_margin"]
 
 # How each figure is named for a reader.
 UNITS = {
@@ -93,6 +93,16 @@ class NoiseFloor:
     def describe(self) -> str:
         runs = ", ".join(f"{x:.1f}" for x in self.run_medians)
         return f"±{self.relative:.1%} (the defaults read {runs} {UNITS.get(self.metric, self.metric)} over {len(self.run_medians)} runs)"
+
+
+def beats(ratios: list[float], noise: float) -> bool:
+    """True when paired per-round ratios (a's figure over b's, both measured in the same round,
+    higher is better) say a is better than b beyond the noise: their median exceeds 1 by more than
+    the larger of the noise floor and the ratios' own relative spread."""
+    if not ratios:
+        return False
+    ratio = Stat.of(ratios)
+    return ratio.median - 1 > max(noise, ratio.rel_iqr)
 
 
 def is_tie(a: float, b: float, noise: float) -> bool:

@@ -22,6 +22,7 @@ from tuner import errors
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, TunerError, WorkerFailed
 from tuner.measure import Measurement
+from tuner.quality import Quality
 from tuner.workload import Workload
 
 __all__ = ["Worker", "DEFAULT_TRIAL_TIMEOUT_S", "check_timeout"]
@@ -74,6 +75,10 @@ class Worker:
         """
         options = {"stop_below": stop_below, "use_cache": use_cache}
         return Measurement.from_dict(self._request(("measure", config.to_dict(), workload.to_dict(), options), "the trial"))
+
+    def quality(self, config: EngineConfig) -> Quality:
+        """The quality proxy alone for ``config`` (after :meth:`reference`), computed in the worker."""
+        return Quality.from_dict(self._request(("quality", config.to_dict()), "the quality proxy"))
 
     def reference(self, model_sha256: str, *, use_cache: bool = True) -> dict[str, float]:
         """Load (or compute once, then cache) the quality reference in the worker.
@@ -202,7 +207,7 @@ def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
     os.environ["TUNER_LLAMA_LOG"] = log_path
     from tuner.engine import Engine
     from tuner.measure import measure
-    from tuner.quality import reference_for
+    from tuner.quality import evaluate, reference_for
 
     engine = Engine(model_path)
     try:
@@ -223,6 +228,10 @@ def _worker_main(conn: Any, model_path: str, log_path: str) -> None:
             if message[0] == "reference":
                 reference = reference_for(engine, message[1], use_cache=message[2])
                 reply: tuple[str, Any] = ("ok", {"greedy_accuracy": reference.greedy_accuracy, "greedy_nll": reference.greedy_nll})
+            elif message[0] == "quality":
+                if reference is None:
+                    raise ConfigError("the quality proxy needs its reference", "load it first (Worker.reference)")
+                reply = ("ok", evaluate(engine, EngineConfig.from_dict(message[1]), reference).to_dict())
             else:
                 _, config, workload, options = message
                 result = measure(engine, EngineConfig.from_dict(config), Workload.from_dict(workload), reference, **options)

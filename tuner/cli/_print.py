@@ -20,6 +20,8 @@ __all__ = [
     "print_knob_effects",
     "print_pareto",
     "print_progress",
+    "print_ablation",
+    "print_requirement",
     "print_shapes",
     "print_workload",
     "print_summary",
@@ -62,18 +64,21 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
     summary = summarize(study_obj)
     unit = UNITS.get(summary.metric, summary.metric)
     typer.echo(f"\n{summary.complete} completed, {summary.failed} failed of target {summary.target}")
-    shown = ([summary.best] if summary.best else []) + list(summary.baselines.values())
+    shown = ([summary.minimal] if summary.minimal else []) + ([summary.best] if summary.best else []) + list(summary.baselines.values())
+    with_yours = "yours" in summary.baselines
     rows = []
     for row in shown:
         ratio = f"{row.ratio_vs_defaults:.2f}x" if row.ratio_vs_defaults is not None else "-"
         if summary.ties_defaults(row):
             ratio += " (tie: within noise)"
+        mine = [f"{row.ratio_vs_yours:.2f}x" if row.ratio_vs_yours is not None else "-"] if with_yours else []
         rows.append(
             [
                 row.label,
-                f"#{row.number}",
+                "-" if row.source == "ablation" else f"#{row.number}",
                 f"{row.speed.median:.1f} ± {row.speed.iqr:.1f}",
                 ratio,
+                *mine,
                 f"{row.decode.median:.1f} ± {row.decode.iqr:.1f}",
                 f"{row.prompt.median:.0f} ± {row.prompt.iqr:.0f}",
                 f"{row.ttft.median:.0f}",
@@ -83,7 +88,7 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
             ]
         )
     if rows:
-        header = ["config", "trial", f"{unit} (median ± IQR)", "vs defaults", "decode tok/s", "prompt tok/s", "TTFT ms", "quality", "memory", "settings"]
+        header = ["config", "trial", f"{unit} (median ± IQR)", "vs defaults", *(["vs yours"] if with_yours else []), "decode tok/s", "prompt tok/s", "TTFT ms", "quality", "memory", "settings"]
         if summary.metric == "decode_tok_s":  # a study made before workloads: one column says it all
             header, rows = header[:4] + header[5:], [r[:4] + r[5:] for r in rows]
         typer.echo(table(header, rows))
@@ -106,6 +111,7 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
     elif summary.noise_error:
         typer.echo(f"noise floor: not measured ({summary.noise_error}); ties rest on each trial's own spread")
     print_confirmation(summary)
+    print_ablation(summary)
     print_time(summary)
     if summary.quality_note:
         typer.echo(summary.quality_note)
@@ -163,6 +169,63 @@ def print_confirmation(summary: Any) -> None:
     typer.echo(f"\nconfirmation ({confirmation.rounds} interleaved rounds, speed only):")
     typer.echo(table(["config", "trial read", f"confirmed {unit} (median ± IQR)", "vs defaults (range)", "mean KLD"], rows))
     typer.echo(f"winner: {confirmation.why}")
+
+
+def print_requirement(requirement: Any, space: Any, yours: Any | None) -> None:
+    """What the preset keeps: the required context, and the starting point it changes."""
+    n_ctx = next((p for p in space.params if p.name == "n_ctx"), None)
+    searched = ", ".join(str(c) for c in n_ctx.choices) if n_ctx is not None and n_ctx.choices else str(space.fixed.get("n_ctx", requirement.n_ctx))
+    typer.echo(f"context: n_ctx {requirement.n_ctx} required ({requirement.why}); searched: {searched}; the preset never carries less")
+    if yours is not None:
+        typer.echo(f"starting point: your settings from {yours.source} (measured as 'yours'); the preset changes them only where a change measurably pays")
+    else:
+        typer.echo(f"starting point: llama-cpp-python's defaults at n_ctx {requirement.n_ctx} (--baseline FILE: your own settings); the preset changes them only where a change measurably pays")
+
+
+def print_ablation(summary: Any) -> None:
+    """The ablation table: each changed group, from -> to, its measured worth, kept or reverted;
+    then what the minimal preset is, and any figure it loses against the starting point."""
+    ablation = summary.ablation
+    if ablation is None:
+        return
+    from tuner.study import ablation_table
+
+    start = "yours" if ablation.start == "yours" else "the defaults"
+    typer.echo(
+        f"\nablation (what each change from {start} to the winner #{ablation.winner} is worth: the winner over the winner "
+        f"with that change reverted, {ablation.rounds} interleaved rounds):"
+    )
+    rows = [
+        [
+            row["group"],
+            row["change"],
+            f"{row['worth']['median']:.3f}x ({row['worth']['low']:.2f}-{row['worth']['high']:.2f})" if row["worth"] else "-",
+            "kept" if row["kept"] else "reverted",
+        ]
+        for row in ablation_table(ablation)
+    ]
+    if rows:
+        typer.echo(table(["group", "from -> to", "worth (range)", "verdict"], rows))
+        for step in ablation.steps:
+            typer.echo(f"  {step.group}: {step.why}")
+    kept = ", ".join(step.group for step in ablation.kept) or "nothing"
+    line = f"minimal preset: {start} + {kept}"
+    minimal = summary.minimal
+    if minimal is not None:
+        if minimal.ratio_vs_defaults is not None:
+            line += f": {minimal.speed.median:.1f} {UNITS.get(summary.metric, summary.metric)}, {minimal.ratio_vs_defaults:.2f}x the defaults"
+        if minimal.ratio_vs_yours is not None:
+            line += f", {minimal.ratio_vs_yours:.2f}x yours"
+    winner = ablation.entry(f"#{ablation.winner}")
+    if winner is not None and winner is not ablation.minimal_entry:
+        from tuner.stats import Stat
+
+        line += f"; the full winner #{ablation.winner} reads {Stat.of(winner.ratios_to(ablation.minimal_entry)).median:.3f}x it (a tie)"
+    typer.echo(line)
+    if ablation.note:
+        typer.echo(f"note: {ablation.note}")
+    for worse in ablation.worse:
+        typer.echo(f"note: {worse}")
 
 
 def print_importances(scores: dict[str, dict[str, float]], completed: int) -> None:

@@ -85,13 +85,15 @@ def export(
     fmt: str = typer.Option(
         "yaml", "--format", help="yaml (the preset the engine loads), json (llama-cpp-python server config), llama-server or ollama."
     ),
+    full: bool = typer.Option(False, "--full", help="The raw confirmed winner, every searched value kept [default: the minimal preset]."),
 ) -> None:
-    """Export the study's best configuration: a preset YAML that the engine loads, or a server's own format."""
+    """Export the study's preset (the minimal one: your starting point plus the changes that pay),
+    as a preset YAML that the engine loads, or in a server's own format."""
     from tuner import export as exports, study as studies
 
     write = exports.writer(fmt)  # an unknown --format fails before the storage is opened
     study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
-    preset = studies.best_preset(study_obj)
+    preset = studies.best_preset(study_obj, full=full)
     text = write(preset)
     if out is None:
         typer.echo(text, nl=False)
@@ -110,8 +112,11 @@ def export(
         if confirmed
         else f"{preset.measured[metric]['median']} {unit} in its trial, not confirmed"
     )
-    typer.echo(f"wrote {out} (trial #{preset.provenance['trial']}, {figure})")
+    what = "the minimal preset of" if preset.provenance.get("preset", "").startswith("minimal") else "trial"
+    typer.echo(f"wrote {out} ({what} #{preset.provenance['trial']}, {figure})")
     typer.echo(f"picked: {preset.measured['picked']}")
+    for line in preset.measured.get("worse") or []:
+        typer.echo(f"note: {line}")
     for note in exports.notes(preset, fmt):
         typer.echo(note)
 

@@ -29,7 +29,15 @@ from tuner.cli._app import (
     worker,
     workload,
 )
-from tuner.cli._print import print_guide_audit, print_importances, print_knob_effects, print_progress, print_summary, print_workload
+from tuner.cli._print import (
+    print_guide_audit,
+    print_importances,
+    print_knob_effects,
+    print_progress,
+    print_requirement,
+    print_summary,
+    print_workload,
+)
 from tuner.errors import StudyError
 
 
@@ -53,11 +61,18 @@ def start(
     min_decode_tok_s: Optional[float] = typer.Option(None, "--min-decode-tok-s", help="Latency target: decode speed on the slowest request shape."),
     no_quality: bool = NoQualityOpt,
     confirm_rounds: int = ConfirmOpt,
+    n_ctx: Optional[int] = typer.Option(
+        None, "--n-ctx", help="The context size your application needs; the preset never carries less [default: your --baseline's, else 4096 capped at the model's training context]."
+    ),
+    baseline: Optional[Path] = typer.Option(
+        None, "--baseline", help="Your current settings (a preset, or a YAML/JSON mapping of llama_cpp.Llama and sampling keywords): measured as 'yours', the starting point of the preset."
+    ),
     no_racing: bool = typer.Option(False, "--no-racing", help="Measure every trial fully (no early stop of clearly slower trials); for audits."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Compute the quality proxy's logits for every trial (no cache); for audits."),
 ) -> None:
     """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""
     from tuner import hardware, models, space as spaces, study as studies
+    from tuner.baseline import load_baseline, required_n_ctx
     from tuner.gguf import read_gguf_info
     from tuner.quality import QualityBudget
     from tuner.stats import check_rounds
@@ -70,12 +85,15 @@ def start(
     check_timeout(trial_timeout)
     model_path = models.resolve_model(model)
     the_workload = workload(workload_name, prompt_tokens, gen_tokens, depth, repeats=repeats, no_quality=no_quality, model_path=model_path)
+    yours = load_baseline(baseline) if baseline is not None else None
+    model_info = read_gguf_info(model_path)
+    requirement = required_n_ctx(n_ctx, yours.n_ctx if yours else None, train_ctx=model_info.context_length, needed=the_workload.tokens_needed)
     machine = hardware.describe_machine()
     if space:
         search_space, why = spaces.load_space(space), "chosen with --space"
     else:
-        search_space, why = spaces.choose_space(machine, read_gguf_info(model_path))
-    search_space.for_workload(the_workload.tokens_needed)
+        search_space, why = spaces.choose_space(machine, model_info)
+    searched = search_space.for_requirement(requirement.n_ctx, model_info.context_length)
     name = study or model_path.stem
     spec = studies.StudySpec(
         model=model_path,
@@ -87,6 +105,8 @@ def start(
         budget=budget,
         targets=limits,
         economies=studies.Economies(racing=not no_racing, cache=not no_cache),
+        requirement=requirement,
+        yours=yours.config if yours else None,
     )
     studies.check_new_study(name, storage)
     with worker(model_path, trial_timeout) as runner:
@@ -96,6 +116,7 @@ def start(
         typer.echo(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
         typer.echo(f"space: {search_space.name} ({search_space.source}): {why}")
         print_workload(the_workload)
+        print_requirement(requirement, searched, yours)
         if the_workload.quality:
             typer.echo(
                 f"objectives: requests/min on the workload (median, maximize) and mean KLD vs the reference (minimize); "
@@ -184,9 +205,11 @@ def confirm_(
     trial_timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Re-measure the study's top candidates and the defaults, interleaved, and pick the winner."""
+    """Re-measure the study's top candidates and the baselines, interleaved, pick the winner, and
+    ablate it into the minimal preset."""
     from tuner import hardware, study as studies
     from tuner.study import confirm as confirming
+    from tuner.study.ablation import ablate
 
     confirming.check_request(rounds, candidates)
     check_timeout(trial_timeout)
@@ -196,6 +219,8 @@ def confirm_(
     with worker(study_model(study_obj, model), trial_timeout) as runner:
         notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
         result = confirming.confirm(study_obj, runner, rounds=rounds, candidates=candidates, on_note=notes)
+        if result is not None and result.winner is not None:
+            ablate(study_obj, runner, rounds=rounds, on_note=notes)
     if result is None:
         raise StudyError(f"study '{name}' has no feasible trial besides the defaults to confirm", f"run more trials: tune resume {name} --trials N")
     if as_json:

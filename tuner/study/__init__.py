@@ -6,8 +6,10 @@ The public names live here; the work lives in underscore modules, one job each:
 * ``_trials``    queries over a study's trials: baselines, feasible, counted, the noise floor
 * ``_objective`` one trial: suggest, measure through a runner, record
 * ``_optimize``  start and resume: the noise floor, the trial loop, confirmation at the end
-* ``_summary``   rows, the summary and Pareto front, why the pick, the preset it builds
+* ``_summary``   rows, the summary and Pareto front, why the pick
+* ``_preset``    the preset a study exports: the minimal preset, or the full winner
 * ``confirm``    the noise floor and the interleaved re-measurement that confirms the winner
+* ``ablation``   what each change from the starting point is worth; the minimal preset
 * ``explain``    parameter importances, per-knob effects and the guide audit
 """
 
@@ -23,9 +25,11 @@ from tuner.study._storage import (
     open_storage,
     redact,
 )
-from tuner.study._summary import SHAPE_COLUMNS, Row, Summary, best_preset, by_shape, study_json, summarize, why_picked
+from tuner.study._preset import ablation_table, best_preset
+from tuner.study._summary import SHAPE_COLUMNS, Row, Summary, by_shape, study_json, summarize, why_picked
 from tuner.study._trials import (
     BASELINES,
+    BASELINE_LABELS,
     baselines_for,
     baseline_trial,
     counted_trials,
@@ -34,12 +38,15 @@ from tuner.study._trials import (
     is_feasible,
     noise_floor,
     quality_version,
+    required_context,
     speed_objective,
+    start_label,
     study_defaults,
 )
 
 __all__ = [
     "BASELINES",
+    "BASELINE_LABELS",
     "DEFAULT_STORAGE",
     "Economies",
     "InProcess",
@@ -50,6 +57,7 @@ __all__ = [
     "StudySpec",
     "Summary",
     "TrialFailed",
+    "ablation_table",
     "baseline_trial",
     "baselines_for",
     "best_preset",
@@ -69,7 +77,9 @@ __all__ = [
     "quality_version",
     "redact",
     "resume_study",
+    "required_context",
     "speed_objective",
+    "start_label",
     "start_study",
     "study_defaults",
     "study_json",

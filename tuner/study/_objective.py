@@ -17,7 +17,7 @@ from tuner.engine import Engine
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.hardware import describe_machine
 from tuner.measure import Measurement, measure
-from tuner.quality import QualityBudget, reference_for
+from tuner.quality import Quality, QualityBudget, evaluate, reference_for
 from tuner.space import SearchSpace
 from tuner.stats import race_margin
 from tuner.study._trials import counted_trials, fastest_feasible, noise_floor
@@ -49,6 +49,8 @@ class Runner(Protocol):
 
     def reference(self, model_sha256: str, *, use_cache: bool = True) -> dict[str, float]: ...
 
+    def quality(self, config: EngineConfig) -> Quality: ...
+
 
 class InProcess:
     """Runs trials in this process: fastest, but a llama.cpp abort takes the process down.
@@ -66,6 +68,10 @@ class InProcess:
 
     def measure(self, config: EngineConfig, workload: Workload, *, stop_below: float | None = None, use_cache: bool = True) -> Measurement:
         return measure(self.engine, config, workload, self._reference, stop_below=stop_below, use_cache=use_cache)
+
+    def quality(self, config: EngineConfig) -> Quality:
+        """The quality proxy alone (the reference must be loaded: :meth:`reference`)."""
+        return evaluate(self.engine, config, self._reference)
 
 
 def make_objective(

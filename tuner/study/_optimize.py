@@ -1,11 +1,13 @@
-"""Running a study: start and resume, the noise floor first, the trial loop, confirmation last.
+"""Running a study: start and resume, the noise floor first, the trial loop, confirmation and
+ablation last.
 
 A study is an Optuna study in an RDB storage (SQLite by default) whose study-level user_attrs
-record what it tunes (model file and sha256, workload, search space, machine) and whose trials
-record every measurement. Before the first trial the noise floor is measured; the first two
-trials are the baselines (see :func:`tuner.study.baselines_for`); after the last, the winner is
-confirmed by re-measurement (:mod:`tuner.study.confirm`). ``trials`` counts every trial of the
-study, baselines included.
+record what it tunes (model file and sha256, workload, required context, search space, machine)
+and whose trials record every measurement. Before the first trial the noise floor is measured;
+the first trials are the baselines (see :func:`tuner.study.baselines_for`: the defaults, the
+guide card, and the user's own settings when given); after the last, the winner is confirmed by
+re-measurement (:mod:`tuner.study.confirm`) and ablated into the minimal preset
+(:mod:`tuner.study.ablation`). ``trials`` counts every trial of the study, baselines included.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner.baseline import Requirement, required_n_ctx
+from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, StudyError, WorkerFailed
+from tuner.gguf import read_gguf_info
 from tuner.hardware import describe_machine, different_machine
 from tuner.workload import LatencyTargets, Workload
 from tuner.quality import PROXY_VERSION, QualityBudget
@@ -27,6 +32,7 @@ from tuner.stats import check_rounds
 from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
 from tuner.study._objective import Economies, Runner, TrialFailed, make_objective
 from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective, study_defaults
+from tuner.study.ablation import ablate
 from tuner.study.confirm import CONFIRM_CANDIDATES, CONFIRM_ROUNDS, NOISE_RUNS, confirm, current_confirmation, measure_noise_floor, refresh_if_unchanged
 
 __all__ = [
@@ -43,12 +49,18 @@ __all__ = [
 # (with the quality proxy) fidelity to the reference. Studies made before workloads optimized
 # decode_tok_s; they keep it when resumed.
 OBJECTIVES = ("requests_per_min", "kld_mean")
+ABLATION_GROUPS_GUESS = 4  # groups a winner changes, for the ETA before the ablation knows
 DIRECTIONS = {"requests_per_min": "maximize", "decode_tok_s": "maximize", "kld_mean": "minimize"}
 
 
 @dataclass(frozen=True)
 class StudySpec:
-    """What a new study tunes."""
+    """What a new study tunes.
+
+    ``requirement`` is the context size the application needs (default: see
+    :func:`tuner.baseline.required_n_ctx`); ``yours`` the user's current settings (``--baseline``),
+    measured as the baseline "yours" and the starting point of the minimal preset.
+    """
 
     model: Path
     model_sha256: str
@@ -59,9 +71,17 @@ class StudySpec:
     budget: QualityBudget = field(default_factory=QualityBudget)
     targets: LatencyTargets = field(default_factory=LatencyTargets)
     economies: Economies = field(default_factory=Economies)
+    requirement: Requirement | None = None
+    yours: EngineConfig | None = None
 
     def __post_init__(self) -> None:
         check_trials(self.trials)
+
+    def resolved_requirement(self) -> tuple[Requirement, int]:
+        """The required context and the model's training context (the cap of what is searched)."""
+        train_ctx = read_gguf_info(self.model).context_length
+        requirement = self.requirement or required_n_ctx(None, None, train_ctx=train_ctx, needed=self.workload.tokens_needed)
+        return requirement, train_ctx
 
 
 @dataclass(frozen=True)
@@ -120,6 +140,7 @@ def start_study(
         ) from None
     with quiet_experimental():
         study.set_metric_names(list(objectives))
+    requirement, train_ctx = spec.resolved_requirement()
     clock = time.monotonic()
     reference = runner.reference(spec.model_sha256, use_cache=spec.economies.cache) if spec.workload.quality else None
     _add_seconds(study, "reference", time.monotonic() - clock)
@@ -135,16 +156,17 @@ def start_study(
         "quality_version": PROXY_VERSION if spec.workload.quality else None,
         "latency_targets": spec.targets.to_dict() if spec.targets else None,
         "economies": asdict(spec.economies),
+        "requirement": {"n_ctx": requirement.n_ctx, "why": requirement.why, "max_ctx": train_ctx},
         "reference": reference,
         "machine": machine,
         "created": now(),
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    for label, config in baselines_for(spec.workload.tokens_needed).items():
+    for label, config in baselines_for(requirement.n_ctx, spec.yours).items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
     prepared = _measure_noise(study, runner, spec.workload, on_note)
-    space = spec.space.for_workload(spec.workload.tokens_needed)
+    space = study_space(study, spec.space)
     ran = _run(study, spec.trials, runner, space, spec.workload, on_progress, confirm_rounds, prepared)
     return _confirm(study, runner, confirm_rounds, ran, False, on_note)
 
@@ -182,8 +204,17 @@ def resume_study(
     if "noise_floor" not in study.user_attrs:  # a study from before noise floors, or interrupted early
         _measure_noise(study, runner, workload, on_note)
     nothing_to_do = len(counted_trials(study)) >= target
-    ran = _run(study, target, runner, space.for_workload(workload.tokens_needed), workload, on_progress, confirm_rounds)
+    ran = _run(study, target, runner, study_space(study, space), workload, on_progress, confirm_rounds)
     return _confirm(study, runner, confirm_rounds, ran, nothing_to_do, on_note)
+
+
+def study_space(study: Any, space: SearchSpace) -> SearchSpace:
+    """The space as the study searches it: n_ctx at or above the required context (a study made
+    before requirements resumes with its own rule, so its distributions stay the same)."""
+    requirement = study.user_attrs.get("requirement")
+    if requirement is None:
+        return space.for_workload(Workload.from_dict(study.user_attrs["workload"]).tokens_needed)
+    return space.for_requirement(int(requirement["n_ctx"]), int(requirement.get("max_ctx") or 0))
 
 
 def check_trials(trials: int) -> None:
@@ -253,8 +284,12 @@ def _confirm(
                 on_note("the top candidates are the ones the last confirmation re-measured: it stands (no re-measurement)")
             return study
         clock = time.monotonic()
-        confirm(study, runner, rounds=rounds, on_note=on_note, economize=economize)
+        confirmed = confirm(study, runner, rounds=rounds, on_note=on_note, economize=economize)
         _add_seconds(study, "confirmation", time.monotonic() - clock)
+        if confirmed is not None and confirmed.winner is not None:
+            clock = time.monotonic()
+            ablate(study, runner, rounds=rounds, on_note=on_note)
+            _add_seconds(study, "ablation", time.monotonic() - clock)
     elif rounds > 0 and not nothing_to_do and on_note:
         on_note("another worker ran the study's last trial: it confirms the winner")
     return study
@@ -368,7 +403,11 @@ def _confirmation_estimate(study: Any, rounds: int) -> float:
     noise_s = (study.user_attrs.get("seconds") or {}).get("noise_floor")
     defaults = noise_s / NOISE_RUNS if noise_s else candidate
     guide_rounds = 1 if economies_of(study).racing else rounds
-    return rounds * (defaults + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide
+    confirmation = rounds * (defaults + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide
+    # The ablation: the start and the winner in every round, and a step per changed group; a
+    # winner typically changes ABLATION_GROUPS_GUESS groups (threads, batch sizes, attention, sampling).
+    ablation = rounds * (defaults + (1 + ABLATION_GROUPS_GUESS) * candidate)
+    return confirmation + ablation
 
 
 def _requeue_interrupted(study: Any) -> None:

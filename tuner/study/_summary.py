@@ -1,5 +1,6 @@
 """What a study found: comparison rows, the summary (best trial, baselines, Pareto front, noise
-floor, confirmation), why the pick is the one it is, and the preset it becomes.
+floor, confirmation, ablation and the minimal preset), and why the pick is the one it is. The
+preset it becomes: :mod:`tuner.study._preset`.
 """
 
 from __future__ import annotations
@@ -7,19 +8,26 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tuner.config import EngineConfig
-from tuner.errors import StudyError
-from tuner.preset import Preset
 from tuner.stats import UNITS, Stat, duration, is_tie
-from tuner.study._storage import now
-from tuner.study._trials import BASELINES, baseline_trial, fastest_feasible, is_feasible, noise_floor, quality_version, speed_objective
-from tuner.study.confirm import Candidate, Confirmation, current_confirmation
+from tuner.study._trials import (
+    BASELINE_LABELS,
+    baseline_trial,
+    fastest_feasible,
+    is_feasible,
+    noise_floor,
+    quality_version,
+    required_context,
+    speed_objective,
+    start_label,
+)
+from tuner.study.ablation import Ablation, current_ablation
+from tuner.study.confirm import SHAPE_FIGURES, Candidate, Confirmation, current_confirmation
 
 # Where a study's time goes (see time_spent), in the order a trial spends it, with display names.
 TRIAL_PARTS = (("setup", "setup"), ("warmup", "warm-up"), ("prefill", "prefill"), ("timed", "timed"), ("quality", "quality"), ("overhead", "overhead"))
-STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("confirmation", "confirmation"))
+STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("confirmation", "confirmation"), ("ablation", "ablation"))
 
-__all__ = ["SHAPE_COLUMNS", "Row", "Summary", "best_preset", "by_shape", "study_json", "summarize", "why_picked"]
+__all__ = ["SHAPE_COLUMNS", "Row", "Summary", "by_shape", "minimal_row", "study_json", "summarize", "why_picked"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +48,12 @@ class Row:
     config: dict[str, Any]
     metric: str = "requests_per_min"
     ratio_vs_defaults: float | None = None  # on the speed objective
+    ratio_vs_yours: float | None = None  # the same against the user's own settings (--baseline), when given
     telemetry: dict[str, Any] = field(default_factory=dict)
     quality: dict[str, float] | None = None
     feasible: bool = True
     shapes: list[dict[str, Any]] = field(default_factory=list)  # the trial's own per-shape medians
-    source: str = "trial"  # "trial": the trial's own reading; "confirmed": re-measured in the confirmation
+    source: str = "trial"  # "trial": the trial's own reading; "confirmed": re-measured in the confirmation; "ablation": measured there
 
     def within_noise_of(self, other: Row, noise: float = 0.0) -> bool:
         """A tie: the speed medians differ by no more than the larger of the two IQRs, or by no
@@ -53,12 +62,13 @@ class Row:
         return gap <= max(self.speed.iqr, other.speed.iqr) or is_tie(self.speed.median, other.speed.median, noise)
 
     @classmethod
-    def of(cls, label: str, trial: Any, defaults: Any | None, metric: str = "requests_per_min") -> Row:
+    def of(cls, label: str, trial: Any, defaults: Any | None, metric: str = "requests_per_min", yours: Any | None = None) -> Row:
         m = trial.user_attrs["measurement"]
         speed = Stat.from_dict(m[metric])
-        ratio = None
-        if defaults is not None:
-            ratio = speed.median / Stat.from_dict(defaults.user_attrs["measurement"][metric]).median
+
+        def ratio(baseline: Any | None) -> float | None:
+            return speed.median / Stat.from_dict(baseline.user_attrs["measurement"][metric]).median if baseline is not None else None
+
         return cls(
             label=label,
             number=trial.number,
@@ -68,7 +78,8 @@ class Row:
             ttft=Stat.from_dict(m["ttft_ms"]),
             config=m["effective"],
             metric=metric,
-            ratio_vs_defaults=ratio,
+            ratio_vs_defaults=ratio(defaults),
+            ratio_vs_yours=ratio(yours),
             telemetry=m.get("telemetry") or {},
             quality=m.get("quality"),
             feasible=is_feasible(trial),
@@ -88,6 +99,7 @@ class Row:
             "prompt_tok_s": self.prompt.to_dict(),
             "ttft_ms": self.ttft.to_dict(),
             "vs_defaults": self.ratio_vs_defaults,
+            "vs_yours": self.ratio_vs_yours,
             "feasible": self.feasible,
             "quality": self.quality,
             "telemetry": self.telemetry,
@@ -95,10 +107,10 @@ class Row:
             "settings": self.config,
         }
 
-    def confirmed(self, candidate: Candidate) -> Row:
-        """This row with the figures the confirmation re-measured (the trial's reading, biased up
-        by the winner's curse, stays in the trial's own row); the ratio is the median of the
-        candidate's paired per-round ratios to the defaults."""
+    def confirmed(self, candidate: Candidate, yours: Candidate | None = None, source: str = "confirmed") -> Row:
+        """This row with the figures ``candidate`` was re-measured with (the trial's reading,
+        biased up by the winner's curse, stays in the trial's own row); the ratios are the medians
+        of the candidate's paired per-round ratios to the defaults and to ``yours``."""
 
         def stat(figure: str, fallback: Stat) -> Stat:
             return candidate.stat(figure) or fallback
@@ -110,8 +122,22 @@ class Row:
             prompt=stat("prompt_tok_s", self.prompt),
             ttft=stat("ttft_ms", self.ttft),
             ratio_vs_defaults=candidate.ratio.median if candidate.ratio_vs_defaults else self.ratio_vs_defaults,
-            source="confirmed",
+            ratio_vs_yours=Stat.of(candidate.ratios_to(yours)).median if yours is not None and yours.rounds else None,
+            shapes=_shapes_of(candidate, self.shapes) or self.shapes,
+            source=source,
         )
+
+
+def _shapes_of(candidate: Candidate, recorded: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each shape's medians over the rounds ``candidate`` was re-measured in ([] when its rounds
+    kept no per-shape figures, as in confirmations stored before them)."""
+    if not candidate.shapes or not recorded or len(candidate.shapes[0]) != len(recorded):
+        return []
+    rows = []
+    for index, shape in enumerate(recorded):
+        medians = {name: round(Stat.of([r[index][name] for r in candidate.shapes]).median, 2) for name in SHAPE_FIGURES}
+        rows.append({"shape": shape["shape"], "context_tokens": shape["context_tokens"], **medians})
+    return rows
 
 
 def _shape_medians(figures: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +187,10 @@ class Summary:
     cached_quality: int = 0  # trials whose quality came from cached logits
     quality_version: int | None = None  # the quality proxy's version (1: sampled, 2: computed); None: off
     searched_feasible: int = 0  # feasible completed trials other than the baselines: what confirmation re-measures
+    start: str = "defaults"  # the starting point the preset changes: "defaults", or "yours" (--baseline)
+    required_n_ctx: int | None = None  # the context the application requires (None: a study made before requirements)
+    ablation: Ablation | None = None  # when current (see current_ablation)
+    minimal: Row | None = None  # the minimal preset, as the ablation measured it
 
     @property
     def time_text(self) -> str:
@@ -228,13 +258,13 @@ def summarize(study: Any) -> Summary:
     """The best trial and the baselines, with medians and spread."""
     from optuna.trial import TrialState
 
-    defaults = baseline_trial(study, "defaults")
+    defaults, yours = baseline_trial(study, "defaults"), baseline_trial(study, "yours")
     metric = speed_objective(study)
     baselines = {}
-    for label in BASELINES:
+    for label in BASELINE_LABELS:
         trial = baseline_trial(study, label)
         if trial is not None:
-            baselines[label] = Row.of(label, trial, defaults, metric)
+            baselines[label] = Row.of(label, trial, defaults, metric, yours)
     confirmation = current_confirmation(study)
     best = study.trials[confirmation.winner] if confirmation else fastest_feasible(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -244,10 +274,11 @@ def summarize(study: Any) -> Summary:
         (t.number, t.user_attrs.get("fail_reason", "process died (heartbeat stale)"))
         for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     ]
-    best_row = Row.of("best", best, defaults, metric) if best else None
+    best_row = Row.of("best", best, defaults, metric, yours) if best else None
     readings = {"best": best_row, **baselines} if best_row else dict(baselines)
     if confirmation is not None:  # the re-measured figures lead; the trial readings stay beside them
         best_row, baselines = _confirmed_rows(confirmation, best_row, baselines)
+    ablation = current_ablation(study)
     return Summary(
         name=study.study_name,
         target=int(study.user_attrs.get("target_trials", 0)),
@@ -269,7 +300,24 @@ def summarize(study: Any) -> Summary:
         raced=sum(1 for t in study.get_trials(deepcopy=False) if "raced" in t.user_attrs),
         cached_quality=sum(1 for t in complete if t.user_attrs.get("cached") is True),
         quality_version=quality_version(study),
+        start=start_label(study),
+        required_n_ctx=required_context(study) if study.user_attrs.get("requirement") else None,
+        ablation=ablation,
+        minimal=minimal_row(ablation, best_row, baselines) if ablation is not None and best_row is not None else None,
     )
+
+
+def minimal_row(ablation: Ablation, winner: Row, baselines: dict[str, Row]) -> Row:
+    """The minimal preset's row: its settings, and the figures of the rounds the ablation measured
+    it in, paired with the defaults (and yours). Its quality is its own when the ablation computed
+    it, else that of the configuration it equals (the starting point, or the winner)."""
+    entry = ablation.minimal_entry
+    defaults, yours = ablation.entry("defaults"), ablation.entry("yours")
+    same_as_start = ablation.minimal_label == ablation.start
+    quality = ablation.quality or (baselines[ablation.start].quality if same_as_start else winner.quality)
+    row = replace(winner, label="minimal", config=dict(ablation.minimal), quality=quality and {k: v for k, v in quality.items() if k not in ("feasible", "why")})
+    row = row.confirmed(replace(entry, ratio_vs_defaults=entry.ratios_to(defaults) if defaults else []), yours, source="ablation")
+    return replace(row, number=baselines[ablation.start].number if same_as_start else winner.number)
 
 
 def time_spent(study: Any) -> dict[str, float]:
@@ -287,9 +335,10 @@ def time_spent(study: Any) -> dict[str, float]:
 
 def _confirmed_rows(confirmation: Confirmation, best: Row, baselines: dict[str, Row]) -> tuple[Row, dict[str, Row]]:
     """The best row and the baselines with the figures their confirmation re-measured."""
-    re_measured = {"defaults": confirmation.defaults, "guide_card": confirmation.guide}
-    rows = {label: row.confirmed(re_measured[label]) if re_measured.get(label) else row for label, row in baselines.items()}
-    return best.confirmed(confirmation.candidate(confirmation.winner)), rows
+    re_measured = {"defaults": confirmation.defaults, "guide_card": confirmation.guide, "yours": confirmation.yours}
+    yours = confirmation.yours
+    rows = {label: row.confirmed(re_measured[label], yours) if re_measured.get(label) else row for label, row in baselines.items()}
+    return best.confirmed(confirmation.candidate(confirmation.winner), yours), rows
 
 
 def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
@@ -307,98 +356,6 @@ def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
         f"{best.quality['task_accuracy']:.2f} >= {budget['accuracy_floor']:.0%} of greedy); "
         f"{summary.infeasible} completed trials were outside it"
     )
-
-
-def _confirmed_figures(confirmation: Confirmation) -> dict[str, Any]:
-    """The winner's re-measured figures for a preset's ``measured.confirmed`` section."""
-    winner = confirmation.candidate(confirmation.winner)
-    ratios = winner.ratio_vs_defaults
-    metric = confirmation.metric
-    return {
-        "metric": metric,
-        metric: {"median": round(winner.value.median, 2), "iqr": round(winner.value.iqr, 2), "rounds": [round(x, 2) for x in winner.rounds]},
-        f"defaults_{metric}": {"median": round(confirmation.defaults.value.median, 2), "rounds": [round(x, 2) for x in confirmation.defaults.rounds]},
-        "vs_defaults": {"median": round(winner.ratio.median, 3), "low": round(min(ratios), 3), "high": round(max(ratios), 3)},
-        "interval": f"range of the per-round ratios over {confirmation.rounds} interleaved rounds",
-        "candidates": {c.label: round(c.value.median, 2) for c in confirmation.candidates if c.rounds and not c.error},
-    }
-
-
-def best_preset(study: Any) -> Preset:
-    """The preset for the study's best completed trial, with its figures and provenance.
-
-    Raises:
-        StudyError: the study has no completed trial.
-    """
-    summary = summarize(study)
-    if summary.best is None:
-        if summary.infeasible:
-            raise StudyError(
-                f"study '{study.study_name}' has no feasible trial ({summary.infeasible} completed, all outside the quality floor or a latency target)",
-                f"run more trials with `tune resume {study.study_name} --trials N`, or start a study with a looser --quality-budget or latency targets",
-            )
-        raise StudyError(
-            f"study '{study.study_name}' has no completed trial to export",
-            f"run it first with `tune resume {study.study_name}`",
-        )
-    best = summary.best
-    config = EngineConfig.from_dict(best.config)
-    measured: dict[str, Any] = {
-        "objective": best.metric,
-        "figures": "confirmed: re-measured in the confirmation" if best.source == "confirmed" else "the trial's own reading (not confirmed)",
-        **_figures(best),
-        "workload": dict(study.user_attrs["workload"]),
-        "latency_targets": study.user_attrs.get("latency_targets"),
-        "telemetry": best.telemetry,
-        "quality": {**best.quality, "version": summary.quality_version} if best.quality else None,
-        "picked": why_picked(summary, study.user_attrs.get("quality_budget")),
-        "noise_floor": round(summary.noise, 4),
-    }
-    for label, row in summary.baselines.items():
-        measured[f"vs_{label}"] = round(_ratio(best, row, summary.confirmation), 3)
-    if summary.confirmation is not None:
-        measured["confirmed"] = _confirmed_figures(summary.confirmation)
-        reading = summary.trial_readings["best"]
-        measured["trial_reading"] = {
-            **_figures(reading),
-            **{f"vs_{label}": round(reading.speed.median / row.speed.median, 3) for label, row in summary.trial_readings.items() if label != "best"},
-            "note": "the trial's own reading; the fastest of many noisy readings reads high (the winner's curse)",
-        }
-    trial = study.trials[best.number]
-    provenance = {
-        "study": study.study_name,
-        "trial": best.number,
-        "baseline": trial.user_attrs.get("baseline"),
-        "machine": trial.user_attrs.get("machine"),
-        "llama_cpp_version": trial.user_attrs.get("llama_cpp_version"),
-        "model_sha256": trial.user_attrs.get("model_sha256"),
-        "exported": now(),
-    }
-    return Preset.from_config(study.user_attrs["model_path"], config, measured=measured, provenance=provenance)
-
-
-def _figures(row: Row) -> dict[str, Any]:
-    """A row's figures for a preset: the speed objective, decode, prompt, TTFT, per shape."""
-    def pair(stat: Stat) -> dict[str, float]:
-        return {"median": round(stat.median, 2), "iqr": round(stat.iqr, 2)}
-
-    return {
-        row.metric: pair(row.speed),
-        "decode_tok_s": pair(row.decode),
-        "prompt_tok_s": pair(row.prompt),
-        "ttft_ms": pair(row.ttft),
-        "shapes": row.shapes,
-    }
-
-
-def _ratio(best: Row, baseline: Row, confirmation: Confirmation | None) -> float:
-    """best / baseline on the speed objective: the median of the paired per-round ratios when both
-    were re-measured in the confirmation, else the ratio of the two rows' medians."""
-    if confirmation is not None and best.source == baseline.source == "confirmed":
-        winner = confirmation.candidate(confirmation.winner)
-        other = confirmation.defaults if baseline.label == "defaults" else confirmation.guide
-        return Stat.of([w / o for w, o in zip(winner.rounds, other.rounds)]).median
-    return best.speed.median / baseline.speed.median
 
 
 def study_json(study: Any) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from tuner.config import EngineConfig
 
 __all__ = [
     "BASELINES",
+    "BASELINE_LABELS",
     "baselines_for",
     "baseline_trial",
     "counted_trials",
@@ -23,7 +24,10 @@ __all__ = [
     "feasible_trials",
     "is_feasible",
     "noise_floor",
+    "quality_version",
+    "required_context",
     "speed_objective",
+    "start_label",
     "study_defaults",
 ]
 
@@ -46,17 +50,22 @@ BASELINES: dict[str, EngineConfig] = {
 }
 
 
-def baselines_for(n_ctx_needed: int) -> dict[str, EngineConfig]:
-    """The baselines a study with this context need measures.
+# Every baseline label a study can hold, in the order tables show them. "yours" is the user's own
+# settings (--baseline FILE), measured when given; the starting point of the minimal preset.
+BASELINE_LABELS = ("defaults", "guide_card", "yours")
 
-    The defaults are llama-cpp-python's, except n_ctx when its 512 cannot hold the workload: then
-    the smallest multiple of 256 that can (a user of the defaults must raise n_ctx too, and a
-    baseline that cannot run gives no comparison at all). The guide card stays as the guide wrote it.
+
+def baselines_for(n_ctx: int, yours: EngineConfig | None = None) -> dict[str, EngineConfig]:
+    """The baselines a study measures, at the context size ``n_ctx`` its application requires.
+
+    The defaults are llama-cpp-python's with n_ctx set to the requirement (a user of the defaults
+    sets n_ctx too: 512 does not hold a chat); "yours" (when given) runs at the requirement as
+    well. The guide card stays as the guide wrote it (n_ctx 2048 included).
     """
-    defaults = BASELINES["defaults"]
-    if n_ctx_needed > defaults.n_ctx:
-        defaults = replace(defaults, n_ctx=-(-n_ctx_needed // 256) * 256)
-    return {**BASELINES, "defaults": defaults}
+    baselines = {**BASELINES, "defaults": replace(BASELINES["defaults"], n_ctx=n_ctx)}
+    if yours is not None:
+        baselines["yours"] = replace(yours, n_ctx=n_ctx)
+    return baselines
 
 
 def is_feasible(trial: Any) -> bool:
@@ -122,6 +131,19 @@ def speed_objective(study: Any) -> str:
     """The name of the study's first (speed) objective: requests_per_min, or decode_tok_s for a
     study made before workloads had request shapes."""
     return (study.user_attrs.get("objectives") or ["decode_tok_s"])[0]
+
+
+def required_context(study: Any) -> int:
+    """The context size the study's application requires (what its defaults baseline runs with
+    in a study made before requirements were recorded)."""
+    requirement = study.user_attrs.get("requirement")
+    return int(requirement["n_ctx"]) if requirement else study_defaults(study).n_ctx
+
+
+def start_label(study: Any) -> str:
+    """The starting point the study's preset changes: "yours" when the user gave their settings
+    (--baseline), else "defaults" (llama-cpp-python's, at the required context)."""
+    return "yours" if any(t.user_attrs.get("baseline") == "yours" for t in study.get_trials(deepcopy=False)) else "defaults"
 
 
 def study_defaults(study: Any) -> EngineConfig:

@@ -24,8 +24,17 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.workload import Workload
-from tuner.stats import UNITS, NoiseFloor, Stat, check_rounds, is_tie, race_margin
-from tuner.study._trials import baseline_trial, counted_trials, feasible_trials, is_feasible, noise_floor, speed_objective
+from tuner.stats import UNITS, NoiseFloor, Stat, beats, check_rounds, is_tie, race_margin
+from tuner.study._trials import (
+    baseline_trial,
+    counted_trials,
+    feasible_trials,
+    is_feasible,
+    noise_floor,
+    required_context,
+    speed_objective,
+    start_label,
+)
 
 __all__ = [
     "CONFIRM_CANDIDATES",
@@ -36,6 +45,8 @@ __all__ = [
     "check_request",
     "confirm",
     "current_confirmation",
+    "interleave",
+    "measure_into",
     "measure_noise_floor",
     "pick_candidates",
     "refresh_if_unchanged",
@@ -46,6 +57,8 @@ CONFIRM_ROUNDS = 3
 CONFIRM_CANDIDATES = 3
 # Figures kept from every round besides the speed objective, so confirmed figures can lead.
 FIGURES = ("requests_per_min", "decode_tok_s", "prompt_tok_s", "ttft_ms")
+# Kept for each request shape in every round: what "no figure gets worse unseen" compares.
+SHAPE_FIGURES = ("ttft_ms", "decode_tok_s", "prompt_tok_s", "request_ms")
 
 Note = Callable[[str], None]
 
@@ -87,6 +100,7 @@ class Candidate:
     figures: dict[str, list[float]] = field(default_factory=dict)  # FIGURES' medians in each round
     eligible: bool = True  # may win (the guide card is re-measured for its ratio even when infeasible)
     dropped: str = ""  # why it was not re-measured after round 1 (it could not win); its round stays
+    shapes: list[list[dict[str, float]]] = field(default_factory=list)  # per round: each shape's SHAPE_FIGURES medians
 
     @property
     def value(self) -> Stat:
@@ -109,6 +123,10 @@ class Candidate:
     def ratio(self) -> Stat:
         return Stat.of(self.ratio_vs_defaults)
 
+    def ratios_to(self, other: Candidate) -> list[float]:
+        """This entry's metric over ``other``'s, round by round (both measured in the same rounds)."""
+        return [a / b for a, b in zip(self.rounds, other.rounds)]
+
 
 @dataclass(frozen=True)
 class Confirmation:
@@ -127,7 +145,16 @@ class Confirmation:
     @property
     def guide(self) -> Candidate | None:
         """The guide card, re-measured beside the others (absent in older confirmations)."""
-        return next((c for c in self.candidates if c.label == "guide_card" and c.rounds and not c.error), None)
+        return self.baseline("guide_card")
+
+    @property
+    def yours(self) -> Candidate | None:
+        """The user's own settings (``--baseline``), re-measured beside the others, if the study has them."""
+        return self.baseline("yours")
+
+    def baseline(self, label: str) -> Candidate | None:
+        """A re-measured baseline other than the defaults ("guide_card", "yours"), if it has rounds."""
+        return next((c for c in self.candidates if c.label == label and c.rounds and not c.error), None)
 
     def candidate(self, number: int) -> Candidate:
         return next(c for c in [*self.candidates, self.defaults] if c.trial == number)
@@ -162,7 +189,7 @@ def pick_candidates(trials: list[Any], n: int = CONFIRM_CANDIDATES) -> list[Any]
     for trial in sorted(trials, key=lambda t: -t.values[0]):
         config = trial.user_attrs["measurement"]["effective"]
         key = repr(sorted(config.items()))
-        if trial.user_attrs.get("baseline") in ("defaults", "guide_card") or key in seen:
+        if "baseline" in trial.user_attrs or key in seen:
             continue
         seen.add(key)
         picked.append(trial)
@@ -207,29 +234,29 @@ def confirm(
     noise = noise_floor(study)
     metric = speed_objective(study)
     unit = UNITS.get(metric, metric)
-    entries = [_baseline_entry("defaults", baseline)]
-    guide = baseline_trial(study, "guide_card")
-    if guide is not None:  # re-measured beside the others, so the preset's ratio to it is confirmed too
-        entries.append(_baseline_entry("guide_card", guide))
+    required = required_context(study)
+    entries = [_baseline_entry("defaults", baseline, required)]
+    for label in ("guide_card", "yours"):  # re-measured beside the others, so the preset's ratios to them are confirmed too
+        trial = baseline_trial(study, label)
+        if trial is not None:
+            entries.append(_baseline_entry(label, trial, required))
     entries += [
         Candidate(f"#{t.number}", t.number, t.user_attrs["measurement"]["effective"], t.values[0], t.user_attrs.get("kld_mean"))
         for t in top
     ]
     note(f"confirming: {', '.join(c.label for c in entries)} re-measured in {rounds} interleaved rounds ({unit}, speed only)")
-    for r in range(rounds):
-        order = entries[r % len(entries) :] + entries[: r % len(entries)]  # rotate: no fixed position
-        for entry in order:
-            _measure_into(entry, runner, workload, metric)
-        note(f"round {r + 1}/{rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
-        if r == 0 and economize and rounds > 1:
-            _drop_the_hopeless(entries, noise, note)
+    drop = (lambda r: _drop_the_hopeless(entries, noise, note) if r == 0 and economize and rounds > 1 else None)
+    interleave(entries, runner, workload, metric, rounds, note, after_round=drop)
     defaults, measured = entries[0], [e for e in entries[1:] if not e.error and e.rounds]
     if defaults.error:
         note(f"not confirmed: the defaults failed when re-measured ({defaults.error}); the trials' own figures stand")
         return None
     measured = [_with_ratios(e, defaults) for e in measured]
-    contenders = [e for e in measured if e.eligible and not e.dropped] + [_with_ratios(defaults, defaults)]
-    winner, why = _pick_winner(contenders, noise, unit)
+    anchor = start_label(study)
+    contenders = [e for e in measured if e.eligible and not e.dropped]
+    if anchor == "defaults":
+        contenders.append(_with_ratios(defaults, defaults))
+    winner, why = _pick_winner(contenders, noise, unit, anchor)
     result = Confirmation(
         winner=winner.trial if winner else None,
         why=why,
@@ -244,6 +271,27 @@ def confirm(
     study.set_user_attr("confirmation", result.to_dict())
     note(why)
     return result
+
+
+def interleave(
+    entries: list[Candidate],
+    runner: Any,
+    workload: Workload,
+    metric: str,
+    rounds: int,
+    note: Note,
+    after_round: Callable[[int], None] | None = None,
+) -> None:
+    """Measure every entry once a round, ``rounds`` times, the order rotated each round (no entry
+    always first or last), so drift over the minutes reaches all of them alike; the paired
+    per-round ratios are what every comparison of these entries uses."""
+    for r in range(rounds):
+        order = entries[r % len(entries) :] + entries[: r % len(entries)]  # rotate: no fixed position
+        for entry in order:
+            measure_into(entry, runner, workload, metric)
+        note(f"round {r + 1}/{rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
+        if after_round is not None:
+            after_round(r)
 
 
 def _drop_the_hopeless(entries: list[Candidate], noise: float, note: Note) -> None:
@@ -279,22 +327,26 @@ def refresh_if_unchanged(study: Any, candidates: int = CONFIRM_CANDIDATES) -> Co
     return confirmation
 
 
-def _baseline_entry(label: str, baseline: Any) -> Candidate:
-    """A baseline. The defaults are every ratio's denominator, and a contender themselves (if
-    nothing beats them beyond the noise, the honest pick is to change nothing); the guide card is
-    re-measured for its ratio, and may win only when it is within the quality floor."""
+def _baseline_entry(label: str, baseline: Any, required_n_ctx: int) -> Candidate:
+    """A baseline. The defaults are every ratio's denominator; they and the user's own settings
+    ("yours") are contenders themselves (if nothing beats the starting point beyond the noise, the
+    honest pick is to change nothing). The guide card is re-measured for its ratio, and may win
+    only within the quality floor and with the context the application requires."""
+    config = dict(baseline.user_attrs["baseline_config"])
+    keeps_context = config.get("n_ctx", 0) >= required_n_ctx
     return Candidate(
         label,
         baseline.number,
-        dict(baseline.user_attrs["baseline_config"]),
+        config,
         baseline.values[0],
         baseline.user_attrs.get("kld_mean"),
-        eligible=label == "defaults" or is_feasible(baseline),
+        eligible=label in ("defaults", "yours") or (is_feasible(baseline) and keeps_context),
     )
 
 
-def _measure_into(entry: Candidate, runner: Any, workload: Workload, metric: str) -> None:
-    """One round's measurement of ``entry``; a failure is recorded on it and it drops out."""
+def measure_into(entry: Candidate, runner: Any, workload: Workload, metric: str) -> None:
+    """One round's measurement of ``entry`` (its metric, FIGURES and each shape's medians); a
+    failure is recorded on it and it drops out."""
     if entry.error or entry.dropped:
         return
     try:
@@ -308,32 +360,40 @@ def _measure_into(entry: Candidate, runner: Any, workload: Workload, metric: str
     entry.rounds.append(getattr(result, metric).median)
     for figure in FIGURES:
         entry.figures.setdefault(figure, []).append(getattr(result, figure).median)
+    entry.shapes.append([{name: getattr(s, name).median for name in SHAPE_FIGURES} for s in result.shapes])
 
 
 def _with_ratios(entry: Candidate, defaults: Candidate) -> Candidate:
     return replace(entry, ratio_vs_defaults=[a / d for a, d in zip(entry.rounds, defaults.rounds)])
 
 
-def _pick_winner(measured: list[Candidate], noise: float, unit: str = "requests/min") -> tuple[Candidate | None, str]:
-    """Fastest confirmed median; among candidates tied with it (within noise), the best quality."""
+def _pick_winner(
+    measured: list[Candidate], noise: float, unit: str = "requests/min", anchor: str = "defaults"
+) -> tuple[Candidate | None, str]:
+    """Fastest confirmed median; among candidates tied with it (within noise), the best quality.
+
+    ``anchor`` labels the starting point ("defaults", or "yours" with ``--baseline``): the pick
+    must beat it beyond the noise, else the starting point is kept (change nothing).
+    """
     if not measured:
         return None, "no candidate could be re-measured; the trials' own figures stand"
     fastest = max(measured, key=lambda c: c.value.median)
     tied = [c for c in measured if is_tie(c.value.median, fastest.value.median, max(noise, c.value.rel_iqr, fastest.value.rel_iqr))]
-    defaults = next((c for c in measured if c.label == "defaults"), None)
-    if defaults is not None and defaults not in tied and _no_faster_than(_prefer(tied), defaults, noise):
-        tied.append(defaults)  # ties are not transitive: the pick must itself beat the defaults
+    start = next((c for c in measured if c.label == anchor), None)
+    if start is not None and start not in tied and _no_faster_than(_prefer(tied, anchor), start, noise):
+        tied.append(start)  # ties are not transitive: the pick must itself beat the starting point
     if len(tied) == 1:
         return fastest, (
             f"{fastest.label} is fastest when re-measured: {fastest.value.median:.1f} {unit}, "
             f"{fastest.ratio.median:.2f}x the defaults (rounds {min(fastest.ratio_vs_defaults):.2f}-{max(fastest.ratio_vs_defaults):.2f}x)"
         )
-    winner = _prefer(tied)
+    winner = _prefer(tied, anchor)
     others = ", ".join(c.label for c in tied if c is not winner)
-    if winner.label == "defaults":
+    if winner.label == anchor:
+        what = "the defaults" if anchor == "defaults" else "your settings"
         return winner, (
-            f"nothing is faster than the defaults beyond the noise (±{noise:.1%}): {others} tie with them "
-            f"({winner.value.median:.1f} {unit} re-measured); keeping the defaults"
+            f"nothing is faster than {what} beyond the noise (±{noise:.1%}): {others} tie with them "
+            f"({winner.value.median:.1f} {unit} re-measured); keeping {what}"
         )
     reason = _why_preferred(winner, tied)
     return winner, (
@@ -342,10 +402,10 @@ def _pick_winner(measured: list[Candidate], noise: float, unit: str = "requests/
     )
 
 
-def _prefer(tied: list[Candidate]) -> Candidate:
+def _prefer(tied: list[Candidate], anchor: str = "defaults") -> Candidate:
     """Among candidates tied on speed: the closest to the reference, then changing nothing (the
-    defaults), then the shorter wait for the first token, then the faster median."""
-    return min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != "defaults", _ttft(c), -c.value.median))
+    starting point ``anchor``), then the shorter wait for the first token, then the faster median."""
+    return min(tied, key=lambda c: (c.kld_mean or 0.0, c.label != anchor, _ttft(c), -c.value.median))
 
 
 def _ttft(candidate: Candidate) -> float:
@@ -365,12 +425,11 @@ def _why_preferred(winner: Candidate, tied: list[Candidate]) -> str:
 
 
 def _no_faster_than(candidate: Candidate, defaults: Candidate, noise: float) -> bool:
-    """True when ``candidate`` does not beat the defaults beyond the noise, judged on the paired
-    per-round ratios (both measured in the same round, side by side)."""
-    if candidate is defaults or not candidate.ratio_vs_defaults:
+    """True when ``candidate`` does not beat ``defaults`` (the starting point) beyond the noise,
+    judged on the paired per-round ratios (both measured in the same round, side by side)."""
+    if candidate is defaults or not candidate.rounds or not defaults.rounds:
         return False
-    ratio = candidate.ratio
-    return ratio.median - 1 <= max(noise, ratio.rel_iqr)
+    return not beats(candidate.ratios_to(defaults), noise)
 
 
 def current_confirmation(study: Any) -> Confirmation | None:
