@@ -51,7 +51,7 @@ def main() -> None:
 
     preset = Preset.load(args.preset)
     workload = workload_for(preset, args)
-    baselines = baselines_for(workload.tokens_needed)
+    baselines = baselines_for(preset.config().n_ctx)  # the defaults at the preset's context: like for like
     configs = {"defaults": baselines["defaults"], "guide_card": baselines["guide_card"], "tuned": preset.config()}
     figures: dict[str, dict[str, list[float]]] = {name: {f: [] for f in FIGURES} for name in configs}
     print(f"workload {workload.name}: {workload.describe()}", flush=True)

@@ -1,8 +1,8 @@
 """Does a preset's claim hold for a plain llama-cpp-python user?
 
 Loads the preset with ``llama_cpp.Llama(model_path=..., **engine)`` and the defaults with
-``llama_cpp.Llama(model_path)`` (n_ctx raised as the study's defaults baseline raises it when 512
-cannot hold the workload), both in this process, and sends the preset's workload through
+``llama_cpp.Llama(model_path, n_ctx=...)`` at the preset's n_ctx (the study's required context,
+as its defaults baseline runs), both in this process, and sends the preset's workload through
 ``create_completion(stream=True, **sampling)``: time to first token and decode rate come from the
 client's side, per-token Python work (logits copy, detokenization, streaming) included. End of
 text is banned by a logits processor in both (the tool's loop generates exactly ``gen`` tokens
@@ -96,7 +96,8 @@ def main() -> None:
         workload = load_profile(args.workload, quality=False)
     else:
         workload = Workload.from_dict({**recorded, "quality": False}) if recorded else load_profile("chat", quality=False)
-    defaults_n_ctx = baselines_for(workload.tokens_needed)["defaults"].n_ctx
+    # like for like: the defaults at the context the preset carries (the study's requirement)
+    defaults_n_ctx = baselines_for(preset.config().n_ctx)["defaults"].n_ctx
     sampling = dict(preset.sampling)
     sampling.pop("seed", None)
     llms = {

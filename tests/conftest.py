@@ -115,6 +115,28 @@ def speed_study(tmp_path_factory, model_path: Path, engine: Engine):
     return url, "speed", notes
 
 
+def simulated_measurement(config, workload: Workload, speed: float, quality=None, shapes=None):
+    """A Measurement whose rates are ``speed`` (spread ±3% over three repetitions), for runners
+    that simulate a machine: what a real one cannot produce on demand (tests say which)."""
+    from tuner.measure import Measurement
+
+    def stat(median: float) -> Stat:
+        return Stat.of([0.97 * median, median, 1.02 * median])
+
+    rates = {name: stat(speed) for name in ("requests_per_min", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s")}
+    return Measurement(
+        shapes=shapes or [],
+        prompt_tok_s=stat(100.0),
+        ttft_ms=stat(50.0),
+        sample_us_per_tok=stat(5.0),
+        **rates,
+        workload=workload,
+        config=config.effective(),
+        clamped={},
+        quality=quality,
+    )
+
+
 def run_tune(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the real `tune` CLI in a subprocess (exit codes and stderr exactly as a user sees them)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tuner import quality
+from tuner.baseline import Requirement
 from tuner.config import KV_TYPES, EngineConfig
 from tuner.engine import Engine
 from tuner.errors import ConfigError
@@ -176,7 +177,7 @@ def test_export_never_picks_an_infeasible_trial(tmp_path, engine, model_path):
     # (outside the default KLD budget): the fastest trial is infeasible.
     spec = StudySpec(
         model=model_path, model_sha256=model_sha256(model_path), space=parse_space(FAST_BUT_LOSSY),
-        workload=Workload.single(32, 16, repeats=3), trials=4, seed=5,
+        workload=Workload.single(32, 16, repeats=3), trials=4, seed=5, requirement=Requirement(1024, "the space's fixed n_ctx"),
     )
     study = start_study(
         spec, name="lossy", storage=open_storage(f"sqlite:///{tmp_path / 'q.db'}"),

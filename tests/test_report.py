@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from tests.browser import assert_not_blank, dump_dom, needs_chromium, screenshot
-from tests.conftest import run_tune
+from tests.conftest import run_tune, simulated_measurement
 from tuner.config import EngineConfig
 from tuner.errors import EngineError
 from tuner.measure import Measurement
@@ -29,7 +29,6 @@ from tuner.quality import Quality, QualityBudget
 from tuner.report import MIN_IMPORTANCE_TRIALS, ReportFiles, write_report
 from tuner.study.explain import importances
 from tuner.space import load_space
-from tuner.stats import Stat
 from tuner.study import StudySpec, load_study, open_storage, start_study, summarize
 
 # ---------------------------------------------------------------------------------------------
@@ -147,34 +146,21 @@ def test_report_errors_are_one_line(real, tmp_path):
 
 class SimulatedMachine:
     """A Runner: decode speed grows with n_threads up to 4 cores; flash attention costs quality
-    beyond the default budget (infeasible trials); a 4096-token context does not fit (failed trials)."""
+    beyond the default budget (infeasible trials); an 8192-token context does not fit (failed trials)."""
 
     def reference(self, model_sha256: str, **options) -> dict[str, float]:
         return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
 
+    def quality(self, config: EngineConfig) -> Quality:
+        kld = 0.04 if config.effective().flash_attn else 0.001
+        return Quality(kld, 3 * kld, 0.95, 0.7, 1.0, 0.0)
+
     def measure(self, config: EngineConfig, workload: Workload, **options) -> Measurement:  # never raced: one reading
         effective = config.effective()
-        if effective.n_ctx == 4096:
-            raise EngineError("llama.cpp could not create a context for n_ctx=4096 (simulated)", "use a smaller n_ctx")
+        if effective.n_ctx == 8192:
+            raise EngineError("llama.cpp could not create a context for n_ctx=8192 (simulated)", "use a smaller n_ctx")
         decode = 10.0 * min(effective.n_threads, 4)
-        kld = 0.04 if effective.flash_attn else 0.001
-        quality = Quality(kld, 3 * kld, 0.95, 0.7, 1.0, 0.0) if workload.quality else None
-
-        def stat(median: float) -> Stat:
-            return Stat.of([0.97 * median, median, 1.02 * median])
-
-        rates = {name: stat(decode) for name in ("requests_per_min", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s")}
-        return Measurement(
-            shapes=[],
-            prompt_tok_s=stat(100.0),
-            ttft_ms=stat(50.0),
-            sample_us_per_tok=stat(5.0),
-            **rates,
-            workload=workload,
-            config=effective,
-            clamped={},
-            quality=quality,
-        )
+        return simulated_measurement(effective, workload, decode, self.quality(effective) if workload.quality else None)
 
 
 def _simulated_study(trials: int, quality: bool) -> optuna.Study:

@@ -50,6 +50,38 @@ def test_constraints_hold_by_construction(name):
         study.tell(trial, 0.0)
 
 
+@pytest.mark.parametrize("name", ["cpu", "rtx4090"])
+def test_sampled_floats_are_values_a_person_writes(name):
+    space = load_space(name, cores=2).for_requirement(4096)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=2))
+    for _ in range(200):
+        trial = study.ask()
+        config, _ = space.suggest(trial)
+        for knob, step in (("temperature", 0.05), ("top_p", 0.01), ("min_p", 0.005), ("repeat_penalty", 0.01)):
+            value = getattr(config, knob)
+            assert value == round(value, 3) and abs(value / step - round(value / step)) < 1e-9, (knob, value)
+        study.tell(trial, 0.0)
+
+
+def test_the_context_is_searched_at_the_requirement_and_up_to_twice_it():
+    n_ctx = lambda space: next(p for p in space.params if p.name == "n_ctx")  # noqa: E731
+    cpu = load_space("cpu")
+    assert n_ctx(cpu.for_requirement(4096)).choices == (4096, 8192)
+    assert n_ctx(cpu.for_requirement(2048)).choices == (2048, 4096)
+    assert n_ctx(cpu.for_requirement(3000)).choices == (3000, 4096)  # the requirement itself is a choice
+    assert n_ctx(cpu.for_requirement(4096, max_ctx=4096)).choices == (4096,)  # never above the training context
+    ranged = parse_space("params:\n  n_ctx: {low: 512, high: 32768}\n").for_requirement(4096)
+    assert (n_ctx(ranged).low, n_ctx(ranged).high) == (4096, 8192)
+    unsearched = parse_space("params:\n  n_threads: {low: 1, high: 2}\n").for_requirement(4096)
+    assert unsearched.fixed["n_ctx"] == 4096  # not llama-cpp-python's 512
+
+
+def test_a_space_that_fixes_the_context_below_the_requirement_is_refused():
+    space = parse_space("params:\n  n_threads: {low: 1, high: 2}\nfixed: {n_ctx: 2048}\n", source="mine.yaml")
+    with pytest.raises(SpaceError, match="fixed n_ctx=2048 is below the 4096 tokens of context required"):
+        space.for_requirement(4096)
+
+
 def test_threads_above_cores_are_capped_unless_oversubscribe():
     text = "params:\n  n_threads: {low: 1, high: 64}\n"
     assert parse_space(text, cores=2).params[0].high == 2

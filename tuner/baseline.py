@@ -65,6 +65,11 @@ def required_n_ctx(asked: int | None, baseline_n_ctx: int | None, *, train_ctx: 
     Raises:
         ConfigError: a size of 0 or less, above the training context, or below the workload's need.
     """
+    if train_ctx and needed > train_ctx:
+        raise ConfigError(
+            f"the workload's largest request needs {needed} tokens, more than the model's training context ({train_ctx})",
+            "shorten the workload's requests",
+        )
     if asked is not None:
         if asked <= 0:
             raise ConfigError(f"--n-ctx {asked} is not a context size", f"give the context your application needs, e.g. --n-ctx {DEFAULT_N_CTX}")

@@ -13,7 +13,7 @@ from typing import Any
 
 from tuner.errors import ConfigError
 
-__all__ = ["MIN_ROUNDS", "RACE_MIN_MARGIN", "UNITS", "NoiseFloor", "Stat", "beats", "check_rounds", "duration", "is_tie", "race_margin"]
+__all__ = ["MIN_ROUNDS", "RACE_MIN_MARGIN", "UNITS", "NoiseFloor", "Stat", "beats", "check_rounds", "duration", "is_tie", "race_margin", "settled"]
 
 # How each figure is named for a reader.
 UNITS = {
@@ -103,6 +103,17 @@ def beats(ratios: list[float], noise: float) -> bool:
         return False
     ratio = Stat.of(ratios)
     return ratio.median - 1 > max(noise, ratio.rel_iqr)
+
+
+def settled(ratios: list[float], noise: float) -> bool:
+    """True when every round agrees with the verdict :func:`beats` gives: a win that no round
+    reads as a loss, or no win and no round reading a clear one (beyond twice the noise, at least
+    twice :data:`RACE_MIN_MARGIN`). Rounds that disagree ask for more rounds before a decision."""
+    if not ratios:
+        return True
+    if beats(ratios, noise):
+        return min(ratios) > 1
+    return max(ratios) <= 1 + 2 * max(noise, RACE_MIN_MARGIN)
 
 
 def is_tie(a: float, b: float, noise: float) -> bool:

@@ -157,7 +157,7 @@ def test_summary_and_export_use_the_confirmed_winner(confirmed):
     study, _ = confirmed
     confirmation = current_confirmation(study)
     assert summarize(study).best.number == confirmation.winner
-    preset = best_preset(study)
+    preset = best_preset(study, full=True)  # the winner itself (the minimal preset: test_ablation.py)
     assert preset.provenance["trial"] == confirmation.winner
     confirmed_figures = preset.measured["confirmed"]
     vs = confirmed_figures["vs_defaults"]
@@ -173,7 +173,7 @@ def test_confirmed_figures_lead_and_the_trial_reading_stays_labelled(confirmed):
     study, _ = confirmed
     confirmation = current_confirmation(study)
     winner, guide = confirmation.candidate(confirmation.winner), confirmation.guide
-    measured = best_preset(study).measured
+    measured = best_preset(study, full=True).measured
     assert measured["figures"].startswith("confirmed")
     assert measured["requests_per_min"]["median"] == round(winner.value.median, 2)
     assert measured["decode_tok_s"]["median"] == round(winner.stat("decode_tok_s").median, 2)
@@ -217,7 +217,7 @@ def test_confirmation_with_nothing_to_compare_stores_nothing(tmp_path, model_pat
     study = start_study(spec, name="one", storage=storage, runner=InProcess(engine), machine=describe_machine().to_dict())
     assert confirm(study, InProcess(engine)) is None  # only the defaults ran
     assert "confirmation" not in study.user_attrs
-    assert best_preset(study).config() == EngineConfig().effective()  # the defaults stand
+    assert best_preset(study).config() == EngineConfig(n_ctx=4096).effective()  # the defaults (at the required context) stand
 
 
 def test_a_library_confirmation_refuses_what_the_cli_refuses(confirmed, engine):
@@ -234,7 +234,7 @@ ONE_THREAD = """
 name: one-thread
 params:
   top_k: {low: 5, high: 100, log: true}  # as the cpu space has it: one study, one distribution
-fixed: {n_ctx: 512, n_threads: 1, n_threads_batch: 1, temperature: 0.0}
+fixed: {n_ctx: 4096, n_threads: 1, n_threads_batch: 1, temperature: 0.0}  # the study's required context
 """
 
 

@@ -1,12 +1,12 @@
 """The ETA `tune start` prints: the remaining trials at the pace of recent searched trials, plus
-the confirmation costed entry by entry from what each one took to measure."""
+the confirmation and the ablation costed entry by entry from what each one took to measure."""
 
 from __future__ import annotations
 
 import optuna
 import pytest
 
-from tuner.study._optimize import _confirmation_estimate, _per_trial
+from tuner.study._eta import ablation_estimate, confirmation_estimate, end_estimate, per_trial
 
 
 def _study(racing: bool) -> optuna.Study:
@@ -29,18 +29,26 @@ def _study(racing: bool) -> optuna.Study:
 
 def test_the_confirmation_is_costed_entry_by_entry():
     # 3 rounds of (defaults 36/3 s + 3 candidates x 7 s) and the guide card once: racing drops it
-    assert _confirmation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 15)
+    assert confirmation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 15)
 
 
 def test_without_racing_the_guide_card_is_costed_every_round():
-    assert _confirmation_estimate(_study(racing=False), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 3 * 15)
+    assert confirmation_estimate(_study(racing=False), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 3 * 15)
 
 
 def test_no_confirmation_rounds_cost_nothing():
-    assert _confirmation_estimate(_study(racing=True), rounds=0) == 0.0
+    assert confirmation_estimate(_study(racing=True), rounds=0) == 0.0
 
 
 def test_the_pace_of_remaining_trials_is_the_median_of_the_last_five_searched_ones():
     durations = [(40.0, True), (15.0, True)] + [(s, False) for s in (9.0, 8.0, 3.0, 3.0, 9.0, 3.0, 8.0)]
     # the baselines' 40 s and 15 s are no guide; the last five searched: 3, 3, 9, 3, 8
-    assert _per_trial(durations) == 3.0
+    assert per_trial(durations) == 3.0
+
+
+def test_the_ablation_is_costed_by_the_groups_the_winner_changes():
+    # no trial records its settings here, so the ablation assumes a winner changing 4 groups:
+    # 3 rounds of the winner + 4 reverted configurations, then 3 rounds of minimal, winner, start
+    assert ablation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (1 + 4) * 7 + 3 * 3 * 7)
+    assert end_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 15 + 3 * (1 + 4) * 7 + 3 * 3 * 7)
+    assert end_estimate(_study(racing=True), rounds=0) == 0.0

@@ -3,6 +3,8 @@ written, what the study tunes, resume."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import shutil
 
 import llama_cpp
@@ -51,8 +53,10 @@ def test_baselines_run_exactly_as_written(study_db):
     assert effective["flash_attn"] is True and effective["top_k"] == 10
     assert guide.user_attrs["measurement"]["clamped"]["n_batch"] == [4096, 2048]
     defaults = study.trials[0].user_attrs["measurement"]["effective"]
-    assert defaults["n_ctx"] == 512 and defaults["flash_attn"] is False
-    assert EngineConfig.from_dict(study.trials[0].user_attrs["baseline_config"]) == BASELINES["defaults"]
+    # llama-cpp-python's defaults, at the context the application requires (4096 unless told)
+    assert defaults["n_ctx"] == 4096 and defaults["flash_attn"] is False and defaults["n_batch"] == 512
+    assert EngineConfig.from_dict(study.trials[0].user_attrs["baseline_config"]) == replace(BASELINES["defaults"], n_ctx=4096)
+    assert study.user_attrs["requirement"]["n_ctx"] == 4096
 
 
 def test_study_records_what_it_tunes(study_db, model_path):

@@ -13,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import SMALL
+from tuner.baseline import Requirement
 from tuner.hardware import describe_machine
 from tuner.models import model_sha256
 from tuner.space import parse_space
@@ -39,6 +40,7 @@ def _two_then_one_thread(tmp_path, engine, model_path, economies: Economies):
         trials=3,
         seed=1,
         economies=economies,
+        requirement=Requirement(512, "the space's fixed n_ctx"),
     )
     runner = InProcess(engine)
     storage = open_storage(f"sqlite:///{tmp_path / 'r.db'}")

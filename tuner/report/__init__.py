@@ -1,9 +1,9 @@
 """A study's report: figures as PNG files and one self-contained HTML page that embeds them.
 
-The page holds four parts: the optimization history (decode tok/s per trial, feasible, infeasible
+The page holds five parts: the optimization history (decode tok/s per trial, feasible, infeasible
 and baseline trials marked, with the best-so-far line), the Pareto front of decode tok/s against
-mean KLD (studies with the quality objective), parameter importances (PED-ANOVA, per objective)
-and the baselines against the best trial. Images are embedded as base64 ``data:`` URIs and the
+mean KLD (studies with the quality objective), parameter importances (PED-ANOVA, per objective),
+the baselines against the best trial, and the ablation table (what each change is worth). Images are embedded as base64 ``data:`` URIs and the
 CSS is inline, so the page can be mailed or opened offline; the PNGs beside it are the same bytes.
 The figures are made in ``_figures``, the page in ``_page``.
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 from tuner.errors import OutputError
 from tuner.report._figures import MIN_IMPORTANCE_TRIALS, baselines, history, importance_sections, pareto
-from tuner.report._page import render_page
+from tuner.report._page import ablation_section, render_page
 from tuner.study import summarize
 
 __all__ = ["MIN_IMPORTANCE_TRIALS", "ReportFiles", "write_report"]
@@ -44,6 +44,7 @@ def write_report(study: Any, out_dir: Path) -> ReportFiles:
         pareto(study, summary, out_dir),
         *importance_sections(study, out_dir),
         baselines(summary, out_dir),
+        ablation_section(summary),
     ]
     page = out_dir / "report.html"
     page.write_text(render_page(study, summary, sections), encoding="utf-8")

@@ -121,8 +121,36 @@ def _summary_table(study: Any, summary: Summary) -> str:
         rows.append(["confirmation", f"{summary.confirmation.rounds} interleaved rounds: {summary.confirmation.why}"])
     elif summary.unconfirmed_note:
         rows.append(["confirmation", summary.unconfirmed_note])
+    if summary.minimal is not None:
+        kept = ", ".join(step.group for step in summary.ablation.kept) or "nothing"
+        rows.append(["minimal preset (exported)", f"{summary.start} + {kept}: {settings(summary.minimal.config)}; {ratio_text(summary.minimal, summary)} the defaults"])
+        rows.extend(["figure it loses", line] for line in summary.ablation.worse)
     body = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     return f'<table class="summary">{body}</table>'
+
+
+def ablation_section(summary: Summary) -> Section:
+    """The ablation table: each change from the starting point to the winner, its measured worth,
+    kept or reverted (no figure: the table is the result)."""
+    title = "Ablation: what each change is worth"
+    ablation = summary.ablation
+    if ablation is None:
+        return Section(title, note="No ablation: the study has no current confirmation (or was confirmed before ablations existed).")
+    from tuner.study import ablation_table
+
+    rows = [
+        [row["group"], row["change"], f"{row['worth']['median']:.3f}x ({row['worth']['low']:.2f}-{row['worth']['high']:.2f})" if row["worth"] else "-", row["why"]]
+        for row in ablation_table(ablation)
+    ]
+    note = (
+        f"The winner #{ablation.winner} over the winner with each group reverted to {summary.start}, paired over "
+        f"{ablation.rounds} interleaved rounds; within the noise (±{ablation.noise:.1%}) a change is reverted."
+    )
+    if not rows:
+        note = f"The confirmed winner is {summary.start} itself: nothing changes."
+    # an explanation, not a missing figure: it goes above the table, not in the "missing" style
+    text = f'<p class="note">{html.escape(note)}</p>' + (table(["group", "from -> to", "worth (range)", "verdict"], rows) if rows else "")
+    return Section(title, table=text)
 
 
 def _workload_text(data: dict[str, Any]) -> str:

@@ -13,7 +13,6 @@ re-measurement (:mod:`tuner.study.confirm`) and ablated into the minimal preset
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,8 +31,9 @@ from tuner.stats import check_rounds
 from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
 from tuner.study._objective import Economies, Runner, TrialFailed, make_objective
 from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective, study_defaults
+from tuner.study._eta import end_estimate, per_trial
 from tuner.study.ablation import ablate
-from tuner.study.confirm import CONFIRM_CANDIDATES, CONFIRM_ROUNDS, NOISE_RUNS, confirm, current_confirmation, measure_noise_floor, refresh_if_unchanged
+from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, measure_noise_floor, refresh_if_unchanged
 
 __all__ = [
     "Progress",
@@ -49,7 +49,6 @@ __all__ = [
 # (with the quality proxy) fidelity to the reference. Studies made before workloads optimized
 # decode_tok_s; they keep it when resumed.
 OBJECTIVES = ("requests_per_min", "kld_mean")
-ABLATION_GROUPS_GUESS = 4  # groups a winner changes, for the ETA before the ablation knows
 DIRECTIONS = {"requests_per_min": "maximize", "decode_tok_s": "maximize", "kld_mean": "minimize"}
 
 
@@ -367,47 +366,9 @@ def _run(
         numbers.update(t.number for t in finished)
         if on_progress and finished:
             remaining = max(target - len(counted_trials(study)), 0)
-            eta = remaining * _per_trial(durations) + _confirmation_estimate(study, confirm_rounds) if durations else None
+            eta = remaining * per_trial(durations) + end_estimate(study, confirm_rounds) if durations else None
             on_progress(_progress(study, finished[0], target, remaining, eta))
     return numbers
-
-
-def _per_trial(durations: list[tuple[float, bool]]) -> float:
-    """The time a remaining trial will take: the median of the last five searched trials run
-    here (the baselines are no guide: the guide card's 16 threads are slow on a small CPU; racing
-    makes trials uneven, and a median of recent ones follows the share it stops)."""
-    searched = [seconds for seconds, baseline in durations if not baseline]
-    return statistics.median((searched or [seconds for seconds, _ in durations])[-5:])
-
-
-def _confirmation_estimate(study: Any, rounds: int) -> float:
-    """Seconds the confirmation will take, each entry costed by its own measured time: the
-    defaults (a noise-floor run) and the candidates (the median searched trial, speed part) in
-    every round -- the top candidates are usually within the noise of each other, so they stay --
-    and the guide card (its baseline trial) once when racing drops it after round 1, every round
-    otherwise. Measured on the chat workload: this predicts 123 s against 123 s spent; the older
-    guess (one full trial per measurement, nine measurements) said 70 s."""
-    if rounds == 0:
-        return 0.0
-    from optuna.trial import TrialState
-
-    def speed_part(trial: Any) -> float:
-        return sum(seconds for part, seconds in trial.user_attrs["seconds"].items() if part != "quality")
-
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.user_attrs.get("seconds")]
-    searched = [speed_part(t) for t in trials if "baseline" not in t.user_attrs]
-    if not searched:
-        return 0.0
-    candidate = statistics.median(searched[-10:])
-    guide = next((speed_part(t) for t in trials if t.user_attrs.get("baseline") == "guide_card"), candidate)
-    noise_s = (study.user_attrs.get("seconds") or {}).get("noise_floor")
-    defaults = noise_s / NOISE_RUNS if noise_s else candidate
-    guide_rounds = 1 if economies_of(study).racing else rounds
-    confirmation = rounds * (defaults + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide
-    # The ablation: the start and the winner in every round, and a step per changed group; a
-    # winner typically changes ABLATION_GROUPS_GUESS groups (threads, batch sizes, attention, sampling).
-    ablation = rounds * (defaults + (1 + ABLATION_GROUPS_GUESS) * candidate)
-    return confirmation + ablation
 
 
 def _requeue_interrupted(study: Any) -> None:

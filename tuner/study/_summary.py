@@ -251,6 +251,10 @@ class Summary:
             "raced": self.raced,
             "cached_quality": self.cached_quality,
             "quality_version": self.quality_version,
+            "starting_point": self.start,
+            "required_n_ctx": self.required_n_ctx,
+            "minimal": row(self.minimal) if self.minimal else None,
+            "ablation": self.ablation.to_dict() if self.ablation else None,
         }
 
 

@@ -15,8 +15,10 @@ configuration it is compared to (:func:`tuner.study.confirm.interleave`):
    forward from the start: a change's worth depends on the other knobs, and the preset the user
    adopts carries the winner's kept changes, so that is the context to measure it in. (Measured
    forward from a start with 8 threads on 2 cores, smaller batch sizes read 1.10x; on top of the
-   winner's 2 threads they do nothing.) An entry that reads clearly slower in round 1 (its gap over
-   three times the racing margin) is kept without more rounds.
+   winner's 2 threads they do nothing.) No decision rests on one round: transients of -30% in a
+   single reading were seen on this project's machines. When the rounds disagree on a decision (a
+   win that some round reads as a loss, or a tie that some round reads as a clear win), up to
+   :data:`EXTRA_ROUNDS` more rounds are measured before it is taken (:func:`tuner.stats.settled`).
 2. **The minimal preset must tie the winner.** Changes can be redundant (either of two gives the
    gain, so reverting either alone costs nothing), which single reversions do not see. So the
    minimal preset (the start plus the kept groups) is measured beside the winner, the start and
@@ -39,12 +41,12 @@ from typing import Any
 
 from tuner.config import KV_TYPE_NAMES, EngineConfig
 from tuner.quality import QualityBudget
-from tuner.stats import UNITS, Stat, beats, check_rounds, race_margin
+from tuner.stats import UNITS, Stat, beats, check_rounds, settled
 from tuner.study._trials import baseline_trial, noise_floor, speed_objective, start_label
 from tuner.study.confirm import CONFIRM_ROUNDS, Candidate, current_confirmation, interleave
 from tuner.workload import Workload
 
-__all__ = ["GROUPS", "Ablation", "Step", "ablate", "changed_groups", "compose", "current_ablation", "describe_change"]
+__all__ = ["GROUPS", "Ablation", "Step", "ablate", "changed_groups", "compose", "current_ablation", "describe_change", "worse_figures"]
 
 # Knob groups, as a person adopts a change: each group's knobs move together (a quantized V cache
 # needs flash attention; n_ubatch <= n_batch), so any mix of the start's and the winner's groups is
@@ -59,6 +61,9 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 Note = Callable[[str], None]
+# Rounds a phase may add when its rounds disagree on a decision (see tuner.stats.settled): a
+# decision is then taken on more readings, not on one noisy round.
+EXTRA_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -193,7 +198,8 @@ class _Work:
             entries = [winner] + ([confirmation.defaults] if self.label != "defaults" else [])
             minimal = self._dict(self.start)
             return self._store(Ablation(self.label, winner_trial.number, [], minimal, self.label, entries, self.rounds, self.noise, self.metric, seen))
-        entries = self._phase([(self.winner_label, self.winner)] + [(f"without {g}", self._reverted(g)) for g in self.changed], first=True)
+        reverted = [self._reverted(g) for g in self.changed]
+        entries = self._phase([(self.winner_label, self.winner)] + [(f"without {g}", c) for g, c in zip(self.changed, reverted)], decide=reverted)
         steps = {group: self._step(group, entries) for group in self.changed}
         kept = {g for g, s in steps.items() if s.kept}
         note = ""
@@ -237,10 +243,10 @@ class _Work:
         """The winner with ``group`` set back to the start's values."""
         return compose(self.start, self.winner, [g for g in self.changed if g != group])
 
-    def _phase(self, configs: list[tuple[str, EngineConfig]], first: bool = False) -> list[Candidate]:
-        """Measure ``configs`` interleaved (each distinct configuration once: a label already
-        taken by an equal configuration is dropped). In the first phase an entry clearly slower
-        than the winner in round 1 stops there (see the module's docstring)."""
+    def _phase(self, configs: list[tuple[str, EngineConfig]], decide: list[EngineConfig]) -> list[Candidate]:
+        """Measure ``configs`` interleaved (each distinct configuration once, under the start's,
+        the winner's or the defaults' label when it is one of them), with more rounds while the
+        rounds disagree on a decision: the winner against each of ``decide``."""
         named = {tuple(sorted(self._dict(c).items())): label for label, c in [(self.label, self.start), (self.winner_label, self.winner)] + self._defaults()}
         entries: list[Candidate] = []
         for label, config in configs:
@@ -249,30 +255,31 @@ class _Work:
                 entries.append(Candidate(label, None, self._dict(config), None))
         unit = UNITS.get(self.metric, self.metric)
         self.note(f"ablation: {', '.join(e.label for e in entries)} measured in {self.rounds} interleaved rounds ({unit}, speed only)")
-        clear = (lambda r: self._clearly_slower(entries) if r == 0 and first and self.rounds > 1 else None)
-        interleave(entries, self.runner, self.workload, self.metric, self.rounds, lambda line: self.note(f"ablation {line}"), after_round=clear)
+        say = lambda line: self.note(f"ablation {line}")  # noqa: E731
+        interleave(entries, self.runner, self.workload, self.metric, self.rounds, say)
+        done = self.rounds
+        while done < self.rounds + EXTRA_ROUNDS and not all(settled(r, self.noise) for r in self._comparisons(entries, decide)):
+            self.note("ablation: the rounds disagree on a decision; one more round")
+            interleave(entries, self.runner, self.workload, self.metric, 1, say, first=done)
+            done += 1
         return entries
 
-    def _clearly_slower(self, entries: list[Candidate]) -> None:
-        """After round 1: an entry below the winner by more than three racing margins is a group
-        clearly worth keeping; it is not measured again (its one round stands)."""
-        winner = entries[0]
-        if not winner.rounds or winner.error:
-            return
-        bound = winner.rounds[0] * (1 - 3 * race_margin(self.noise, 0.0))
-        for entry in entries[1:]:
-            if entry.rounds and not entry.error and entry.rounds[0] < bound:
-                entry.dropped = f"{entry.rounds[0]:.2f} in round 1, below {bound:.2f} (the winner's {winner.rounds[0]:.2f} less three noise margins)"
-                self.note(f"ablation: {entry.label} is clearly slower after round 1 ({entry.dropped}); its group is kept")
+    def _comparisons(self, entries: list[Candidate], decide: list[EngineConfig]) -> list[list[float]]:
+        """The paired ratios a phase decides on: the winner over each configuration in ``decide``."""
+        winner = next((e for e in entries if e.label == self.winner_label), None)
+        wanted = [self._dict(c) for c in decide]
+        if winner is None or winner.error:
+            return []
+        return [winner.ratios_to(e) for e in entries if e is not winner and e.config in wanted and e.rounds and not e.error]
 
     def _verified(self, minimal: EngineConfig, entries: list[Candidate]) -> tuple[list[Candidate], str]:
         """Entries whose rounds hold the minimal preset beside the winner, the start and the
         defaults: the current ones when they hold all four, else a new interleaved measurement."""
         wanted = [("minimal", minimal), (self.winner_label, self.winner), (self.label, self.start)] + self._defaults()
-        measured = {tuple(sorted(e.config.items())): e for e in entries if e.rounds and not e.error and not e.dropped}
+        measured = {tuple(sorted(e.config.items())): e for e in entries if e.rounds and not e.error}
         if all(tuple(sorted(self._dict(c).items())) in measured for _, c in wanted):
             return entries, measured[tuple(sorted(self._dict(minimal).items()))].label
-        entries = self._phase(wanted)
+        entries = self._phase(wanted, decide=[minimal])
         return entries, next(e.label for e in entries if e.config == self._dict(minimal))
 
     def _defaults(self) -> list[tuple[str, EngineConfig]]:
@@ -290,10 +297,9 @@ class _Work:
         worth = Stat.of(ratios)
         if group == "context" and changes["n_ctx"][1] < changes["n_ctx"][0]:
             return Step(group, changes, ratios, False, "reverted: the context is a requirement, never below it")
-        if without.dropped:
-            return Step(group, changes, ratios, True, f"kept: reverting it alone reads {1 / worth.median:.2f}x the winner in round 1, clearly slower")
         if not beats(ratios, self.noise):
-            return Step(group, changes, ratios, False, f"reverted: {worth.median:.3f}x is within the noise (±{self.noise:.1%})")
+            how = "it costs" if worth.median < 1 - self.noise else "within the noise"
+            return Step(group, changes, ratios, False, f"reverted: {worth.median:.3f}x, {how} (±{self.noise:.1%})")
         return Step(group, changes, ratios, True, f"kept: {worth.median:.3f}x, beyond the noise (±{self.noise:.1%})")
 
     def _winner_beats(self, entries: list[Candidate], minimal_label: str) -> str:
@@ -319,24 +325,9 @@ class _Work:
         return {**quality.to_dict(), "feasible": not missed, "why": why}
 
     def _worse(self, entries: list[Candidate], minimal_label: str) -> list[str]:
-        """Request shapes where the minimal preset's time to first token or decode speed is worse
-        than the start's beyond the noise, paired round by round (one line each)."""
         minimal = next(e for e in entries if e.label == minimal_label)
         start = next(e for e in entries if e.label == self.label)
-        if minimal is start or not minimal.shapes or not start.shapes:
-            return []
-        names = [shape.describe() for shape in self.workload.shapes]
-        lines = []
-        for index, name in enumerate(names):
-            for figure, worse_when_higher in (("ttft_ms", True), ("decode_tok_s", False)):
-                mine = [r[index][figure] for r in minimal.shapes]
-                theirs = [r[index][figure] for r in start.shapes]
-                ratios = [m / t if worse_when_higher else t / m for m, t in zip(mine, theirs)]
-                if beats(ratios, self.noise):
-                    m, t = Stat.of(mine).median, Stat.of(theirs).median
-                    what = f"time to first token {m:.0f} ms vs {t:.0f} ms" if figure == "ttft_ms" else f"decode {m:.1f} vs {t:.1f} tok/s"
-                    lines.append(f"the preset is slower than {self._start_words()} on {name}: {what} (medians of {len(ratios)} rounds)")
-        return lines
+        return [] if minimal is start else worse_figures(minimal, start, self.workload.shapes, self.noise, self._start_words())
 
     # -- helpers -----------------------------------------------------------------------------------
 
@@ -350,6 +341,24 @@ class _Work:
     def _store(self, result: Ablation) -> Ablation:
         self.study.set_user_attr("ablation", result.to_dict())
         return result
+
+
+def worse_figures(minimal: Candidate, start: Candidate, shapes: Any, noise: float, start_words: str = "the defaults") -> list[str]:
+    """Request shapes where the minimal preset's time to first token or decode speed is worse
+    than the start's beyond the noise, judged on their paired per-round figures (one line each)."""
+    lines = []
+    rounds = list(zip(minimal.shapes, start.shapes))
+    recorded = min((min(len(m), len(t)) for m, t in rounds), default=0)  # shapes every round holds
+    for index, shape in enumerate(shapes[:recorded]):
+        for figure, worse_when_higher in (("ttft_ms", True), ("decode_tok_s", False)):
+            mine = [m[index][figure] for m, _ in rounds]
+            theirs = [t[index][figure] for _, t in rounds]
+            ratios = [m / t if worse_when_higher else t / m for m, t in zip(mine, theirs)]
+            if beats(ratios, noise):
+                m, t = Stat.of(mine).median, Stat.of(theirs).median
+                what = f"time to first token {m:.0f} ms vs {t:.0f} ms" if figure == "ttft_ms" else f"decode {m:.1f} vs {t:.1f} tok/s"
+                lines.append(f"the preset is slower than {start_words} on {shape.describe()}: {what} (medians of {len(ratios)} paired rounds)")
+    return lines
 
 
 def current_ablation(study: Any) -> Ablation | None:

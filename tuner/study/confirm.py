@@ -281,15 +281,17 @@ def interleave(
     rounds: int,
     note: Note,
     after_round: Callable[[int], None] | None = None,
+    first: int = 0,
 ) -> None:
     """Measure every entry once a round, ``rounds`` times, the order rotated each round (no entry
     always first or last), so drift over the minutes reaches all of them alike; the paired
-    per-round ratios are what every comparison of these entries uses."""
-    for r in range(rounds):
+    per-round ratios are what every comparison of these entries uses. ``first`` numbers the first
+    round (more rounds of entries already measured continue their rotation)."""
+    for r in range(first, first + rounds):
         order = entries[r % len(entries) :] + entries[: r % len(entries)]  # rotate: no fixed position
         for entry in order:
             measure_into(entry, runner, workload, metric)
-        note(f"round {r + 1}/{rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
+        note(f"round {r + 1}/{first + rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
         if after_round is not None:
             after_round(r)
 

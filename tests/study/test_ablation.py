@@ -1,0 +1,167 @@
+"""Ablation: every change in the preset earns its keep, measured; the rest goes back to the start."""
+
+from __future__ import annotations
+
+from dataclasses import fields, replace
+
+import pytest
+
+from tests.conftest import SMALL, simulated_measurement
+from tuner.baseline import Requirement
+from tuner.config import EngineConfig
+from tuner.hardware import describe_machine
+from tuner.models import model_sha256
+from tuner.space import parse_space
+from tuner.study import Economies, InProcess, StudySpec, best_preset, open_storage, start_study, summarize
+from tuner.study.ablation import GROUPS, changed_groups, compose, current_ablation, worse_figures
+from tuner.study.confirm import Candidate, current_confirmation
+from tuner.workload import Shape, Workload
+
+# The user's own settings: one thread for generation and for prompts.
+ONE_THREAD = EngineConfig(n_ctx=1024, n_threads=1, n_threads_batch=1)
+# A winner that changes threads (which pays on two cores: prompt processing ran 1.6x faster on
+# this project's AMD EPYC machine, decoding only 1.06x, so the workload is prompt-heavy) and knobs
+# that do nothing here: batch sizes larger than the prompt (256 tokens, one batch either way),
+# and sampling values whose cost is the same.
+PROMPT_HEAVY = Workload.single(256, 8, repeats=3)  # the quality proxy on: the minimal preset's quality is computed
+NO_OP_CHANGES = """
+name: threads-and-no-ops
+params:
+  n_threads: {choices: [2]}
+  n_threads_batch: {choices: [2]}
+  n_batch: {choices: [1024]}
+  n_ubatch: {choices: [1024]}
+  temperature: {choices: [0.7]}
+  top_p: {choices: [0.9]}
+"""
+
+
+def test_the_groups_cover_every_setting_but_the_seed():
+    grouped = [knob for knobs in GROUPS.values() for knob in knobs]
+    assert len(grouped) == len(set(grouped))
+    assert set(grouped) == {f.name for f in fields(EngineConfig)} - {"seed"}
+
+
+def test_a_group_is_changed_only_where_the_values_that_run_differ():
+    start = EngineConfig(n_ctx=4096)  # n_threads None: llama-cpp-python's own choice
+    winner = replace(start, n_threads=start.effective().n_threads, n_batch=256, temperature=0.5)
+    changed = changed_groups(start, winner)
+    assert set(changed) == {"batch sizes", "sampling"}  # the same thread count, spelled out, is no change
+    assert changed["batch sizes"] == {"n_batch": [512, 256], "n_ubatch": [512, 256]}  # n_ubatch clamped to n_batch, as llama.cpp does
+    mixed = compose(start, winner, ["sampling"])
+    assert (mixed.n_batch, mixed.temperature) == (512, 0.5)
+
+
+def _entry(label: str, ttft: list[float], decode: list[float]) -> Candidate:
+    shapes = [[{"ttft_ms": t, "decode_tok_s": d, "prompt_tok_s": 500.0, "request_ms": t + 1000.0}] for t, d in zip(ttft, decode)]
+    return Candidate(label, None, {}, None, rounds=[50.0] * len(ttft), shapes=shapes)
+
+
+def test_a_figure_the_preset_loses_against_the_start_is_said_with_the_shape_and_both_figures():
+    shape = (Shape(depth=384, prompt=32, gen=48, name="chat-2"),)
+    start = _entry("defaults", ttft=[100.0, 102.0, 99.0], decode=[30.0, 30.0, 30.0])
+    slower_prompt = _entry("minimal", ttft=[120.0, 121.0, 119.0], decode=[50.0, 51.0, 49.0])
+    [line] = worse_figures(slower_prompt, start, shape, noise=0.02)
+    assert line == "the preset is slower than the defaults on chat-2: depth 384 + prompt 32 -> gen 48: time to first token 120 ms vs 100 ms (medians of 3 paired rounds)"
+    within_noise = _entry("minimal", ttft=[101.0, 103.0, 99.5], decode=[30.0, 29.9, 30.1])
+    assert worse_figures(within_noise, start, shape, noise=0.02) == []
+
+
+def _study(tmp_path_factory, engine, model_path, name: str, space: str, runner, *, yours=None, workload=SMALL):
+    spec = StudySpec(
+        model=model_path,
+        model_sha256=model_sha256(model_path),
+        space=parse_space(space),
+        workload=workload,
+        trials=4 if yours is not None else 3,  # the baselines and one searched trial
+        seed=1,
+        economies=Economies(racing=False),
+        requirement=Requirement(1024, "the test's"),
+        yours=yours,
+    )
+    notes: list[str] = []
+    url = f"sqlite:///{tmp_path_factory.mktemp(name) / 'ablation.db'}"
+    study = start_study(spec, name=name, storage=open_storage(url), runner=runner, machine=describe_machine().to_dict(), on_note=notes.append)
+    return study, notes
+
+
+@pytest.fixture(scope="module")
+def no_ops(tmp_path_factory, engine, model_path):
+    """A study from one thread whose winner also changes batch sizes and sampling values."""
+    return _study(tmp_path_factory, engine, model_path, "no-ops", NO_OP_CHANGES, InProcess(engine), yours=ONE_THREAD, workload=PROMPT_HEAVY)
+
+
+def test_the_thread_change_is_kept_and_the_changes_that_do_nothing_are_reverted(no_ops):
+    study, notes = no_ops
+    assert current_confirmation(study).winner == 3, "premise: two threads beat one beyond the noise, confirmed\n" + "\n".join(notes)
+    ablation = current_ablation(study)
+    assert ablation is not None and ablation.start == "yours"
+    verdicts = {step.group: step.kept for step in ablation.steps}
+    assert verdicts == {"threads": True, "batch sizes": False, "sampling": False}, [s.why for s in ablation.steps]
+    minimal = EngineConfig.from_dict(ablation.minimal)
+    assert (minimal.n_threads, minimal.n_threads_batch) == (2, 2)
+    assert (minimal.n_batch, minimal.n_ubatch, minimal.temperature, minimal.top_p) == (512, 512, 0.8, 0.95)  # yours
+    assert minimal.n_ctx == 1024  # the requirement
+    assert ablation.quality is not None and ablation.quality["feasible"]  # its own quality, computed
+    assert any(line.startswith("ablation: ") for line in notes)
+
+
+def test_the_preset_is_the_minimal_one_and_full_is_the_raw_winner(no_ops):
+    study, _ = no_ops
+    preset = best_preset(study)
+    assert preset.config() == EngineConfig.from_dict(current_ablation(study).minimal)
+    assert preset.measured["changes"] == {
+        "n_threads": {"from": 1, "to": 2, "group": "threads"},
+        "n_threads_batch": {"from": 1, "to": 2, "group": "threads"},
+    }
+    assert [row["group"] for row in preset.measured["ablation"]] == ["threads", "batch sizes", "sampling"]
+    assert preset.measured["vs_yours"] > 1 and "vs_defaults" in preset.measured
+    # Without the ablation the export carries every searched value: the no-op changes included.
+    full = best_preset(study, full=True).config()
+    assert (full.n_batch, full.temperature, full.top_p) == (1024, 0.7, 0.9)
+
+
+def test_the_summary_leads_with_the_minimal_preset_measured_beside_yours_and_the_defaults(no_ops):
+    study, _ = no_ops
+    summary = summarize(study)
+    assert summary.start == "yours" and summary.minimal is not None
+    assert summary.minimal.source == "ablation"
+    assert summary.minimal.ratio_vs_yours is not None and summary.minimal.ratio_vs_defaults is not None
+    assert "yours" in summary.baselines and summary.baselines["yours"].ratio_vs_yours == pytest.approx(1.0)
+
+
+class EitherPays:
+    """A simulated machine on which two changes each give the whole gain alone (redundant):
+    requests/min doubles when flash attention is on or n_ubatch is 64, and nothing else matters.
+    Such a pair cannot be produced on demand on a 2-core CPU, and the path's logic is what is
+    tested here, so the readings are exact (the real engine's noise is tested above)."""
+
+    def reference(self, model_sha256: str, **options):
+        return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
+
+    def measure(self, config, workload, **options):
+        effective = config.effective()
+        speed = 100.0 * (2 if effective.flash_attn or effective.n_ubatch == 64 else 1) / (4 if effective.n_threads > 2 else 1)
+        return simulated_measurement(effective, workload, speed)
+
+
+REDUNDANT = """
+name: redundant
+params:
+  n_batch: {choices: [256]}
+  n_ubatch: {choices: [64]}
+  flash_attn: {choices: [true]}
+"""
+
+
+def test_when_changes_are_redundant_the_path_adds_back_one_until_the_preset_ties_the_winner(tmp_path_factory, engine, model_path):
+    study, notes = _study(tmp_path_factory, engine, model_path, "redundant", REDUNDANT, EitherPays(), workload=replace(SMALL, quality=False))
+    ablation = current_ablation(study)
+    kept = [step for step in ablation.steps if step.kept]
+    assert {s.group for s in ablation.steps} == {"batch sizes", "attention and KV cache"}
+    assert len(kept) == 1, [s.why for s in ablation.steps]  # reverting either alone costs nothing; both together cost 2x
+    assert kept[0].why.startswith("kept: without it the winner beats the preset")
+    assert any("adding back" in line for line in notes)
+    minimal = EngineConfig.from_dict(ablation.minimal)
+    assert minimal.flash_attn or minimal.n_ubatch == 64  # it keeps the gain
+    assert not (minimal.flash_attn and minimal.n_ubatch == 64)  # and not both changes

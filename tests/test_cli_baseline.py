@@ -1,0 +1,80 @@
+"""`tune start --baseline FILE`: the user's own settings measured as "yours", every ratio shown
+against them, and a preset that keeps their context and sampling unless a change measurably pays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import SMALL_ARGS, run_tune
+
+# The RTX 4090 guide's "before" settings: what its reader ran before tuning.
+GUIDE_BEFORE = "n_ctx: 4096\nn_batch: 2048\nn_threads: 8\nn_threads_batch: 8\ntop_k: 20\ntop_p: 0.9\n"
+
+
+@pytest.fixture(scope="module")
+def yours(tmp_path_factory) -> tuple[Path, str]:
+    """A working directory with study 'mine': 3 baselines (defaults, guide card, yours) and 2
+    searched trials, confirmed and ablated; and what `tune start` printed."""
+    cwd = tmp_path_factory.mktemp("yours")
+    (cwd / "before.yaml").write_text(GUIDE_BEFORE)
+    result = run_tune("start", "--trials", "5", "--study", "mine", "--seed", "2", "--no-racing", "--baseline", "before.yaml", *SMALL_ARGS, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return cwd, result.stdout
+
+
+def test_start_says_what_it_keeps_and_measures_yours_beside_the_baselines(yours):
+    _, out = yours
+    assert "context: n_ctx 4096 required (your baseline's n_ctx); searched: 4096, 8192; the preset never carries less" in out
+    assert "starting point: your settings from before.yaml (measured as 'yours')" in out
+    assert "trial #2   yours" in out
+    header = next(line for line in out.splitlines() if line.startswith("config "))
+    assert "vs defaults" in header and "vs yours" in header
+    assert any(line.startswith("yours ") and "1.00x" in line for line in out.splitlines())
+    assert "\nablation (what each change from yours to the winner" in out
+    assert "minimal preset: yours + " in out
+
+
+def test_the_preset_keeps_your_context_and_sampling_unless_a_change_pays(yours):
+    cwd, _ = yours
+    result = run_tune("export", "mine", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    preset = yaml.safe_load(result.stdout)
+    measured, engine, sampling = preset["measured"], preset["engine"], preset["sampling"]
+    kept = {row["group"] for row in measured["ablation"] if row["kept"]}
+    assert engine["n_ctx"] == 4096
+    if "sampling" not in kept:
+        assert (sampling["top_k"], sampling["top_p"]) == (20, 0.9)
+    if "batch sizes" not in kept:
+        assert engine["n_batch"] == 2048
+    changed = set(measured.get("changes", {}))
+    for knob in ("n_batch", "n_threads", "top_k", "top_p"):  # every change has a kept row
+        assert knob not in changed or any(knob in row["change"] for row in measured["ablation"] if row["kept"])
+    assert measured["starting_point"] == "yours" and measured["vs_yours"] > 0
+    assert measured["requirement"] == {"n_ctx": 4096, "why": "your baseline's n_ctx"}
+    assert preset["provenance"]["preset"] == "minimal (ablated)"
+
+
+def test_full_exports_the_raw_winner_and_every_format_follows_the_choice(yours):
+    cwd, _ = yours
+    minimal = yaml.safe_load(run_tune("export", "mine", cwd=cwd).stdout)
+    full = yaml.safe_load(run_tune("export", "mine", "--full", cwd=cwd).stdout)
+    assert full["provenance"]["preset"] == "winner"
+    assert full["engine"]["n_ctx"] >= 4096
+    server = run_tune("export", "mine", "--format", "llama-server", cwd=cwd).stdout
+    assert f"-c {minimal['engine']['n_ctx']}" in server and f"--top-k {minimal['sampling']['top_k']}" in server
+    server_full = run_tune("export", "mine", "--format", "llama-server", "--full", cwd=cwd).stdout
+    assert f"--top-k {full['sampling']['top_k']}" in server_full
+
+
+def test_show_prints_the_ablation_table(yours):
+    cwd, _ = yours
+    result = run_tune("show", "mine", cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    assert "ablation (what each change from yours" in result.stdout
+    assert "worth (range)" in result.stdout and "verdict" in result.stdout
+    lines = result.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("config "))
+    assert lines[header + 2].startswith("minimal ")  # the table leads with the preset tune export writes
