@@ -21,6 +21,11 @@ def test_the_context_is_the_users_when_given_and_4096_capped_at_the_training_con
     assert required_n_ctx(None, None, train_ctx=32768, needed=6000).n_ctx == 6000
 
 
+def test_a_baseline_asking_for_the_training_context_keeps_it():
+    requirement = required_n_ctx(None, 0, train_ctx=32768, needed=500)  # llama.cpp's n_ctx 0
+    assert requirement.n_ctx == 32768 and "training context" in requirement.why
+
+
 def test_an_explicit_context_beats_the_baselines():
     requirement = required_n_ctx(4096, 2048, train_ctx=32768, needed=500)
     assert requirement.n_ctx == 4096 and requirement.why == "--n-ctx"
@@ -34,6 +39,7 @@ def test_an_explicit_context_beats_the_baselines():
         (65536, None, 100, "above the model's training context (32768 tokens)"),
         (256, None, 500, "--n-ctx 256 cannot hold the workload: its largest request needs 500 tokens"),
         (None, 256, 500, "your baseline's n_ctx 256 cannot hold the workload"),
+        (None, 65536, 500, "your baseline's n_ctx 65536 is above the model's training context (32768 tokens)"),
         (None, None, 40000, "needs 40000 tokens, more than the model's training context (32768)"),
     ],
 )

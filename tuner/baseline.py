@@ -84,7 +84,14 @@ def required_n_ctx(asked: int | None, baseline_n_ctx: int | None, *, train_ctx: 
                 f"use --n-ctx {needed} or more, or a workload with shorter requests",
             )
         return Requirement(asked, "--n-ctx")
-    if baseline_n_ctx:  # 0 is llama.cpp's "the training context"
+    if baseline_n_ctx == 0 and train_ctx:  # llama.cpp's "the model's training context"
+        return Requirement(train_ctx, "your baseline's n_ctx 0: the model's training context")
+    if baseline_n_ctx:
+        if train_ctx and baseline_n_ctx > train_ctx:
+            raise ConfigError(
+                f"your baseline's n_ctx {baseline_n_ctx} is above the model's training context ({train_ctx} tokens)",
+                f"use n_ctx {train_ctx} or less in the baseline file, or pass --n-ctx",
+            )
         if baseline_n_ctx < needed:
             raise ConfigError(
                 f"your baseline's n_ctx {baseline_n_ctx} cannot hold the workload: its largest request needs {needed} tokens",
@@ -93,9 +100,9 @@ def required_n_ctx(asked: int | None, baseline_n_ctx: int | None, *, train_ctx: 
         return Requirement(baseline_n_ctx, "your baseline's n_ctx")
     cap = min(DEFAULT_N_CTX, train_ctx) if train_ctx else DEFAULT_N_CTX
     if cap >= needed:
-        why = f"the default ({DEFAULT_N_CTX}" + (", the model's training context" if cap < DEFAULT_N_CTX else "") + "; --n-ctx sets yours)"
-        return Requirement(cap, why)
-    return Requirement(needed, "what the workload's largest request needs (--n-ctx sets yours)")
+        why = "the default" if cap == DEFAULT_N_CTX else f"the model's training context, below the default {DEFAULT_N_CTX}"
+        return Requirement(cap, f"{why}; --n-ctx sets yours")
+    return Requirement(needed, "what the workload's largest request needs; --n-ctx sets yours")
 
 
 def load_baseline(path: str | Path) -> Baseline:

@@ -174,10 +174,14 @@ def print_confirmation(summary: Any) -> None:
 def print_requirement(requirement: Any, space: Any, yours: Any | None) -> None:
     """What the preset keeps: the required context, and the starting point it changes."""
     n_ctx = next((p for p in space.params if p.name == "n_ctx"), None)
-    searched = ", ".join(str(c) for c in n_ctx.choices) if n_ctx is not None and n_ctx.choices else str(space.fixed.get("n_ctx", requirement.n_ctx))
-    typer.echo(f"context: n_ctx {requirement.n_ctx} required ({requirement.why}); searched: {searched}; the preset never carries less")
+    if n_ctx is None:
+        searched = f"fixed at {space.fixed.get('n_ctx', requirement.n_ctx)}"
+    else:
+        searched = "searched: " + (", ".join(str(c) for c in n_ctx.choices) if n_ctx.choices else f"{n_ctx.low}-{n_ctx.high}")
+    typer.echo(f"context: n_ctx {requirement.n_ctx} required ({requirement.why}); {searched}; the preset never carries less")
     if yours is not None:
-        typer.echo(f"starting point: your settings from {yours.source} (measured as 'yours'); the preset changes them only where a change measurably pays")
+        at = f", run at n_ctx {requirement.n_ctx} instead of its {yours.n_ctx}" if yours.n_ctx not in (None, requirement.n_ctx) else ""
+        typer.echo(f"starting point: your settings from {yours.source} (measured as 'yours'{at}); the preset changes them only where a change measurably pays")
     else:
         typer.echo(f"starting point: llama-cpp-python's defaults at n_ctx {requirement.n_ctx} (--baseline FILE: your own settings); the preset changes them only where a change measurably pays")
 
@@ -188,22 +192,14 @@ def print_ablation(summary: Any) -> None:
     ablation = summary.ablation
     if ablation is None:
         return
-    from tuner.study import ablation_table
+    from tuner.study import ablation_table, start_words, winner_vs_minimal
 
-    start = "yours" if ablation.start == "yours" else "the defaults"
+    start = start_words(ablation.start)
     typer.echo(
         f"\nablation (what each change from {start} to the winner #{ablation.winner} is worth: the winner over the winner "
-        f"with that change reverted, {ablation.rounds} interleaved rounds):"
+        f"with that change reverted, paired round by round):"
     )
-    rows = [
-        [
-            row["group"],
-            row["change"],
-            f"{row['worth']['median']:.3f}x ({row['worth']['low']:.2f}-{row['worth']['high']:.2f})" if row["worth"] else "-",
-            "kept" if row["kept"] else "reverted",
-        ]
-        for row in ablation_table(ablation)
-    ]
+    rows = [[row["group"], row["change"], step.worth_text, "kept" if step.kept else "reverted"] for row, step in zip(ablation_table(ablation), ablation.steps)]
     if rows:
         typer.echo(table(["group", "from -> to", "worth (range)", "verdict"], rows))
         for step in ablation.steps:
@@ -211,17 +207,12 @@ def print_ablation(summary: Any) -> None:
     kept = ", ".join(step.group for step in ablation.kept) or "nothing"
     line = f"minimal preset: {start} + {kept}"
     minimal = summary.minimal
-    if minimal is not None:
-        if minimal.ratio_vs_defaults is not None:
-            line += f": {minimal.speed.median:.1f} {UNITS.get(summary.metric, summary.metric)}, {minimal.ratio_vs_defaults:.2f}x the defaults"
-        if minimal.ratio_vs_yours is not None:
-            line += f", {minimal.ratio_vs_yours:.2f}x yours"
-    winner = ablation.entry(f"#{ablation.winner}")
-    if winner is not None and winner is not ablation.minimal_entry:
-        from tuner.stats import Stat
-
-        line += f"; the full winner #{ablation.winner} reads {Stat.of(winner.ratios_to(ablation.minimal_entry)).median:.3f}x it (a tie)"
-    typer.echo(line)
+    if minimal is not None and minimal.ratio_vs_defaults is not None:
+        line += f": {minimal.speed.median:.1f} {UNITS.get(summary.metric, summary.metric)}, {minimal.ratio_vs_defaults:.2f}x the defaults"
+    if minimal is not None and minimal.ratio_vs_yours is not None:
+        line += f", {minimal.ratio_vs_yours:.2f}x yours"
+    versus = winner_vs_minimal(ablation)
+    typer.echo(line + (f"; {versus}" if versus else "") + f" ({ablation.rounds} interleaved rounds)")
     if ablation.note:
         typer.echo(f"note: {ablation.note}")
     for worse in ablation.worse:

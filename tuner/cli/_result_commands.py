@@ -95,9 +95,10 @@ def export(
     study_obj = studies.load_study(name, studies.open_storage(storage, must_exist=True))
     preset = studies.best_preset(study_obj, full=full)
     text = write(preset)
+    worse = [f"note: {line}" for line in preset.measured.get("worse") or []]
     if out is None:
         typer.echo(text, nl=False)
-        for note in exports.notes(preset, fmt):
+        for note in [*exports.notes(preset, fmt), *worse]:
             typer.echo(note, err=True)  # stderr: stdout stays a valid file
         return
     if fmt == exports.DEFAULT_FORMAT:
@@ -115,8 +116,8 @@ def export(
     what = "the minimal preset of" if preset.provenance.get("preset", "").startswith("minimal") else "trial"
     typer.echo(f"wrote {out} ({what} #{preset.provenance['trial']}, {figure})")
     typer.echo(f"picked: {preset.measured['picked']}")
-    for line in preset.measured.get("worse") or []:
-        typer.echo(f"note: {line}")
+    for line in worse:
+        typer.echo(line)
     for note in exports.notes(preset, fmt):
         typer.echo(note)
 

@@ -220,6 +220,8 @@ def confirm_(
         notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
         result = confirming.confirm(study_obj, runner, rounds=rounds, candidates=candidates, on_note=notes)
         if result is not None and result.winner is not None:
+            if study_obj.user_attrs.get("reference"):  # the minimal preset's quality is computed against it
+                runner.reference(study_obj.user_attrs["model_sha256"])
             ablate(study_obj, runner, rounds=rounds, on_note=notes)
     if result is None:
         raise StudyError(f"study '{name}' has no feasible trial besides the defaults to confirm", f"run more trials: tune resume {name} --trials N")

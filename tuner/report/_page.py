@@ -136,18 +136,16 @@ def ablation_section(summary: Summary) -> Section:
     ablation = summary.ablation
     if ablation is None:
         return Section(title, note="No ablation: the study has no current confirmation (or was confirmed before ablations existed).")
-    from tuner.study import ablation_table
+    from tuner.study import ablation_table, start_words
 
-    rows = [
-        [row["group"], row["change"], f"{row['worth']['median']:.3f}x ({row['worth']['low']:.2f}-{row['worth']['high']:.2f})" if row["worth"] else "-", row["why"]]
-        for row in ablation_table(ablation)
-    ]
+    rows = [[row["group"], row["change"], step.worth_text, row["why"]] for row, step in zip(ablation_table(ablation), ablation.steps)]
+    start = start_words(ablation.start)
     note = (
-        f"The winner #{ablation.winner} over the winner with each group reverted to {summary.start}, paired over "
-        f"{ablation.rounds} interleaved rounds; within the noise (±{ablation.noise:.1%}) a change is reverted."
+        f"The winner #{ablation.winner} over the winner with each group set back to {start}, paired over "
+        f"{ablation.rounds} interleaved rounds; a change within the noise (±{ablation.noise:.1%}) is reverted."
     )
     if not rows:
-        note = f"The confirmed winner is {summary.start} itself: nothing changes."
+        note = f"The confirmed winner is {start} itself: nothing changes."
     # an explanation, not a missing figure: it goes above the table, not in the "missing" style
     text = f'<p class="note">{html.escape(note)}</p>' + (table(["group", "from -> to", "worth (range)", "verdict"], rows) if rows else "")
     return Section(title, table=text)

@@ -25,7 +25,7 @@ from tuner.study._storage import (
     open_storage,
     redact,
 )
-from tuner.study._preset import ablation_table, best_preset
+from tuner.study._preset import ablation_table, best_preset, winner_vs_minimal
 from tuner.study._summary import SHAPE_COLUMNS, Row, Summary, by_shape, study_json, summarize, why_picked
 from tuner.study._trials import (
     BASELINES,
@@ -41,6 +41,7 @@ from tuner.study._trials import (
     required_context,
     speed_objective,
     start_label,
+    start_words,
     study_defaults,
 )
 
@@ -81,8 +82,10 @@ __all__ = [
     "speed_objective",
     "start_label",
     "start_study",
+    "start_words",
     "study_defaults",
     "study_json",
     "summarize",
     "why_picked",
+    "winner_vs_minimal",
 ]

@@ -41,8 +41,10 @@ def confirmation_estimate(study: Any, rounds: int) -> float:
     guide = next((_speed_part(t) for t in _timed_trials(study) if t.user_attrs.get("baseline") == "guide_card"), candidate)
     noise_s = (study.user_attrs.get("seconds") or {}).get("noise_floor")
     defaults = noise_s / NOISE_RUNS if noise_s else candidate
+    # the economies' racing flag, read here as study._optimize.economies_of does (it sits above this module)
     guide_rounds = 1 if (study.user_attrs.get("economies") or {}).get("racing", True) else rounds
-    return rounds * (defaults + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide
+    yours = defaults if baseline_trial(study, "yours") is not None else 0.0  # re-measured every round, as the defaults are
+    return rounds * (defaults + yours + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide
 
 
 def ablation_estimate(study: Any, rounds: int) -> float:
@@ -56,7 +58,8 @@ def ablation_estimate(study: Any, rounds: int) -> float:
     groups = 4  # what a winner typically changes (threads, batch sizes, attention, sampling)
     if best is not None and start is not None and "measurement" in best.user_attrs:
         groups = len(changed_groups(EngineConfig.from_dict(start.user_attrs["baseline_config"]), EngineConfig.from_dict(best.user_attrs["measurement"]["effective"])))
-    return rounds * (1 + groups) * candidate + rounds * 3 * candidate if groups else 0.0
+    check = 3 + (start_label(study) == "yours")  # the minimal preset, the winner, the start (and the defaults)
+    return rounds * (1 + groups) * candidate + rounds * check * candidate if groups else 0.0
 
 
 def _timed_trials(study: Any) -> list[Any]:

@@ -10,13 +10,14 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.errors import StudyError
 from tuner.preset import Preset
-from tuner.stats import Stat
+from tuner.stats import Stat, beats
 from tuner.study._storage import now
 from tuner.study._summary import Row, Summary, summarize, why_picked
+from tuner.study._trials import start_words
 from tuner.study.ablation import Ablation, describe_change
 from tuner.study.confirm import Candidate, Confirmation
 
-__all__ = ["ablation_table", "best_preset"]
+__all__ = ["ablation_table", "best_preset", "winner_vs_minimal"]
 
 
 def best_preset(study: Any, *, full: bool = False) -> Preset:
@@ -69,9 +70,8 @@ def _minimal_preset(study: Any, summary: Summary, minimal: Row, ablation: Ablati
     """The starting point plus the changes that earned their keep, with the figures the ablation
     measured it with, paired round by round with the defaults (and yours)."""
     measured = _common(study, summary, minimal)
-    start = "your settings (--baseline)" if ablation.start == "yours" else "llama-cpp-python's defaults"
     measured["picked"] = (
-        f"the minimal preset: {start} at the required context plus the changes that measurably pay "
+        f"the minimal preset: {start_words(ablation.start)} at the required context plus the changes that measurably pay "
         f"(ablation of the confirmed winner #{ablation.winner}, {ablation.rounds} interleaved rounds)"
     )
     measured["changes"] = {knob: {"from": values[0], "to": values[1], "group": step.group} for step in ablation.kept for knob, values in step.changes.items()}
@@ -81,12 +81,12 @@ def _minimal_preset(study: Any, summary: Summary, minimal: Row, ablation: Ablati
     defaults = ablation.entry("defaults")
     if defaults is not None:
         measured["confirmed"] = _confirmed_figures(ablation.minimal_entry, defaults, ablation.rounds, summary.metric, "the ablation")
-    winner = ablation.entry(f"#{ablation.winner}")
+    winner = ablation.entry("winner")
     if winner is not None and winner is not ablation.minimal_entry:
         measured["full_winner"] = {
             "trial": ablation.winner,
             "vs_minimal": round(Stat.of(winner.ratios_to(ablation.minimal_entry)).median, 3),
-            "note": "a tie within the noise: the reverted changes do not pay (tune export --full writes the winner)",
+            "note": f"{winner_vs_minimal(ablation)}: the reverted changes do not pay (tune export --full writes the winner)",
         }
     measured["ablation"] = ablation_table(ablation)
     if ablation.worse:
@@ -94,6 +94,16 @@ def _minimal_preset(study: Any, summary: Summary, minimal: Row, ablation: Ablati
     if ablation.note:
         measured["ablation_note"] = ablation.note
     return _preset(study, EngineConfig.from_dict(ablation.minimal), measured, ablation.winner, minimal=True)
+
+
+def winner_vs_minimal(ablation: Ablation) -> str:
+    """The full winner against the minimal preset, in words ('' when they are one configuration)."""
+    winner, minimal = ablation.entry("winner"), ablation.minimal_entry
+    if winner is None or winner is minimal:
+        return ""
+    ratio = Stat.of(winner.ratios_to(minimal)).median
+    how = "the minimal preset is faster" if beats(minimal.ratios_to(winner), ablation.noise) else "a tie within the noise"
+    return f"the full winner #{ablation.winner} reads {ratio:.3f}x the minimal preset ({how})"
 
 
 def ablation_table(ablation: Ablation) -> list[dict[str, Any]]:

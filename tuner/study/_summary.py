@@ -314,14 +314,23 @@ def summarize(study: Any) -> Summary:
 def minimal_row(ablation: Ablation, winner: Row, baselines: dict[str, Row]) -> Row:
     """The minimal preset's row: its settings, and the figures of the rounds the ablation measured
     it in, paired with the defaults (and yours). Its quality is its own when the ablation computed
-    it, else that of the configuration it equals (the starting point, or the winner)."""
+    it, else that of the configuration it equals (the starting point, or the winner); memory is
+    shown only then (the ablation's rounds record none)."""
     entry = ablation.minimal_entry
-    defaults, yours = ablation.entry("defaults"), ablation.entry("yours")
-    same_as_start = ablation.minimal_label == ablation.start
-    quality = ablation.quality or (baselines[ablation.start].quality if same_as_start else winner.quality)
-    row = replace(winner, label="minimal", config=dict(ablation.minimal), quality=quality and {k: v for k, v in quality.items() if k not in ("feasible", "why")})
-    row = row.confirmed(replace(entry, ratio_vs_defaults=entry.ratios_to(defaults) if defaults else []), yours, source="ablation")
-    return replace(row, number=baselines[ablation.start].number if same_as_start else winner.number)
+    defaults = ablation.entry("defaults")
+    yours = ablation.entry("start") if ablation.start == "yours" else None
+    same = next((row for role, row in (("start", baselines.get(ablation.start)), ("winner", winner)) if ablation.roles.get(role) == ablation.roles["minimal"]), None)
+    own = {k: v for k, v in (ablation.quality or {}).items() if k not in ("feasible", "why")} or None
+    row = replace(
+        same or winner,
+        label="minimal",
+        config=dict(ablation.minimal),
+        quality=own or (same or winner).quality,
+        telemetry=same.telemetry if same else {},
+        feasible=ablation.quality["feasible"] if ablation.quality else (same or winner).feasible,
+        ratio_vs_defaults=None,
+    )
+    return row.confirmed(replace(entry, ratio_vs_defaults=entry.ratios_to(defaults) if defaults else []), yours, source="ablation")
 
 
 def time_spent(study: Any) -> dict[str, float]:

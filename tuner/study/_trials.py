@@ -28,6 +28,7 @@ __all__ = [
     "required_context",
     "speed_objective",
     "start_label",
+    "start_words",
     "study_defaults",
 ]
 
@@ -142,8 +143,13 @@ def required_context(study: Any) -> int:
 
 def start_label(study: Any) -> str:
     """The starting point the study's preset changes: "yours" when the user gave their settings
-    (--baseline), else "defaults" (llama-cpp-python's, at the required context)."""
-    return "yours" if any(t.user_attrs.get("baseline") == "yours" for t in study.get_trials(deepcopy=False)) else "defaults"
+    (--baseline) and they ran, else "defaults" (llama-cpp-python's, at the required context)."""
+    return "yours" if baseline_trial(study, "yours") is not None else "defaults"
+
+
+def start_words(label: str) -> str:
+    """A starting point in words: "your settings" or "the defaults"."""
+    return "your settings" if label == "yours" else "the defaults"
 
 
 def study_defaults(study: Any) -> EngineConfig:

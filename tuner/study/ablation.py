@@ -42,7 +42,8 @@ from typing import Any
 from tuner.config import KV_TYPE_NAMES, EngineConfig
 from tuner.quality import QualityBudget
 from tuner.stats import UNITS, Stat, beats, check_rounds, settled
-from tuner.study._trials import baseline_trial, noise_floor, speed_objective, start_label
+from tuner.errors import ConfigError, EngineError, WorkerFailed
+from tuner.study._trials import baseline_trial, noise_floor, speed_objective, start_label, start_words
 from tuner.study.confirm import CONFIRM_ROUNDS, Candidate, current_confirmation, interleave
 from tuner.workload import Workload
 
@@ -80,46 +81,53 @@ class Step:
     def worth(self) -> Stat:
         return Stat.of(self.ratios)
 
+    @property
+    def worth_text(self) -> str:
+        """'1.683x (1.52-1.80)': the median and the range of the per-round ratios ('-' unmeasured)."""
+        return f"{self.worth.median:.3f}x ({min(self.ratios):.2f}-{max(self.ratios):.2f})" if self.ratios else "-"
+
 
 @dataclass(frozen=True)
 class Ablation:
     """The result: each changed group's worth, and the minimal preset with its measured figures.
 
     ``entries`` are the configurations measured side by side in the rounds that give the minimal
-    preset's figures; ``minimal_label`` names the minimal preset's entry among them.
+    preset's figures; ``roles`` names the entry that holds each role there ("minimal", "start",
+    "winner", "defaults": one entry may hold several, e.g. the minimal preset is the start).
     """
 
     start: str  # "defaults" or "yours"
     winner: int  # the confirmed winner's trial number
     steps: list[Step]
     minimal: dict[str, Any]  # the minimal preset's effective settings
-    minimal_label: str
+    roles: dict[str, str]
     entries: list[Candidate]
-    rounds: int
     noise: float
     metric: str
-    counted_trials: int  # the confirmation's: the ablation speaks for the study while that confirmation does
+    confirmed: list[float]  # the confirmation's rounds of its winner: the ablation speaks for that confirmation
     quality: dict[str, Any] | None = None  # the minimal preset's quality figures (None: the start's or winner's)
     worse: list[str] = field(default_factory=list)  # figures the minimal preset loses against the start
     note: str = ""  # a decision the table alone does not show (a fallback to the full winner)
 
-    def entry(self, label: str) -> Candidate | None:
+    def entry(self, role: str) -> Candidate | None:
+        """The measured entry holding ``role`` ("minimal", "start", "winner", "defaults")."""
+        label = self.roles.get(role)
         return next((e for e in self.entries if e.label == label and e.rounds and not e.error), None)
 
     @property
     def minimal_entry(self) -> Candidate:
-        return next(e for e in self.entries if e.label == self.minimal_label)
+        entry = self.entry("minimal")
+        assert entry is not None, "an ablation is stored only with its minimal preset measured"
+        return entry
+
+    @property
+    def rounds(self) -> int:
+        """Rounds the minimal preset was measured in (the planned ones, and any added)."""
+        return len(self.minimal_entry.rounds)
 
     @property
     def kept(self) -> list[Step]:
         return [s for s in self.steps if s.kept]
-
-    def ratio_to(self, label: str) -> Stat | None:
-        """The minimal preset over entry ``label`` ("defaults", "yours", "#N"), paired per round."""
-        other = self.entry(label)
-        if other is None:
-            return None
-        return Stat.of(self.minimal_entry.ratios_to(other))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -163,96 +171,94 @@ def describe_change(knob: str, values: list[Any]) -> str:
 def ablate(study: Any, runner: Any, *, rounds: int = CONFIRM_ROUNDS, on_note: Note | None = None) -> Ablation | None:
     """Measure what each change from the starting point to the confirmed winner is worth and
     store the minimal preset (``ablation`` on the study). None when the study has no current
-    confirmation or no starting point to measure from."""
+    confirmation or no starting point to measure from.
+
+    The runner must have the quality reference loaded when the study has a quality proxy (the
+    minimal preset's quality is computed).
+    """
     check_rounds(rounds)
-    note = on_note or (lambda _msg: None)
     confirmation = current_confirmation(study)
-    label = start_label(study)
-    start_trial = baseline_trial(study, label)
+    start_trial = baseline_trial(study, start_label(study))
     if confirmation is None or start_trial is None:
         return None
-    start = EngineConfig.from_dict(start_trial.user_attrs["baseline_config"]).effective()
-    winner_trial = study.trials[confirmation.winner]
-    winner = EngineConfig.from_dict(winner_trial.user_attrs["measurement"]["effective"]).effective()
-    work = _Work(study, runner, label, start, winner, rounds, note)
-    return work.run(winner_trial, confirmation)
+    work = _Work(study, runner, start_trial, study.trials[confirmation.winner], rounds, on_note or (lambda _msg: None))
+    return work.run(confirmation)
 
 
 class _Work:
-    """One ablation's state: the measured entries, the decisions, the path toward the winner."""
+    """One ablation's state: the measured entries, the decisions, the path toward the winner.
 
-    def __init__(self, study: Any, runner: Any, label: str, start: EngineConfig, winner: EngineConfig, rounds: int, note: Note) -> None:
-        self.study, self.runner, self.label, self.start, self.winner = study, runner, label, start, winner
-        self.rounds, self.note = rounds, note
+    Entries are found by their settings (a role is a configuration; labels are for people)."""
+
+    def __init__(self, study: Any, runner: Any, start_trial: Any, winner_trial: Any, rounds: int, note: Note) -> None:
+        self.study, self.runner, self.rounds, self.note = study, runner, rounds, note
+        self.label = start_label(study)
+        # Both as llama.cpp ran them (read back: n_ctx padded to 256), so that only real changes differ.
+        self.start = _ran(start_trial)
+        self.winner = _ran(winner_trial)
+        self.winner_trial = winner_trial
+        self.winner_label = f"#{winner_trial.number}"
+        defaults = baseline_trial(study, "defaults")
+        self.defaults = _ran(defaults) if defaults is not None else None
         self.noise = noise_floor(study)
         self.metric = speed_objective(study)
         self.workload = replace(Workload.from_dict(study.user_attrs["workload"]), quality=False)
-        self.changed = changed_groups(start, winner)
+        self.changed = changed_groups(self.start, self.winner)
 
-    def run(self, winner_trial: Any, confirmation: Any) -> Ablation:
-        self.winner_label = f"#{winner_trial.number}"
-        seen = confirmation.counted_trials
+    def run(self, confirmation: Any) -> Ablation:
         if not self.changed:  # the confirmation kept the starting point: its rounds give the figures
-            self.note(f"ablation: the confirmed winner is {self._start_words()}; nothing changes, nothing to measure")
-            winner = replace(confirmation.candidate(winner_trial.number), label=self.label)
-            entries = [winner] + ([confirmation.defaults] if self.label != "defaults" else [])
-            minimal = self._dict(self.start)
-            return self._store(Ablation(self.label, winner_trial.number, [], minimal, self.label, entries, self.rounds, self.noise, self.metric, seen))
-        reverted = [self._reverted(g) for g in self.changed]
-        entries = self._phase([(self.winner_label, self.winner)] + [(f"without {g}", c) for g, c in zip(self.changed, reverted)], decide=reverted)
-        steps = {group: self._step(group, entries) for group in self.changed}
+            self.note(f"ablation: the confirmed winner is {start_words(self.label)}; nothing changes, nothing to measure")
+            entries = [replace(confirmation.candidate(self.winner_trial.number), label=self.label)]
+            if self.label != "defaults":
+                entries.append(confirmation.defaults)
+            roles = {"minimal": self.label, "start": self.label, "winner": self.label, "defaults": entries[-1].label}
+            return self._store(self._result([], self.start, roles, entries, confirmation))
+        reverted = {g: compose(self.start, self.winner, [o for o in self.changed if o != g]) for g in self.changed}
+        entries = self._phase([(self.winner_label, self.winner)] + [(f"without {g}", c) for g, c in reverted.items()], decide=list(reverted.values()))
+        steps = {group: self._step(group, reverted[group], entries) for group in self.changed}
         kept = {g for g, s in steps.items() if s.kept}
         note = ""
         while True:
             minimal = compose(self.start, self.winner, kept)
-            entries, minimal_label = self._verified(minimal, entries)
-            behind = self._winner_beats(entries, minimal_label)
-            if not behind:
+            entries = self._verified(minimal, entries)
+            failed = self._find(entries, minimal) is None
+            behind = "" if failed else self._winner_beats(entries, minimal)
+            if failed or not behind:
                 break
-            reverted = sorted((g for g in self.changed if g not in kept), key=lambda g: -steps[g].worth.median if steps[g].ratios else 0.0)
-            add = reverted[0]
+            add = self._next_to_add(steps, kept)
             steps[add] = replace(steps[add], kept=True, why=f"kept: without it the winner beats the preset ({behind})")
             self.note(f"ablation: the winner still beats the preset ({behind}); adding back {add}")
             kept.add(add)
-        quality = self._quality(minimal)
-        if quality is not None and not quality["feasible"]:
-            note = f"the minimal preset misses the quality floor ({quality['why']}): the full winner is exported instead"
+        quality = None if failed else self._quality(minimal)
+        if failed or (quality is not None and not quality["feasible"]):
+            why = "could not be measured" if failed else f"misses the quality floor ({quality['why']})"
+            note = f"the minimal preset {why}: the full winner is exported instead"
             self.note(f"ablation: {note}")
+            steps = {g: s if s.kept else replace(s, kept=True, why=f"kept: the preset without it {why}") for g, s in steps.items()}
             minimal, quality = self.winner, None
-            entries, minimal_label = self._verified(minimal, entries)
-        result = Ablation(
-            start=self.label,
-            winner=winner_trial.number,
-            steps=[steps[g] for g in GROUPS if g in steps],
-            minimal=self._dict(minimal),
-            minimal_label=minimal_label,
-            entries=entries,
-            rounds=self.rounds,
-            noise=self.noise,
-            metric=self.metric,
-            counted_trials=seen,
-            quality=quality,
-            worse=self._worse(entries, minimal_label),
-            note=note,
-        )
-        return self._store(result)
+            entries = self._verified(minimal, entries)
+        roles = {"minimal": self._find(entries, minimal).label, "start": self._find(entries, self.start).label, "winner": self._find(entries, self.winner).label}
+        if self.defaults is not None and self._find(entries, self.defaults) is not None:
+            roles["defaults"] = self._find(entries, self.defaults).label
+        result = self._result([steps[g] for g in GROUPS if g in steps], minimal, roles, entries, confirmation, quality, note)
+        return self._store(replace(result, worse=self._worse(entries, minimal)))
+
+    def _result(self, steps: list[Step], minimal: EngineConfig, roles: dict[str, str], entries: list[Candidate], confirmation: Any, quality: dict[str, Any] | None = None, note: str = "") -> Ablation:
+        winner = confirmation.candidate(confirmation.winner)
+        return Ablation(self.label, self.winner_trial.number, steps, _settings(minimal), roles, entries, self.noise, self.metric, list(winner.rounds), quality, note=note)
 
     # -- measuring ---------------------------------------------------------------------------------
 
-    def _reverted(self, group: str) -> EngineConfig:
-        """The winner with ``group`` set back to the start's values."""
-        return compose(self.start, self.winner, [g for g in self.changed if g != group])
-
     def _phase(self, configs: list[tuple[str, EngineConfig]], decide: list[EngineConfig]) -> list[Candidate]:
-        """Measure ``configs`` interleaved (each distinct configuration once, under the start's,
-        the winner's or the defaults' label when it is one of them), with more rounds while the
+        """Measure ``configs`` interleaved, each distinct configuration once (named after the
+        start, the winner or the defaults when it is one of them), with more rounds while the
         rounds disagree on a decision: the winner against each of ``decide``."""
-        named = {tuple(sorted(self._dict(c).items())): label for label, c in [(self.label, self.start), (self.winner_label, self.winner)] + self._defaults()}
+        names = [(self.start, self.label), (self.winner, self.winner_label)] + ([(self.defaults, "defaults")] if self.defaults else [])
         entries: list[Candidate] = []
         for label, config in configs:
-            if all(e.config != self._dict(config) for e in entries):
-                label = named.get(tuple(sorted(self._dict(config).items())), label)  # the start is "defaults", not "without threads"
-                entries.append(Candidate(label, None, self._dict(config), None))
+            if self._find(entries, config, measured=False) is None:
+                label = next((name for known, name in names if _settings(known) == _settings(config)), label)
+                entries.append(Candidate(label, None, _settings(config), None))
         unit = UNITS.get(self.metric, self.metric)
         self.note(f"ablation: {', '.join(e.label for e in entries)} measured in {self.rounds} interleaved rounds ({unit}, speed only)")
         say = lambda line: self.note(f"ablation {line}")  # noqa: E731
@@ -264,83 +270,88 @@ class _Work:
             done += 1
         return entries
 
+    @staticmethod
+    def _find(entries: list[Candidate], config: EngineConfig, measured: bool = True) -> Candidate | None:
+        """The entry measuring ``config`` (with ``measured``: only if its rounds completed)."""
+        found = next((e for e in entries if e.config == _settings(config)), None)
+        return found if found is None or not measured or (found.rounds and not found.error) else None
+
     def _comparisons(self, entries: list[Candidate], decide: list[EngineConfig]) -> list[list[float]]:
         """The paired ratios a phase decides on: the winner over each configuration in ``decide``."""
-        winner = next((e for e in entries if e.label == self.winner_label), None)
-        wanted = [self._dict(c) for c in decide]
-        if winner is None or winner.error:
-            return []
-        return [winner.ratios_to(e) for e in entries if e is not winner and e.config in wanted and e.rounds and not e.error]
+        winner = self._find(entries, self.winner)
+        others = [self._find(entries, c) for c in decide]
+        return [winner.ratios_to(o) for o in others if o is not None and o is not winner] if winner else []
 
-    def _verified(self, minimal: EngineConfig, entries: list[Candidate]) -> tuple[list[Candidate], str]:
+    def _verified(self, minimal: EngineConfig, entries: list[Candidate]) -> list[Candidate]:
         """Entries whose rounds hold the minimal preset beside the winner, the start and the
-        defaults: the current ones when they hold all four, else a new interleaved measurement."""
-        wanted = [("minimal", minimal), (self.winner_label, self.winner), (self.label, self.start)] + self._defaults()
-        measured = {tuple(sorted(e.config.items())): e for e in entries if e.rounds and not e.error}
-        if all(tuple(sorted(self._dict(c).items())) in measured for _, c in wanted):
-            return entries, measured[tuple(sorted(self._dict(minimal).items()))].label
-        entries = self._phase(wanted, decide=[minimal])
-        return entries, next(e.label for e in entries if e.config == self._dict(minimal))
+        defaults: the current ones when they hold them all, else a new interleaved measurement."""
+        wanted = [("minimal", minimal), (self.winner_label, self.winner), (self.label, self.start)]
+        if self.defaults is not None:
+            wanted.append(("defaults", self.defaults))
+        if all(self._find(entries, c) is not None for _, c in wanted):
+            return entries
+        return self._phase(wanted, decide=[minimal])
 
-    def _defaults(self) -> list[tuple[str, EngineConfig]]:
-        """The defaults, when the start is yours: every claim also names them."""
-        trial = baseline_trial(self.study, "defaults") if self.label != "defaults" else None
-        return [("defaults", EngineConfig.from_dict(trial.user_attrs["baseline_config"]))] if trial is not None else []
-
-    def _step(self, group: str, entries: list[Candidate]) -> Step:
+    def _step(self, group: str, reverted: EngineConfig, entries: list[Candidate]) -> Step:
         changes = self.changed[group]
-        without = next(e for e in entries if e.config == self._dict(self._reverted(group)))
-        winner = next(e for e in entries if e.label == self.winner_label)
-        if without.error or winner.error or not without.rounds:
+        without, winner = self._find(entries, reverted, measured=False), self._find(entries, self.winner, measured=False)
+        if without.error or winner.error or not without.rounds or not winner.rounds:
             return Step(group, changes, [], False, f"reverted: could not be measured ({without.error or winner.error})")
         ratios = winner.ratios_to(without)
         worth = Stat.of(ratios)
-        if group == "context" and changes["n_ctx"][1] < changes["n_ctx"][0]:
-            return Step(group, changes, ratios, False, "reverted: the context is a requirement, never below it")
         if not beats(ratios, self.noise):
             how = "it costs" if worth.median < 1 - self.noise else "within the noise"
             return Step(group, changes, ratios, False, f"reverted: {worth.median:.3f}x, {how} (±{self.noise:.1%})")
         return Step(group, changes, ratios, True, f"kept: {worth.median:.3f}x, beyond the noise (±{self.noise:.1%})")
 
-    def _winner_beats(self, entries: list[Candidate], minimal_label: str) -> str:
+    def _next_to_add(self, steps: dict[str, Step], kept: set[str]) -> str:
+        """The reverted group to add back: the largest measured worth, sampling last (the user's
+        product's behaviour changes only when nothing else closes the gap)."""
+        reverted = [g for g in self.changed if g not in kept]
+        return max(reverted, key=lambda g: (g != "sampling", steps[g].worth.median if steps[g].ratios else 0.0))
+
+    def _winner_beats(self, entries: list[Candidate], minimal: EngineConfig) -> str:
         """'' when the minimal preset ties (or beats) the winner in these rounds; else the ratio."""
-        minimal = next(e for e in entries if e.label == minimal_label)
-        winner = next(e for e in entries if e.label == self.winner_label)
-        if minimal is winner or not minimal.rounds or not winner.rounds:
+        mine, winner = self._find(entries, minimal), self._find(entries, self.winner)
+        if mine is winner or winner is None:
             return ""
-        ratios = winner.ratios_to(minimal)
+        ratios = winner.ratios_to(mine)
         return f"{Stat.of(ratios).median:.3f}x" if beats(ratios, self.noise) else ""
 
     def _quality(self, minimal: EngineConfig) -> dict[str, Any] | None:
         """The minimal preset's quality figures and whether it keeps the floor (None: the study has
-        no quality proxy, or the preset is the start or the winner, whose trials hold theirs)."""
+        no quality proxy, or the preset is the start or the winner, whose trials hold theirs).
+        A proxy that cannot run counts as missing the floor: nothing unmeasured is exported."""
         budget = self.study.user_attrs.get("quality_budget")
         reference = self.study.user_attrs.get("reference")
-        if not budget or not reference or minimal in (self.start, self.winner):
+        if not budget or not reference or _settings(minimal) in (_settings(self.start), _settings(self.winner)):
             return None
-        quality = self.runner.quality(minimal)
+        try:
+            quality = self.runner.quality(minimal)
+        except (ConfigError, EngineError, WorkerFailed) as exc:
+            return {"feasible": False, "why": f"its quality proxy failed: {exc.what}"}
         excess = QualityBudget(**budget).constraints(quality, reference["greedy_accuracy"])
         missed = [key for key, value in excess.items() if value > 0]
         why = "; ".join(f"{key} {getattr(quality, key):.4f}" for key in missed)
         return {**quality.to_dict(), "feasible": not missed, "why": why}
 
-    def _worse(self, entries: list[Candidate], minimal_label: str) -> list[str]:
-        minimal = next(e for e in entries if e.label == minimal_label)
-        start = next(e for e in entries if e.label == self.label)
-        return [] if minimal is start else worse_figures(minimal, start, self.workload.shapes, self.noise, self._start_words())
-
-    # -- helpers -----------------------------------------------------------------------------------
-
-    def _start_words(self) -> str:
-        return "your settings" if self.label == "yours" else "the defaults"
-
-    @staticmethod
-    def _dict(config: EngineConfig) -> dict[str, Any]:
-        return config.effective().to_dict()
+    def _worse(self, entries: list[Candidate], minimal: EngineConfig) -> list[str]:
+        mine, start = self._find(entries, minimal), self._find(entries, self.start)
+        return [] if mine is start or start is None else worse_figures(mine, start, self.workload.shapes, self.noise, start_words(self.label))
 
     def _store(self, result: Ablation) -> Ablation:
         self.study.set_user_attr("ablation", result.to_dict())
         return result
+
+
+def _ran(trial: Any) -> EngineConfig:
+    """A trial's settings as llama.cpp ran them (read back), or as asked when it recorded none."""
+    measured = (trial.user_attrs.get("measurement") or {}).get("effective")
+    return EngineConfig.from_dict(measured or trial.user_attrs.get("baseline_config") or trial.user_attrs["config"]).effective()
+
+
+def _settings(config: EngineConfig) -> dict[str, Any]:
+    return config.effective().to_dict()
 
 
 def worse_figures(minimal: Candidate, start: Candidate, shapes: Any, noise: float, start_words: str = "the defaults") -> list[str]:
@@ -362,13 +373,17 @@ def worse_figures(minimal: Candidate, start: Candidate, shapes: Any, noise: floa
 
 
 def current_ablation(study: Any) -> Ablation | None:
-    """The stored ablation, if it still speaks for the study: it ablated the current
-    confirmation's winner, and no trial was added since."""
+    """The stored ablation, if it still speaks for the study: it ablated the winner of the
+    study's current confirmation (the same re-measurement, not a later one)."""
     stored = study.user_attrs.get("ablation")
     confirmation = current_confirmation(study)
     if not stored or confirmation is None:
         return None
+    if "roles" not in stored:  # stored by a development version of this module
+        return None
     ablation = Ablation.from_dict(stored)
-    if ablation.winner != confirmation.winner or ablation.counted_trials != confirmation.counted_trials:
+    winner = confirmation.candidate(confirmation.winner)
+    # A confirmation kept when a resume changed nothing (refresh_if_unchanged) has the same rounds.
+    if ablation.winner != confirmation.winner or ablation.confirmed != list(winner.rounds):
         return None
     return ablation

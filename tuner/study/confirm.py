@@ -34,6 +34,7 @@ from tuner.study._trials import (
     required_context,
     speed_objective,
     start_label,
+    start_words,
 )
 
 __all__ = [
@@ -392,7 +393,7 @@ def _pick_winner(
     winner = _prefer(tied, anchor)
     others = ", ".join(c.label for c in tied if c is not winner)
     if winner.label == anchor:
-        what = "the defaults" if anchor == "defaults" else "your settings"
+        what = start_words(anchor)
         return winner, (
             f"nothing is faster than {what} beyond the noise (±{noise:.1%}): {others} tie with them "
             f"({winner.value.median:.1f} {unit} re-measured); keeping {what}"
