@@ -42,7 +42,7 @@ def test_start_shows_progress_and_the_comparison_table(workdir):
     assert "[  3/3]" in out and "ETA" in out and "best" in out
     for label in ("best", "defaults", "guide_card", "vs defaults", "median ± IQR"):
         assert label in out
-    assert "export the best: tune export cli3" in out
+    assert "export the preset: tune export cli3" in out
     assert (workdir / "studies" / "tuner.db").is_file()
 
 

@@ -33,8 +33,8 @@ def test_start_says_what_it_keeps_and_measures_yours_beside_the_baselines(yours)
     header = next(line for line in out.splitlines() if line.startswith("config "))
     assert "vs defaults" in header and "vs yours" in header
     assert any(line.startswith("yours ") and "1.00x" in line for line in out.splitlines())
-    assert "\nablation (what each change from yours to the winner" in out
-    assert "minimal preset: yours + " in out
+    assert "\nablation (what each change from your settings to the winner" in out
+    assert "minimal preset: your settings + " in out
 
 
 def test_the_preset_keeps_your_context_and_sampling_unless_a_change_pays(yours):
@@ -73,7 +73,7 @@ def test_show_prints_the_ablation_table(yours):
     cwd, _ = yours
     result = run_tune("show", "mine", cwd=cwd)
     assert result.returncode == 0, result.stderr
-    assert "ablation (what each change from yours" in result.stdout
+    assert "ablation (what each change from your settings" in result.stdout
     assert "worth (range)" in result.stdout and "verdict" in result.stdout
     lines = result.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("config "))

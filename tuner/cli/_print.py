@@ -64,7 +64,8 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
     summary = summarize(study_obj)
     unit = UNITS.get(summary.metric, summary.metric)
     typer.echo(f"\n{summary.complete} completed, {summary.failed} failed of target {summary.target}")
-    shown = ([summary.minimal] if summary.minimal else []) + ([summary.best] if summary.best else []) + list(summary.baselines.values())
+    changes = summary.minimal is not None and bool(summary.ablation.steps)  # else the minimal preset is the best row
+    shown = ([summary.minimal] if changes else []) + ([summary.best] if summary.best else []) + list(summary.baselines.values())
     with_yours = "yours" in summary.baselines
     rows = []
     for row in shown:
@@ -118,7 +119,7 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
     for number, reason in summary.failures[:5]:
         typer.echo(f"failed trial #{number}: {reason}")
     if export_hint and summary.best:
-        typer.echo(f"\nexport the best: tune export {summary.name}" + (f" --storage '{redacted(storage)}'" if storage else "") + " --out preset.yaml")
+        typer.echo(f"\nexport the preset: tune export {summary.name}" + (f" --storage '{redacted(storage)}'" if storage else "") + " --out preset.yaml")
 
 
 def print_time(summary: Any) -> None:
@@ -195,6 +196,9 @@ def print_ablation(summary: Any) -> None:
     from tuner.study import ablation_table, start_words, winner_vs_minimal
 
     start = start_words(ablation.start)
+    if not ablation.steps:
+        typer.echo(f"\nablation: the confirmed winner is {start} itself; the preset changes nothing")
+        return
     typer.echo(
         f"\nablation (what each change from {start} to the winner #{ablation.winner} is worth: the winner over the winner "
         f"with that change reverted, paired round by round):"
@@ -212,7 +216,7 @@ def print_ablation(summary: Any) -> None:
     if minimal is not None and minimal.ratio_vs_yours is not None:
         line += f", {minimal.ratio_vs_yours:.2f}x yours"
     versus = winner_vs_minimal(ablation)
-    typer.echo(line + (f"; {versus}" if versus else "") + f" ({ablation.rounds} interleaved rounds)")
+    typer.echo(line + f", {ablation.rounds} interleaved rounds" + (f"; {versus}" if versus else ""))
     if ablation.note:
         typer.echo(f"note: {ablation.note}")
     for worse in ablation.worse:

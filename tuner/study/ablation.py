@@ -163,6 +163,8 @@ def describe_change(knob: str, values: list[Any]) -> str:
     def show(value: Any) -> str:
         if knob in ("type_k", "type_v"):
             return KV_TYPE_NAMES.get(value, str(value))
+        if isinstance(value, bool):
+            return "on" if value else "off"
         return f"{value:g}" if isinstance(value, float) else str(value)
 
     return f"{knob} {show(values[0])} -> {show(values[1])}"
