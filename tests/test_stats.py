@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuner.errors import ConfigError
-from tuner.stats import NoiseFloor, Stat, check_rounds, is_tie
+from tuner.stats import NoiseFloor, Stat, beats, check_rounds, is_tie, settled
 
 SPEED_ONLY = {"prompt_tokens": 32, "gen_tokens": 8, "repeats": 3, "warmup": 1, "quality": False}
 
@@ -59,3 +59,17 @@ def test_too_few_rounds_are_refused(rounds, skip_allowed, message):
 def test_enough_rounds_or_an_allowed_skip_pass():
     check_rounds(3)
     check_rounds(0, skip_allowed=True)
+
+
+def test_a_win_is_paired_rounds_beyond_the_noise_and_their_own_spread():
+    assert beats([1.20, 1.22, 1.18], noise=0.05)
+    assert not beats([1.03, 1.04, 1.02], noise=0.05)  # inside the noise floor
+    assert not beats([1.40, 1.10, 0.95], noise=0.05)  # the median 1.10 is inside the rounds' own spread
+    assert not beats([], noise=0.05)
+
+
+def test_rounds_that_disagree_with_the_verdict_are_not_settled():
+    assert settled([1.20, 1.22, 1.18], noise=0.05)  # a win no round contradicts
+    assert not settled([1.10, 1.14, 0.99], noise=0.03)  # a win one round reads as a loss
+    assert settled([1.01, 0.98, 1.03], noise=0.05)  # a tie no round reads as a clear win
+    assert not settled([1.01, 0.98, 1.25], noise=0.05)  # a tie one round reads as 25% faster
