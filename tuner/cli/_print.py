@@ -193,7 +193,7 @@ def print_ablation(summary: Any) -> None:
     ablation = summary.ablation
     if ablation is None:
         return
-    from tuner.study import ablation_table, start_words, winner_vs_minimal
+    from tuner.study import start_words, winner_vs_minimal
 
     start = start_words(ablation.start)
     if not ablation.steps:
@@ -203,7 +203,7 @@ def print_ablation(summary: Any) -> None:
         f"\nablation (what each change from {start} to the winner #{ablation.winner} is worth: the winner over the winner "
         f"with that change reverted, paired round by round):"
     )
-    rows = [[row["group"], row["change"], step.worth_text, "kept" if step.kept else "reverted"] for row, step in zip(ablation_table(ablation), ablation.steps)]
+    rows = [[step.group, step.change_text, step.worth_text, "kept" if step.kept else "reverted"] for step in ablation.steps]
     if rows:
         typer.echo(table(["group", "from -> to", "worth (range)", "verdict"], rows))
         for step in ablation.steps:

@@ -136,9 +136,9 @@ def ablation_section(summary: Summary) -> Section:
     ablation = summary.ablation
     if ablation is None:
         return Section(title, note="No ablation: the study has no current confirmation (or was confirmed before ablations existed).")
-    from tuner.study import ablation_table, start_words
+    from tuner.study import start_words
 
-    rows = [[row["group"], row["change"], step.worth_text, row["why"]] for row, step in zip(ablation_table(ablation), ablation.steps)]
+    rows = [[step.group, step.change_text, step.worth_text, step.why] for step in ablation.steps]
     start = start_words(ablation.start)
     note = (
         f"The winner #{ablation.winner} over the winner with each group set back to {start}, paired over "

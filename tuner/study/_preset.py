@@ -14,7 +14,7 @@ from tuner.stats import Stat, beats
 from tuner.study._storage import now
 from tuner.study._summary import Row, Summary, summarize, why_picked
 from tuner.study._trials import start_words
-from tuner.study.ablation import Ablation, describe_change
+from tuner.study.ablation import Ablation
 from tuner.study.confirm import Candidate, Confirmation
 
 __all__ = ["ablation_table", "best_preset", "winner_vs_minimal"]
@@ -114,7 +114,7 @@ def ablation_table(ablation: Ablation) -> list[dict[str, Any]]:
         worth = {"median": round(step.worth.median, 3), "low": round(min(step.ratios), 3), "high": round(max(step.ratios), 3)} if step.ratios else None
         rows.append({
             "group": step.group,
-            "change": ", ".join(describe_change(k, v) for k, v in step.changes.items()),
+            "change": step.change_text,
             "worth": worth,
             "kept": step.kept,
             "why": step.why,

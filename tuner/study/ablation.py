@@ -82,6 +82,11 @@ class Step:
         return Stat.of(self.ratios)
 
     @property
+    def change_text(self) -> str:
+        """'n_threads 1 -> 2, n_threads_batch 1 -> 2': the group's changed knobs, from -> to."""
+        return ", ".join(describe_change(k, v) for k, v in self.changes.items())
+
+    @property
     def worth_text(self) -> str:
         """'1.683x (1.52-1.80)': the median and the range of the per-round ratios ('-' unmeasured)."""
         return f"{self.worth.median:.3f}x ({min(self.ratios):.2f}-{max(self.ratios):.2f})" if self.ratios else "-"

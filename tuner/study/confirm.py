@@ -367,7 +367,7 @@ def measure_into(entry: Candidate, runner: Any, workload: Workload, metric: str)
 
 
 def _with_ratios(entry: Candidate, defaults: Candidate) -> Candidate:
-    return replace(entry, ratio_vs_defaults=[a / d for a, d in zip(entry.rounds, defaults.rounds)])
+    return replace(entry, ratio_vs_defaults=entry.ratios_to(defaults))
 
 
 def _pick_winner(
