@@ -22,8 +22,8 @@ LAYERS: list[set[str]] = [
     {"tuner.engine", "tuner.vocab"},  # the only llama.cpp drivers: contexts; a vocabulary alone
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload", "tuner.baseline"},
-    {"tuner.worker", "tuner.preset", "tuner.user_requests"},
-    {"tuner.study._storage", "tuner.study._trials"},
+    {"tuner.worker", "tuner.preset", "tuner.user_requests", "tuner.targets"},
+    {"tuner.study._storage", "tuner.study._trials", "tuner.study.noise"},
     {"tuner.study.confirm", "tuner.study.explain"},
     {"tuner.study._objective", "tuner.study.ablation"},
     {"tuner.study._optimize", "tuner.study._summary", "tuner.study._preset", "tuner.study._eta"},

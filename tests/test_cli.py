@@ -44,6 +44,24 @@ def test_start_shows_progress_and_the_comparison_table(workdir):
         assert label in out
     assert "export the preset: tune export cli3" in out
     assert (workdir / "studies" / "tuner.db").is_file()
+    progress = [line for line in out.splitlines() if line.startswith(("[", "noise floor:", "racing:", "drift:", "round ", "confirming:"))]
+    long = [line for line in progress if len(line) > 160]
+    assert len(progress) > 5 and not long, long  # progress lines a terminal does not wrap
+
+
+def test_a_progress_line_fits_160_characters_whatever_its_reason():
+    from types import SimpleNamespace
+
+    from tuner.cli._print import progress_line
+
+    worst = dict(done=123, target=500, number=1234, label="guide_card", value=12345.6, iqr=1234.5, best_value=12345.6, best_number=1234,
+                 eta_s=36000.0, kld=0.1234, accuracy=0.95, objective="requests_per_min", decode_tok_s=1234.5, prompt_tok_s=12345.0)
+    reason = "time to first token 1084 ms on its slowest shape > 800 ms (--max-ttft-ms); mean KLD 0.0412 > 0.01 (--quality-budget)"
+    for state, feasible in (("COMPLETE", True), ("COMPLETE", False), ("PRUNED", False), ("FAIL", False)):
+        line = progress_line(SimpleNamespace(**worst, state=state, feasible=feasible, reason=reason))
+        assert len(line) <= 160 and line.endswith("ETA 600m00s"), line  # the reason is cut, never the ETA
+    short = progress_line(SimpleNamespace(**worst, state="PRUNED", feasible=False, reason="stopped early: 33.3 < 51.4 requests/min after 1 repetition"))
+    assert "PRUNED: stopped early: 33.3 < 51.4 requests/min after 1 repetition  best" in short  # short reasons are whole
 
 
 def test_start_measures_the_noise_floor_first_and_confirms_the_winner_last(workdir):

@@ -17,7 +17,7 @@ from tuner.workload import Workload
 from tuner.models import model_sha256
 from tuner.space import load_space
 from tuner.study import Economies, StudySpec, counted_trials, open_storage, start_study
-from tuner.study.confirm import NOISE_RUNS
+from tuner.study.noise import NOISE_RUNS
 from tuner.worker import Worker
 
 

@@ -9,10 +9,11 @@ there) and its requests are timed: the prompt, then exactly ``gen`` generated to
 request from the same cached depth. Every repetition's counters are checked against the wall
 clock, and a repetition where they disagree is flagged.
 
-Racing: with ``stop_below``, every shape's first repetition runs first; when the objective they
-give is below ``stop_below`` the measurement stops there (``stopped`` says why) and the quality
-proxy does not run. Otherwise the remaining repetitions follow, the last shape first (its depth is
-still in the cache).
+Racing: with a :class:`RaceBound`, every shape's first repetition runs first, then every shape's
+second (the last shape first: its depth is still in the cache); when the objective of the first
+repetition is below ``after_first``, or that of the better of the two below ``after_second``, the
+measurement stops there (``stopped`` says why) and the quality proxy does not run. Otherwise the
+remaining repetitions follow. How the bounds are set is :mod:`tuner.study.noise`'s business.
 
 Rates come from llama.cpp's own counters (llama_perf_context, llama_perf_sampler); wall-clock
 times are kept beside them as a cross-check, and the end-to-end request time (what the user
@@ -34,7 +35,7 @@ from tuner.stats import Stat
 from tuner.telemetry import Telemetry
 from tuner.workload import Shape, Workload, requests_per_min
 
-__all__ = ["TIME_PARTS", "WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
+__all__ = ["TIME_PARTS", "RaceBound", "WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
 
 # The text every trial evaluates: fixed, so trials compare like with like. Written for this
 # project; repeated as needed to reach a shape's depth + prompt length.
@@ -114,7 +115,7 @@ class Measurement:
     clamped: dict[str, tuple[Any, Any]]
     telemetry: dict[str, Any] = field(default_factory=dict)  # peak RSS; GPU VRAM/util/power/energy
     quality: Quality | None = None  # the quality proxy's figures, when it ran
-    stopped: str = ""  # why the measurement stopped after the first repetition (racing), if it did
+    stopped: str = ""  # why the measurement stopped after its first or second repetition (racing), if it did
     flags: list[str] = field(default_factory=list)  # repetitions whose counters disagree with the wall clock
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went: TIME_PARTS
 
@@ -162,13 +163,22 @@ class Measurement:
         return data
 
 
+@dataclass(frozen=True)
+class RaceBound:
+    """Racing's two bounds on the objective: one repetition below ``after_first`` stops a
+    measurement; so do two whose better one is below ``after_second``."""
+
+    after_first: float
+    after_second: float
+
+
 def measure(
     engine: Engine,
     config: EngineConfig,
     workload: Workload,
     reference: Reference | None = None,
     *,
-    stop_below: float | None = None,
+    race: RaceBound | None = None,
     use_cache: bool = True,
 ) -> Measurement:
     """Measure ``config`` on ``engine`` under ``workload``: a warm-up pass, each shape's cached
@@ -176,7 +186,7 @@ def measure(
     ``workload.quality``) the quality proxy.
 
     Args:
-        stop_below: racing: stop after the first repetition when the objective reads below this.
+        race: racing: stop after the first or second repetition below its bound.
         use_cache: let the quality proxy reuse cached logits (see :mod:`tuner.quality`).
 
     Raises:
@@ -199,7 +209,7 @@ def measure(
             session.generate(text[:WARMUP_PROMPT], WARMUP_TOKENS, stop_at_eos=False)
         clock.lap("warmup")
         with Telemetry() as telemetry:
-            runs, stopped = _repetitions(session, workload, text, stop_below, clock)
+            runs, stopped = _repetitions(session, workload, text, race, clock)
     quality = None
     if reference is not None and workload.quality and not stopped:
         quality = evaluate(engine, config, reference, use_cache=use_cache)
@@ -233,9 +243,10 @@ class _Clock:
 
 
 def _repetitions(
-    session: Session, workload: Workload, text: list[int], stop_below: float | None, clock: _Clock
+    session: Session, workload: Workload, text: list[int], race: RaceBound | None, clock: _Clock
 ) -> tuple[list[list[Generation]], str]:
-    """Every shape's repetitions: the first of each shape, the racing check, then the rest."""
+    """Every shape's repetitions: the first of each shape, the second (last shape first), each
+    followed by its racing check, then the rest."""
     requests = []
     for shape in workload.shapes:
         tokens = prompt_tokens(text, shape.depth + shape.prompt)
@@ -252,14 +263,27 @@ def _repetitions(
         runs[index].append(session.generate(prompt, shape.gen, past=shape.depth, stop_at_eos=False))
         clock.lap("timed")
 
-    for index in range(len(workload.shapes)):
+    def objective(repetition: int) -> float:
+        return requests_per_min([request_ms(r[repetition]) for r in runs], workload.weights)
+
+    shapes = list(range(len(workload.shapes)))
+    for index in shapes:
         run(index)
-    if stop_below is not None:
-        first = requests_per_min([request_ms(r[0]) for r in runs], workload.weights)
-        if first < stop_below:
-            return runs, f"its first repetition read {first:.2f} requests/min, below the racing bound {stop_below:.2f}"
-    for index in reversed(range(len(workload.shapes))):
-        for _ in range(workload.repeats - 1):
+    done = 1
+    if race is not None:
+        if objective(0) < race.after_first:
+            return runs, f"{objective(0):.1f} < {race.after_first:.1f} requests/min after 1 repetition"
+        if workload.repeats >= 2:
+            shapes.reverse()  # the last shape's depth is still in the cache
+            for index in shapes:
+                run(index)
+            done = 2
+            better = max(objective(0), objective(1))
+            if better < race.after_second:
+                return runs, f"{better:.1f} < {race.after_second:.1f} requests/min after 2 repetitions"
+    shapes.reverse()
+    for index in shapes:
+        for _ in range(workload.repeats - done):
             run(index)
     return runs, ""
 

@@ -21,7 +21,7 @@ from typing import Any
 from tuner import errors
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, TunerError, WorkerFailed
-from tuner.measure import Measurement
+from tuner.measure import Measurement, RaceBound
 from tuner.quality import Quality
 from tuner.workload import Workload
 
@@ -66,14 +66,14 @@ class Worker:
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
-    def measure(self, config: EngineConfig, workload: Workload, *, stop_below: float | None = None, use_cache: bool = True) -> Measurement:
+    def measure(self, config: EngineConfig, workload: Workload, *, race: RaceBound | None = None, use_cache: bool = True) -> Measurement:
         """Measure ``config`` in the worker (see :func:`tuner.measure.measure` for the options).
 
         Raises:
             ConfigError / EngineError: the configuration was refused (the worker lives on).
             WorkerFailed: the worker died or timed out (it is gone; the next call starts another).
         """
-        options = {"stop_below": stop_below, "use_cache": use_cache}
+        options = {"race": race, "use_cache": use_cache}
         return Measurement.from_dict(self._request(("measure", config.to_dict(), workload.to_dict(), options), "the trial"))
 
     def quality(self, config: EngineConfig) -> Quality:

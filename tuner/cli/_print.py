@@ -20,6 +20,7 @@ __all__ = [
     "print_knob_effects",
     "print_pareto",
     "print_progress",
+    "progress_line",
     "print_ablation",
     "print_requirement",
     "print_shapes",
@@ -31,20 +32,39 @@ __all__ = [
 ]
 
 
+LINE_WIDTH = 160  # progress lines a terminal does not wrap; the full reasons are in `tune show`
+
+
 def print_progress(p: Any) -> None:
     """One line per finished trial: the objective in its unit, decode and prompt speed, quality,
-    the best so far and the ETA."""
+    the best so far and the ETA; an infeasible trial's line gives its reason instead of its decode
+    and prompt speeds, and a reason (infeasible, stopped, failed) is cut to fit LINE_WIDTH."""
+    typer.echo(progress_line(p))
+
+
+def progress_line(p: Any) -> str:
+    """The progress line of one finished trial (see :func:`print_progress`)."""
     eta = duration(p.eta_s) if p.eta_s is not None else "?"
     head = f"[{p.done:>3}/{p.target}] trial #{p.number:<3} {p.label:<10}"
     best = f"best {p.best_value:6.1f} (#{p.best_number})" if p.best_value is not None else "best -"
+    tail = f"  {best}  ETA {eta}"
     if p.state == "COMPLETE":
         unit = UNITS.get(p.objective, p.objective)
         speeds = f"  decode {p.decode_tok_s:5.1f}  prompt {p.prompt_tok_s:5.0f} tok/s" if p.decode_tok_s is not None and p.objective != "decode_tok_s" else ""
         quality = f"  kld {p.kld:.4f} acc {p.accuracy:.2f}" if p.kld is not None else ""
-        verdict = "" if p.feasible else f"  INFEASIBLE ({p.reason})" if p.reason else "  INFEASIBLE"
-        typer.echo(f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} {unit}{speeds}{quality}{verdict}   {best}   ETA {eta}")
-    else:
-        typer.echo(f"{head} {p.state}: {p.reason or 'see tune show'}   {best}   ETA {eta}")
+        value = f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} {unit}"
+        if p.feasible:
+            return value + speeds + quality + tail
+        return _fit(value + quality + "  INFEASIBLE", f" ({p.reason})" if p.reason else "", tail)
+    return _fit(f"{head} {p.state}", f": {p.reason or 'see tune show'}", tail)
+
+
+def _fit(start: str, reason: str, end: str) -> str:
+    """``start + reason + end`` within LINE_WIDTH characters, the reason cut (with …) if need be."""
+    room = LINE_WIDTH - len(start) - len(end)
+    if len(reason) > room:
+        reason = reason[: max(room - 1, 0)] + "…"
+    return start + reason + end
 
 
 def print_workload(workload: Any) -> None:
@@ -108,9 +128,11 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
         picked = "confirmed by re-measurement" if summary.confirmation else "fastest"
         typer.echo(f"best = {picked} of {summary.feasible} feasible trials ({summary.infeasible} outside the quality floor or the latency targets)")
     if summary.noise:
-        typer.echo(f"noise floor: ±{summary.noise:.1%} run to run (differences within it are ties)")
+        typer.echo(f"noise floor: ±{summary.noise:.1%} between readings side by side (closer differences are ties)")
+        if summary.drift.readings:
+            typer.echo(f"drift: single readings minutes apart ±{summary.reading_noise:.1%}; re-read {summary.drift.describe(UNITS.get(summary.metric, summary.metric))}")
     elif summary.noise_error:
-        typer.echo(f"noise floor: not measured ({summary.noise_error}); ties rest on each trial's own spread")
+        typer.echo(f"noise floor: not measured ({summary.noise_error}); ties rest on the rounds' own spread")
     print_confirmation(summary)
     print_ablation(summary)
     print_time(summary)

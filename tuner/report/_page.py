@@ -110,9 +110,11 @@ def _summary_table(study: Any, summary: Summary) -> str:
             reading = summary.trial_readings["best"]
             rows.append(["best, its trial's reading", f"{pm(reading.speed)} {UNITS.get(summary.metric, summary.metric)} (before re-measurement)"])
     if summary.noise:
-        rows.append(["noise floor", f"±{summary.noise:.1%} run to run (closer results are ties)"])
+        rows.append(["noise floor", f"±{summary.noise:.1%} between readings side by side (closer results are ties)"])
+        if summary.drift.readings:
+            rows.append(["drift", f"single readings minutes apart ±{summary.reading_noise:.1%}; re-read {summary.drift.describe(UNITS.get(summary.metric, summary.metric))}"])
     elif summary.noise_error:
-        rows.append(["noise floor", f"not measured: {summary.noise_error}; ties rest on each trial's own spread"])
+        rows.append(["noise floor", f"not measured: {summary.noise_error}; ties rest on the rounds' own spread"])
     if summary.quality_note:
         rows.append(["quality proxy", summary.quality_note])
     if summary.time_text:

@@ -3,12 +3,13 @@
 The public names live here; the work lives in underscore modules, one job each:
 
 * ``_storage``   storage URLs and drivers, SQLite checks, opening, loading and listing studies
-* ``_trials``    queries over a study's trials: baselines, feasible, counted, the noise floor
+* ``_trials``    queries over a study's trials: baselines, feasible, counted, the fastest
+* ``noise``      the noise floor, drift, the racing bound and THE tie rule
 * ``_objective`` one trial: suggest, measure through a runner, record
-* ``_optimize``  start and resume: the noise floor, the trial loop, confirmation at the end
+* ``_optimize``  start and resume: the noise floor, the trial loop (drift followed), confirmation
 * ``_summary``   rows, the summary and Pareto front, why the pick
 * ``_preset``    the preset a study exports: the minimal preset, or the full winner
-* ``confirm``    the noise floor and the interleaved re-measurement that confirms the winner
+* ``confirm``    the interleaved re-measurement that confirms the winner
 * ``ablation``   what each change from the starting point is worth; the minimal preset
 * ``explain``    parameter importances, per-knob effects and the guide audit
 """
@@ -27,6 +28,7 @@ from tuner.study._storage import (
 )
 from tuner.study._preset import ablation_table, best_preset, winner_vs_minimal
 from tuner.study._summary import SHAPE_COLUMNS, Row, Summary, by_shape, study_json, summarize, why_picked
+from tuner.study.noise import drift, noise_floor, reading_noise
 from tuner.study._trials import (
     BASELINES,
     BASELINE_LABELS,
@@ -36,7 +38,6 @@ from tuner.study._trials import (
     fastest_feasible,
     feasible_trials,
     is_feasible,
-    noise_floor,
     quality_version,
     required_context,
     speed_objective,
@@ -68,6 +69,7 @@ __all__ = [
     "check_quality_version",
     "check_trials",
     "counted_trials",
+    "drift",
     "fastest_feasible",
     "feasible_trials",
     "is_feasible",
@@ -76,6 +78,7 @@ __all__ = [
     "noise_floor",
     "open_storage",
     "quality_version",
+    "reading_noise",
     "redact",
     "resume_study",
     "required_context",

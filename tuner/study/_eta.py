@@ -10,7 +10,8 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.study._trials import baseline_trial, fastest_feasible, start_label
 from tuner.study.ablation import changed_groups
-from tuner.study.confirm import CONFIRM_CANDIDATES, NOISE_RUNS
+from tuner.study.confirm import CONFIRM_CANDIDATES
+from tuner.study.noise import NOISE_RUNS
 
 __all__ = ["ablation_estimate", "confirmation_estimate", "end_estimate", "per_trial"]
 

@@ -16,16 +16,15 @@ from tuner.config import EngineConfig
 from tuner.engine import Engine
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.hardware import describe_machine
-from tuner.measure import Measurement, measure
+from tuner.measure import Measurement, RaceBound, measure
 from tuner.quality import Quality, QualityBudget, evaluate, reference_for
 from tuner.space import SearchSpace
-from tuner.stats import race_margin
-from tuner.study._trials import counted_trials, fastest_feasible, noise_floor
+from tuner.study._trials import counted_trials
+from tuner.study.noise import race_bound
 from tuner.workload import LatencyTargets, Workload
 
-RACE_RULE = "the margin being the largest of 5%, twice the noise floor and twice its relative IQR"
 
-__all__ = ["Economies", "InProcess", "Runner", "TrialFailed", "make_objective", "race_bound"]
+__all__ = ["Economies", "InProcess", "Runner", "TrialFailed", "make_objective"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +44,7 @@ class TrialFailed(Exception):
 class Runner(Protocol):
     """Measures one configuration: :class:`InProcess` or :class:`tuner.worker.Worker`."""
 
-    def measure(self, config: EngineConfig, workload: Workload, *, stop_below: float | None = None, use_cache: bool = True) -> Measurement: ...
+    def measure(self, config: EngineConfig, workload: Workload, *, race: RaceBound | None = None, use_cache: bool = True) -> Measurement: ...
 
     def reference(self, model_sha256: str, *, use_cache: bool = True) -> dict[str, float]: ...
 
@@ -66,8 +65,8 @@ class InProcess:
         self._reference = reference_for(self.engine, model_sha256, use_cache=use_cache)
         return {"greedy_accuracy": self._reference.greedy_accuracy, "greedy_nll": self._reference.greedy_nll}
 
-    def measure(self, config: EngineConfig, workload: Workload, *, stop_below: float | None = None, use_cache: bool = True) -> Measurement:
-        return measure(self.engine, config, workload, self._reference, stop_below=stop_below, use_cache=use_cache)
+    def measure(self, config: EngineConfig, workload: Workload, *, race: RaceBound | None = None, use_cache: bool = True) -> Measurement:
+        return measure(self.engine, config, workload, self._reference, race=race, use_cache=use_cache)
 
     def quality(self, config: EngineConfig) -> Quality:
         """The quality proxy alone (the reference must be loaded: :meth:`reference`)."""
@@ -94,8 +93,8 @@ def make_objective(
     made before workloads); with the quality proxy, mean KLD is the second. The quality floor and
     the latency targets are Optuna constraints.
 
-    ``economies`` turns racing and the quality cache on or off; ``prepared`` may hold a
-    measurement of the defaults already made (the noise floor's last run) for their baseline trial.
+    ``economies`` turns racing and the quality cache on or off; ``prepared`` may hold, by baseline
+    label, a measurement already made (the noise floor's last run) for that baseline's trial.
     """
     import optuna
 
@@ -123,11 +122,11 @@ def make_objective(
         racing = economies.racing and speed == "requests_per_min" and "baseline" not in trial.user_attrs
         bound = race_bound(trial.study, speed) if racing else None
         try:
-            if trial.user_attrs.get("baseline") == "defaults" and "defaults" in prepared:
-                result = prepared.pop("defaults")  # measured moments ago as the noise floor's last run
+            if trial.user_attrs.get("baseline") in prepared:
+                result = prepared.pop(trial.user_attrs["baseline"])  # measured moments ago as the noise floor's last run
                 trial.set_user_attr("reused", "the noise floor's last run (same settings, same workload, same process)")
             else:
-                result = runner.measure(config, workload, stop_below=bound[0] if bound else None, use_cache=economies.cache)
+                result = runner.measure(config, workload, race=bound, use_cache=economies.cache)
         except (ConfigError, EngineError) as exc:
             return _fail(trial, str(exc))
         except WorkerFailed as exc:
@@ -135,7 +134,7 @@ def make_objective(
             return _fail(trial, exc.reason)
         _record(trial, result, model_sha, time.perf_counter() - started)
         if result.stopped:
-            trial.set_user_attr("raced", f"stopped early: {result.stopped} ({bound[1]})")
+            trial.set_user_attr("raced", f"stopped early: {result.stopped}")  # the rule: tuner.study.noise.race_rule
             raise optuna.TrialPruned(trial.user_attrs["raced"])
         if budget is not None and (result.quality is None or reference is None):
             # A two-objective study needs both values: without the second, Optuna would fail the
@@ -180,18 +179,6 @@ def _why(key: str, excess: float, result: Measurement, budget: QualityBudget | N
     if key == "kld_mean":
         return f"mean KLD {result.quality.kld_mean:.4f} > {budget.kld_mean} (--quality-budget)"
     return f"task accuracy {result.quality.task_accuracy:.2f} below {budget.accuracy_floor:.0%} of greedy (--accuracy-floor)"
-
-
-def race_bound(study: Any, speed: str) -> tuple[float, str] | None:
-    """The speed below which a trial's first repetition stops it, and how it was set: the best
-    feasible trial's median less :func:`tuner.stats.race_margin` (None before any trial is
-    feasible)."""
-    best = fastest_feasible(study)
-    if best is None:
-        return None
-    figure = best.user_attrs["measurement"][speed]
-    margin = race_margin(noise_floor(study), figure["iqr"] / figure["median"] if figure["median"] else 0.0)
-    return best.values[0] * (1 - margin), f"the bound is trial #{best.number}'s {best.values[0]:.2f} less {margin:.0%}, {RACE_RULE}"
 
 
 def _surplus(trial: Any, target: int) -> bool:

@@ -30,10 +30,11 @@ from tuner.space import SearchSpace
 from tuner.stats import check_rounds
 from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
 from tuner.study._objective import Economies, Runner, TrialFailed, make_objective
-from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective, study_defaults
+from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective
 from tuner.study._eta import end_estimate, per_trial
 from tuner.study.ablation import ablate
-from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, measure_noise_floor, refresh_if_unchanged
+from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, refresh_if_unchanged
+from tuner.study.noise import DRIFT_EVERY, drift_due, floor_config, follow_drift, measure_noise_floor, noise_floor, race_rule
 
 __all__ = [
     "Progress",
@@ -166,7 +167,7 @@ def start_study(
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
     prepared = _measure_noise(study, runner, spec.workload, on_note)
     space = study_space(study, spec.space)
-    ran = _run(study, spec.trials, runner, space, spec.workload, on_progress, confirm_rounds, prepared)
+    ran = _run(study, spec.trials, runner, space, spec.workload, on_progress, confirm_rounds, prepared, on_note)
     return _confirm(study, runner, confirm_rounds, ran, False, on_note)
 
 
@@ -203,7 +204,7 @@ def resume_study(
     if "noise_floor" not in study.user_attrs:  # a study from before noise floors, or interrupted early
         _measure_noise(study, runner, workload, on_note)
     nothing_to_do = len(counted_trials(study)) >= target
-    ran = _run(study, target, runner, study_space(study, space), workload, on_progress, confirm_rounds)
+    ran = _run(study, target, runner, study_space(study, space), workload, on_progress, confirm_rounds, on_note=on_note)
     return _confirm(study, runner, confirm_rounds, ran, nothing_to_do, on_note)
 
 
@@ -246,18 +247,20 @@ def _add_seconds(study: Any, part: str, seconds: float) -> None:
 
 
 def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Callable[[str], None] | None) -> dict[str, Any]:
-    """Measure and store the noise floor; returns the defaults' last run for their baseline trial."""
+    """Measure and store the noise floor on the starting point; returns its last run for that
+    baseline's trial (by label), and says the racing rule once (a stopped trial's line is short)."""
     clock = time.monotonic()
+    label, config = floor_config(study)
     try:
         floor, last = measure_noise_floor(
-            runner, workload, metric=speed_objective(study), defaults=study_defaults(study), use_cache=economies_of(study).cache
+            runner, workload, metric=speed_objective(study), config=config, use_cache=economies_of(study).cache, label=label
         )
     except (ConfigError, EngineError, WorkerFailed) as exc:
-        # The defaults cannot run this workload: their baseline trial will fail and say why; ties
-        # then rest on each trial's own spread.
+        # The starting point cannot run this workload: its baseline trial will fail and say why;
+        # ties then rest on the rounds' own spread.
         study.set_user_attr("noise_floor_error", exc.what)  # shown by tune show and the report
         if on_note:
-            on_note(f"noise floor not measured: the defaults failed on this workload ({exc.what})")
+            on_note(f"noise floor not measured: {label} failed on this workload ({exc.what})")
         return {}
     finally:
         _add_seconds(study, "noise_floor", time.monotonic() - clock)
@@ -265,7 +268,9 @@ def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Call
     study.set_user_attr("noise_floor_error", None)
     if on_note:
         on_note(f"noise floor: {floor.describe()}; closer results are ties")
-    return {"defaults": last}
+        if economies_of(study).racing and speed_objective(study) == "requests_per_min":
+            on_note(race_rule(noise_floor(study)))
+    return {label: last}
 
 
 def _confirm(
@@ -313,8 +318,10 @@ def _run(
     on_progress: Callable[[Progress], None] | None,
     confirm_rounds: int = CONFIRM_ROUNDS,
     prepared: dict[str, Any] | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> set[int]:
     """Run trials until the study holds ``target`` counted trials; return the numbers run here.
+    Every DRIFT_EVERY counted trials the incumbent is re-measured (tuner.study.noise: drift).
 
     Safe with several processes on one study: each re-counts before every trial, and when the
     trials still missing are already RUNNING elsewhere it waits for them instead of overshooting.
@@ -366,8 +373,14 @@ def _run(
         numbers.update(t.number for t in finished)
         if on_progress and finished:
             remaining = max(target - len(counted_trials(study)), 0)
-            eta = remaining * per_trial(durations) + end_estimate(study, confirm_rounds) if durations else None
+            # each drift check costs about one trial (speed only)
+            eta = remaining * per_trial(durations) * (1 + 1 / DRIFT_EVERY) + end_estimate(study, confirm_rounds) if durations else None
             on_progress(_progress(study, finished[0], target, remaining, eta))
+        counted = len(counted_trials(study))
+        if finished and drift_due(counted, target) and speed_objective(study) == "requests_per_min":
+            clock = time.monotonic()
+            follow_drift(study, runner, workload, speed_objective(study), on_note)
+            _add_seconds(study, "drift", time.monotonic() - clock)
     return numbers
 
 

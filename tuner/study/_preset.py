@@ -10,10 +10,11 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.errors import StudyError
 from tuner.preset import Preset
-from tuner.stats import Stat, beats
+from tuner.stats import Stat
 from tuner.study._storage import now
 from tuner.study._summary import Row, Summary, summarize, why_picked
 from tuner.study._trials import start_words
+from tuner.study.noise import beats
 from tuner.study.ablation import Ablation
 from tuner.study.confirm import Candidate, Confirmation
 

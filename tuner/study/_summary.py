@@ -8,13 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from tuner.stats import UNITS, Stat, duration, is_tie
+from tuner.stats import UNITS, Stat, duration
 from tuner.study._trials import (
     BASELINE_LABELS,
     baseline_trial,
     fastest_feasible,
     is_feasible,
-    noise_floor,
     quality_version,
     required_context,
     speed_objective,
@@ -22,10 +21,11 @@ from tuner.study._trials import (
 )
 from tuner.study.ablation import Ablation, current_ablation
 from tuner.study.confirm import SHAPE_FIGURES, Candidate, Confirmation, current_confirmation
+from tuner.study.noise import Drift, drift, noise_floor, reading_noise, tie
 
 # Where a study's time goes (see time_spent), in the order a trial spends it, with display names.
 TRIAL_PARTS = (("setup", "setup"), ("warmup", "warm-up"), ("prefill", "prefill"), ("timed", "timed"), ("quality", "quality"), ("overhead", "overhead"))
-STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("confirmation", "confirmation"), ("ablation", "ablation"))
+STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("drift", "drift checks"), ("confirmation", "confirmation"), ("ablation", "ablation"))
 
 __all__ = ["SHAPE_COLUMNS", "Row", "Summary", "by_shape", "minimal_row", "study_json", "summarize", "why_picked"]
 
@@ -55,11 +55,7 @@ class Row:
     shapes: list[dict[str, Any]] = field(default_factory=list)  # the trial's own per-shape medians
     source: str = "trial"  # "trial": the trial's own reading; "confirmed": re-measured in the confirmation; "ablation": measured there
 
-    def within_noise_of(self, other: Row, noise: float = 0.0) -> bool:
-        """A tie: the speed medians differ by no more than the larger of the two IQRs, or by no
-        more than the relative ``noise`` (the study's noise floor)."""
-        gap = abs(self.speed.median - other.speed.median)
-        return gap <= max(self.speed.iqr, other.speed.iqr) or is_tie(self.speed.median, other.speed.median, noise)
+    rounds_vs_defaults: list[float] = field(default_factory=list)  # paired per-round ratios, when re-measured beside them
 
     @classmethod
     def of(cls, label: str, trial: Any, defaults: Any | None, metric: str = "requests_per_min", yours: Any | None = None) -> Row:
@@ -122,6 +118,7 @@ class Row:
             prompt=stat("prompt_tok_s", self.prompt),
             ttft=stat("ttft_ms", self.ttft),
             ratio_vs_defaults=candidate.ratio.median if candidate.ratio_vs_defaults else self.ratio_vs_defaults,
+            rounds_vs_defaults=list(candidate.ratio_vs_defaults),
             ratio_vs_yours=Stat.of(candidate.ratios_to(yours)).median if yours is not None and yours.rounds else None,
             shapes=_shapes_of(candidate, self.shapes) or self.shapes,
             source=source,
@@ -177,7 +174,9 @@ class Summary:
     pareto: list[Row] = field(default_factory=list)  # feasible trials no other trial beats on both objectives
     feasible: int = 0
     infeasible: int = 0
-    noise: float = 0.0  # the study's relative noise floor
+    noise: float = 0.0  # the study's relative noise floor (paired comparisons)
+    reading_noise: float = 0.0  # the noise of single readings: the floor widened by the drift seen
+    drift: Drift = field(default_factory=Drift)  # the incumbents' re-measurements during the search
     confirmation: Confirmation | None = None  # when current (see current_confirmation)
     metric: str = "requests_per_min"  # the speed objective every Row's ``speed`` holds
     noise_error: str | None = None  # why the noise floor could not be measured, when it could not
@@ -226,9 +225,15 @@ class Summary:
         return ""
 
     def ties_defaults(self, row: Row) -> bool:
-        """True when ``row`` (not the defaults themselves) is within the noise of the defaults."""
+        """True when ``row`` (not the defaults themselves) is within the noise of the defaults, by
+        the one tie rule: on its paired rounds and the floor when it was re-measured beside them,
+        else on the two readings and the noise of single readings."""
         defaults = self.baselines.get("defaults")
-        return defaults is not None and row.number != defaults.number and row.within_noise_of(defaults, self.noise)
+        if defaults is None or row.number == defaults.number or row.ratio_vs_defaults is None:
+            return False
+        if row.rounds_vs_defaults:
+            return tie(row.rounds_vs_defaults, self.noise)
+        return tie([row.ratio_vs_defaults], self.reading_noise)
 
     def to_dict(self) -> dict[str, Any]:
         """The figures `tune show` prints, for scripts (`tune show --json`; docs/json.md)."""
@@ -240,7 +245,7 @@ class Summary:
             "study": self.name,
             "objective": self.metric,
             "trials": {"target": self.target, "complete": self.complete, "failed": self.failed, "feasible": self.feasible, "infeasible": self.infeasible},
-            "noise_floor": {"relative": self.noise, "error": self.noise_error},
+            "noise_floor": {"relative": self.noise, "error": self.noise_error, "single_readings": self.reading_noise, "drift": self.drift.readings},
             "best": row(self.best) if self.best else None,
             "baselines": {label: row(r) for label, r in self.baselines.items()},
             "trial_readings": {label: r.to_dict() for label, r in self.trial_readings.items()},
@@ -297,6 +302,8 @@ def summarize(study: Any) -> Summary:
         searched_feasible=sum(1 for t in feasible if "baseline" not in t.user_attrs),
         infeasible=len(complete) - len(feasible),
         noise=noise_floor(study),
+        reading_noise=reading_noise(study),
+        drift=drift(study),
         confirmation=confirmation,
         metric=metric,
         noise_error=study.user_attrs.get("noise_floor_error"),

@@ -1,5 +1,5 @@
 """Queries over a study's trials: the baselines, which trials are feasible, which count toward
-the target, the fastest feasible one, and the study's noise floor.
+the target, and the fastest feasible one.
 
 Every module that reads a study's trials asks here, so "feasible" or "counted" means one thing.
 The first two trials of every study are enqueued baselines that run exactly as written, even
@@ -23,13 +23,13 @@ __all__ = [
     "fastest_feasible",
     "feasible_trials",
     "is_feasible",
-    "noise_floor",
     "quality_version",
     "required_context",
     "speed_objective",
     "start_label",
     "start_words",
     "study_defaults",
+    "enqueued_baseline",
 ]
 
 # The two baselines every study measures first. "defaults" is what llama_cpp.Llama does when a
@@ -114,12 +114,6 @@ def counted_trials(study: Any) -> list[Any]:
     ]
 
 
-def noise_floor(study: Any) -> float:
-    """The study's relative noise floor (0 when it has none): smaller differences are ties."""
-    stored = study.user_attrs.get("noise_floor")
-    return float(stored["relative"]) if stored else 0.0
-
-
 def quality_version(study: Any) -> int | None:
     """The quality proxy version a study's trials were measured with (None: no quality proxy;
     studies made before versions were recorded used version 1)."""
@@ -154,7 +148,12 @@ def start_words(label: str) -> str:
 
 def study_defaults(study: Any) -> EngineConfig:
     """The defaults baseline's settings as the study enqueued them (n_ctx fitted to its workload)."""
+    return enqueued_baseline(study, "defaults") or BASELINES["defaults"]
+
+
+def enqueued_baseline(study: Any, label: str) -> EngineConfig | None:
+    """Baseline ``label``'s settings as the study enqueued them (run or not), if it has them."""
     for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("baseline") == "defaults":
+        if trial.user_attrs.get("baseline") == label:
             return EngineConfig.from_dict(trial.user_attrs["baseline_config"])
-    return BASELINES["defaults"]
+    return None

@@ -41,9 +41,10 @@ from typing import Any
 
 from tuner.config import KV_TYPE_NAMES, EngineConfig
 from tuner.quality import QualityBudget
-from tuner.stats import UNITS, Stat, beats, check_rounds, settled
+from tuner.stats import UNITS, Stat, check_rounds
 from tuner.errors import ConfigError, EngineError, WorkerFailed
-from tuner.study._trials import baseline_trial, noise_floor, speed_objective, start_label, start_words
+from tuner.study._trials import baseline_trial, speed_objective, start_label, start_words
+from tuner.study.noise import beats, noise_floor, settled
 from tuner.study.confirm import CONFIRM_ROUNDS, Candidate, current_confirmation, interleave
 from tuner.workload import Workload
 

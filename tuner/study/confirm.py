@@ -1,15 +1,11 @@
-"""Noise as a first-class problem: measuring a study's noise floor, and confirming its winner.
+"""Confirming a study's winner: the top candidates re-measured beside the baselines.
 
 A study ranks trials by single measurements (a warm-up pass and a few repetitions each). On a
 shared machine a trial can read fast by luck, and the fastest of 50 noisy readings is biased
-upward: the winner's curse. Two defences:
-
-* The **noise floor**: at study start the defaults baseline is measured several times, and the
-  run-to-run spread of its medians becomes the smallest relative difference the study calls a
-  win. Anything closer is a tie.
-* **Confirmation**: when a study run ends, the top feasible candidates and the defaults are
-  measured again, interleaved (D A B C, A B C D, ...) in the same process, and the winner is picked
-  from that re-measurement, with the per-round ratio vs the defaults as its interval.
+upward: the winner's curse. So when a study run ends, the top feasible candidates and the
+baselines are measured again, interleaved (D A B C, A B C D, ...) in the same process, and the
+winner is picked from that re-measurement, on the paired per-round ratios, by the one tie rule
+(:mod:`tuner.study.noise`, which also owns the noise floor).
 
 Confirmation re-measures speed only: the quality proxy is deterministic for a configuration (no
 noise to average out), so each candidate keeps the quality figures of its trial.
@@ -24,13 +20,13 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.workload import Workload
-from tuner.stats import UNITS, NoiseFloor, Stat, beats, check_rounds, is_tie, race_margin
+from tuner.stats import UNITS, Stat, check_rounds
+from tuner.study.noise import beats, hopeless, noise_floor
 from tuner.study._trials import (
     baseline_trial,
     counted_trials,
     feasible_trials,
     is_feasible,
-    noise_floor,
     required_context,
     speed_objective,
     start_label,
@@ -40,7 +36,6 @@ from tuner.study._trials import (
 __all__ = [
     "CONFIRM_CANDIDATES",
     "CONFIRM_ROUNDS",
-    "NOISE_RUNS",
     "Candidate",
     "Confirmation",
     "check_request",
@@ -48,12 +43,10 @@ __all__ = [
     "current_confirmation",
     "interleave",
     "measure_into",
-    "measure_noise_floor",
     "pick_candidates",
     "refresh_if_unchanged",
 ]
 
-NOISE_RUNS = 3
 CONFIRM_ROUNDS = 3
 CONFIRM_CANDIDATES = 3
 # Figures kept from every round besides the speed objective, so confirmed figures can lead.
@@ -62,28 +55,6 @@ FIGURES = ("requests_per_min", "decode_tok_s", "prompt_tok_s", "ttft_ms")
 SHAPE_FIGURES = ("ttft_ms", "decode_tok_s", "prompt_tok_s", "request_ms")
 
 Note = Callable[[str], None]
-
-
-def measure_noise_floor(
-    runner: Any,
-    workload: Workload,
-    runs: int = NOISE_RUNS,
-    metric: str = "requests_per_min",
-    defaults: EngineConfig | None = None,
-    use_cache: bool = True,
-) -> tuple[NoiseFloor, Any]:
-    """Measure the defaults (``defaults``: the study's defaults baseline) ``runs`` times and return
-    the spread of ``metric``, and the last run's measurement.
-
-    The first runs are speed only; the last runs the whole workload (the quality proxy too, when it
-    is on): it is exactly what the defaults baseline trial measures, so the study uses it as that
-    trial's result instead of measuring the same thing again.
-    """
-    config = defaults or EngineConfig()
-    speed_only = replace(workload, quality=False)
-    results = [runner.measure(config, speed_only) for _ in range(runs - 1)]
-    results.append(runner.measure(config, workload, use_cache=use_cache))
-    return NoiseFloor.of([getattr(r, metric) for r in results], speed_only.to_dict(), metric), results[-1]
 
 
 @dataclass
@@ -100,7 +71,7 @@ class Candidate:
     error: str = ""
     figures: dict[str, list[float]] = field(default_factory=dict)  # FIGURES' medians in each round
     eligible: bool = True  # may win (the guide card is re-measured for its ratio even when infeasible)
-    dropped: str = ""  # why it was not re-measured after round 1 (it could not win); its round stays
+    dropped: str = ""  # why it was not re-measured after round 2 (it could not win); its rounds stay
     shapes: list[list[dict[str, float]]] = field(default_factory=list)  # per round: each shape's SHAPE_FIGURES medians
 
     @property
@@ -246,7 +217,7 @@ def confirm(
         for t in top
     ]
     note(f"confirming: {', '.join(c.label for c in entries)} re-measured in {rounds} interleaved rounds ({unit}, speed only)")
-    drop = (lambda r: _drop_the_hopeless(entries, noise, note) if r == 0 and economize and rounds > 1 else None)
+    drop = (lambda r: hopeless(entries, noise, note) if r == 1 and economize and rounds > 2 else None)
     interleave(entries, runner, workload, metric, rounds, note, after_round=drop)
     defaults, measured = entries[0], [e for e in entries[1:] if not e.error and e.rounds]
     if defaults.error:
@@ -295,22 +266,6 @@ def interleave(
         note(f"round {r + 1}/{first + rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
         if after_round is not None:
             after_round(r)
-
-
-def _drop_the_hopeless(entries: list[Candidate], noise: float, note: Note) -> None:
-    """After the first round, stop re-measuring what cannot win: an entry below the best eligible
-    first-round reading by more than :func:`tuner.stats.race_margin` (the rule racing uses). The
-    defaults stay (every ratio needs them); a dropped entry keeps its round, so the guide card's
-    ratio is still reported (from that round, paired with the defaults' first round)."""
-    contenders = [e for e in entries if e.eligible and e.rounds and not e.error]
-    if not contenders:
-        return
-    best = max(e.rounds[0] for e in contenders)
-    bound = best * (1 - race_margin(noise, 0.0))
-    for entry in entries[1:]:
-        if entry.rounds and not entry.error and entry.rounds[0] < bound:
-            entry.dropped = f"{entry.rounds[0]:.2f} in round 1, below {bound:.2f} (the best's {best:.2f} less the noise margin)"
-            note(f"{entry.label} dropped after round 1: {entry.dropped}")
 
 
 def refresh_if_unchanged(study: Any, candidates: int = CONFIRM_CANDIDATES) -> Confirmation | None:
@@ -373,7 +328,8 @@ def _with_ratios(entry: Candidate, defaults: Candidate) -> Candidate:
 def _pick_winner(
     measured: list[Candidate], noise: float, unit: str = "requests/min", anchor: str = "defaults"
 ) -> tuple[Candidate | None, str]:
-    """Fastest confirmed median; among candidates tied with it (within noise), the best quality.
+    """Fastest confirmed median; among candidates it does not beat (the one tie rule on their
+    paired per-round ratios), the best quality.
 
     ``anchor`` labels the starting point ("defaults", or "yours" with ``--baseline``): the pick
     must beat it beyond the noise, else the starting point is kept (change nothing).
@@ -381,7 +337,7 @@ def _pick_winner(
     if not measured:
         return None, "no candidate could be re-measured; the trials' own figures stand"
     fastest = max(measured, key=lambda c: c.value.median)
-    tied = [c for c in measured if is_tie(c.value.median, fastest.value.median, max(noise, c.value.rel_iqr, fastest.value.rel_iqr))]
+    tied = [c for c in measured if c is fastest or not beats(fastest.ratios_to(c), noise)]
     start = next((c for c in measured if c.label == anchor), None)
     if start is not None and start not in tied and _no_faster_than(_prefer(tied, anchor), start, noise):
         tied.append(start)  # ties are not transitive: the pick must itself beat the starting point

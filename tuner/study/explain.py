@@ -21,7 +21,8 @@ from typing import Any
 from tuner.config import CONTEXT_KEYS, SAMPLING_KEYS, EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.workload import Workload
-from tuner.stats import Stat, check_rounds, is_tie
+from tuner.stats import Stat, check_rounds
+from tuner.study.noise import tie
 
 __all__ = [
     "GUIDE_CLAIMS",
@@ -308,7 +309,7 @@ def _verdict(result: ClaimResult, noise: float) -> str:
     change, spread = ratio.median - 1, max(noise, ratio.rel_iqr)
     rounds = f"rounds {min(ratio.samples) - 1:+.0%} to {max(ratio.samples) - 1:+.0%}"
     what = f"{result.metric} {change:+.0%} ({rounds})"
-    if is_tie(ratio.median, 1.0, spread):
+    if tie(ratio.samples, noise):
         return f"no measurable effect: {what}, within the noise ±{spread:.0%}{clamp}"
     if result.claimed is None:
         return f"{what}{clamp}"

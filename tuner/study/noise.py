@@ -1,0 +1,298 @@
+"""The study's noise, and every decision that depends on it: the one owner.
+
+A reader asking "why was my trial stopped?" or "why is this a tie?" reads this file.
+
+* **The floor** (:func:`measure_noise_floor`, :func:`noise_floor`): at study start the starting
+  point (your settings with ``--baseline``, else the defaults at the required context: what every
+  confirmation is anchored to and what the preset changes) runs back to back a few times; the
+  spread of those readings is the smallest relative difference a *paired* comparison (both sides
+  measured in the same rounds) calls a win.
+* **Drift** (:func:`follow_drift`, :func:`drift`): single readings taken minutes apart wander more
+  than back-to-back ones. Every :data:`DRIFT_EVERY` trials the incumbent (the fastest feasible
+  trial) is re-measured, speed only; how far re-readings of the same settings land from each other
+  widens :func:`reading_noise`, the noise of an *unpaired* comparison (racing, and a trial's own
+  reading against a baseline's). The gap between a trial's own reading and its re-reading is not
+  counted there: the fastest of many readings is biased upward (the winner's curse), a selection
+  effect, not noise, and counting it widened the margin until racing stopped nothing
+  (benchmarks/racing_replay.py); the racing bound takes it into account instead.
+* **Racing** (:func:`race_bound`): a trial is stopped early only below a bound set from a shrunk
+  incumbent (its lowest repetition, or lower re-reading: the winner's curse taken off), after one
+  repetition only when it is far below (:data:`FIRST_STOP_FACTOR` times the margin), otherwise
+  after two.
+* **THE tie rule** (:func:`beats`, :func:`tie`, :func:`settled`): on paired per-round ratios; an
+  unpaired comparison is a single ratio. ``tune show``, confirmation, ablation, explain, export and
+  the report all ask these.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from tuner.config import EngineConfig
+from tuner.errors import ConfigError, EngineError, WorkerFailed
+from tuner.measure import RaceBound
+from tuner.stats import UNITS, Stat
+from tuner.study._trials import enqueued_baseline, fastest_feasible
+from tuner.workload import Workload
+
+__all__ = [
+    "DRIFT_EVERY",
+    "FIRST_STOP_FACTOR",
+    "NOISE_RUNS",
+    "RACE_MIN_MARGIN",
+    "Drift",
+    "NoiseFloor",
+    "beats",
+    "drift",
+    "drift_due",
+    "follow_drift",
+    "floor_config",
+    "hopeless",
+    "measure_noise_floor",
+    "noise_floor",
+    "race_bound",
+    "race_margin",
+    "race_rule",
+    "reading_noise",
+    "settled",
+    "tie",
+]
+
+NOISE_RUNS = 3  # back-to-back runs of the starting point at study start
+DRIFT_EVERY = 10  # trials between re-measurements of the incumbent: one speed-only pass, ~1/10 of the search
+RACE_MIN_MARGIN = 0.05  # racing never stops a configuration closer than this to the incumbent
+FIRST_STOP_FACTOR = 3  # one repetition stops a trial only this many margins below the bound's base
+
+Note = Callable[[str], None]
+
+
+# --- the floor ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NoiseFloor:
+    """Run-to-run noise of one configuration (the starting point) on this machine, now.
+
+    ``relative`` is the larger of (a) the range of the run medians over their median and (b) the
+    median within-run relative IQR: how far apart two readings of the *same* settings can land.
+    """
+
+    relative: float
+    run_medians: list[float]
+    within_run_rel_iqr: float
+    workload: dict[str, Any] = field(default_factory=dict)
+    metric: str = "decode_tok_s"  # the figure measured: the study's speed objective
+    label: str = "defaults"  # which configuration ran: "defaults" or "yours"
+
+    @classmethod
+    def of(cls, runs: list[Stat], workload: dict[str, Any], metric: str = "requests_per_min", label: str = "defaults") -> NoiseFloor:
+        medians = [run.median for run in runs]
+        centre = statistics.median(medians)
+        spread = (max(medians) - min(medians)) / centre if centre else float("inf")
+        within = statistics.median(run.rel_iqr for run in runs)
+        return cls(max(spread, within), medians, within, dict(workload), metric, label)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NoiseFloor:
+        return cls(
+            float(data["relative"]),
+            [float(x) for x in data["run_medians"]],
+            float(data["within_run_rel_iqr"]),
+            dict(data.get("workload") or {}),
+            str(data.get("metric", "decode_tok_s")),
+            str(data.get("label", "defaults")),
+        )
+
+    def describe(self) -> str:
+        runs = ", ".join(f"{x:.1f}" for x in self.run_medians)
+        who = "your settings" if self.label == "yours" else "the defaults"
+        return f"±{self.relative:.1%} ({who} read {runs} {UNITS.get(self.metric, self.metric)} over {len(self.run_medians)} runs)"
+
+
+def floor_config(study: Any) -> tuple[str, EngineConfig]:
+    """The configuration the floor is measured on: the starting point the preset changes."""
+    for label in ("yours", "defaults"):
+        config = enqueued_baseline(study, label)
+        if config is not None:
+            return label, config
+    return "defaults", EngineConfig()
+
+
+def measure_noise_floor(
+    runner: Any,
+    workload: Workload,
+    runs: int = NOISE_RUNS,
+    metric: str = "requests_per_min",
+    config: EngineConfig | None = None,
+    use_cache: bool = True,
+    label: str = "defaults",
+) -> tuple[NoiseFloor, Any]:
+    """Measure ``config`` (the starting point) ``runs`` times back to back and return the spread
+    of ``metric``, and the last run's measurement.
+
+    The first runs are speed only; the last runs the whole workload (the quality proxy too, when it
+    is on): it is exactly what that baseline's trial measures, so the study uses it as that trial's
+    result instead of measuring the same thing again.
+    """
+    config = config or EngineConfig()
+    speed_only = replace(workload, quality=False)
+    results = [runner.measure(config, speed_only) for _ in range(runs - 1)]
+    results.append(runner.measure(config, workload, use_cache=use_cache))
+    return NoiseFloor.of([getattr(r, metric) for r in results], speed_only.to_dict(), metric, label), results[-1]
+
+
+def noise_floor(study: Any) -> float:
+    """The study's relative noise floor for paired comparisons (0 when it has none)."""
+    stored = study.user_attrs.get("noise_floor")
+    return float(stored["relative"]) if stored else 0.0
+
+
+def reading_noise(study: Any) -> float:
+    """The noise of one trial's reading against another's taken minutes apart: the floor, widened
+    by the drift the re-measurements saw."""
+    return max(noise_floor(study), drift(study).relative)
+
+
+# --- drift -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Drift:
+    """The incumbents' re-measurements during the search (study attribute ``drift``): each entry
+    is ``{"trial", "after" (counted trials then), "value" (re-read), "trial_value" (its own reading)}``."""
+
+    readings: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def relative(self) -> float:
+        """The widest spread of one trial's re-readings, relative to their median: how far readings
+        of the same settings minutes apart wandered (0 until a trial is re-read twice). Its own
+        trial reading is left out: it was picked for being the highest (see the module docstring)."""
+        spreads = []
+        for number in {r["trial"] for r in self.readings}:
+            values = [r["value"] for r in self.readings if r["trial"] == number]
+            centre = statistics.median(values)
+            spreads.append((max(values) - min(values)) / centre if len(values) > 1 and centre else 0.0)
+        return max(spreads, default=0.0)
+
+    def lowest(self, number: int) -> float | None:
+        """Trial ``number``'s lowest re-reading (None if it was never re-measured)."""
+        return min((r["value"] for r in self.readings if r["trial"] == number), default=None)
+
+    def describe(self, unit: str = "requests/min") -> str:
+        """The re-readings in words, for the study's output and `tune show`."""
+        if not self.readings:
+            return "no re-measurement yet"
+        parts = [f"#{r['trial']} {r['trial_value']:.1f} -> {r['value']:.1f}" for r in self.readings]
+        return f"±{self.relative:.1%} ({', '.join(parts)} {unit} re-read)"
+
+
+def drift(study: Any) -> Drift:
+    return Drift(list(study.user_attrs.get("drift") or []))
+
+
+def drift_due(counted: int, target: int) -> bool:
+    """True after every DRIFT_EVERY-th counted trial, while trials remain to be run."""
+    return counted > 0 and counted % DRIFT_EVERY == 0 and counted < target
+
+
+def follow_drift(study: Any, runner: Any, workload: Workload, metric: str, on_note: Note | None = None) -> None:
+    """Re-measure the incumbent (speed only), record the reading on the study, say what moved."""
+    best = fastest_feasible(study)
+    if best is None:
+        return
+    try:
+        result = runner.measure(EngineConfig.from_dict(best.user_attrs["measurement"]["effective"]), replace(workload, quality=False))
+    except (ConfigError, EngineError, WorkerFailed):
+        return  # it ran as a trial; a failure now says nothing about noise, and the search goes on
+    readings = [*drift(study).readings, {"trial": best.number, "after": len(study.trials), "value": getattr(result, metric).median, "trial_value": best.values[0]}]
+    study.set_user_attr("drift", readings)
+    if on_note:
+        now = readings[-1]
+        on_note(f"drift: #{best.number} re-read {now['value']:.1f} (its trial {now['trial_value']:.1f}); single readings ±{reading_noise(study):.1%}")
+
+
+# --- racing ----------------------------------------------------------------------------------
+
+
+def race_margin(noise: float) -> float:
+    """How far below the shrunk incumbent two readings must both fall to stop a trial: twice the
+    noise of single readings (at least RACE_MIN_MARGIN). One reading must fall FIRST_STOP_FACTOR
+    margins below."""
+    return max(RACE_MIN_MARGIN, 2 * noise)
+
+
+def race_rule(noise: float) -> str:
+    """The racing rule in words, said once at study start (a stopped trial's line is then short)."""
+    margin = race_margin(noise)
+    return (
+        f"racing: a trial stops after 1 repetition when it reads {FIRST_STOP_FACTOR * margin:.0%} below the incumbent's lowest "
+        f"repetition, after 2 when both read {margin:.0%} below it (twice the noise, at least {RACE_MIN_MARGIN:.0%})"
+    )
+
+
+def race_bound(study: Any, speed: str) -> RaceBound | None:
+    """The bounds a trial's first and second repetitions must clear (None before any trial is
+    feasible): from the incumbent's lowest repetition (or lower re-reading), less the margin."""
+    best = fastest_feasible(study)
+    if best is None:
+        return None
+    figure = best.user_attrs["measurement"][speed]
+    low = min([*(figure.get("samples") or []), figure["median"]])
+    re_read = drift(study).lowest(best.number)
+    if re_read is not None:
+        low = min(low, re_read)
+    margin = race_margin(reading_noise(study))
+    return RaceBound(after_first=low * max(1 - FIRST_STOP_FACTOR * margin, 0.0), after_second=low * (1 - margin))
+
+
+def hopeless(entries: list[Any], noise: float, note: Note) -> None:
+    """Confirmation's economy, after its first two rounds (the order rotated between them): stop
+    re-measuring an entry whose better round reads below the best eligible entry's worse round
+    less the racing margin. The defaults (``entries[0]``: every ratio needs them) stay; a dropped
+    entry keeps its rounds, so the guide card's ratio is still reported."""
+    contenders = [e for e in entries if e.eligible and len(e.rounds) >= 2 and not e.error]
+    if not contenders:
+        return
+    best = max(contenders, key=lambda e: min(e.rounds[:2]))
+    bound = min(best.rounds[:2]) * (1 - race_margin(noise))
+    for entry in entries[1:]:
+        if len(entry.rounds) >= 2 and not entry.error and max(entry.rounds[:2]) < bound:
+            entry.dropped = f"{max(entry.rounds[:2]):.1f} at best in rounds 1-2 < {bound:.1f} ({best.label}'s worse round less {race_margin(noise):.0%})"
+            note(f"{entry.label} dropped after round 2: {entry.dropped}")
+
+
+# --- THE tie rule ----------------------------------------------------------------------------
+
+
+def beats(ratios: list[float], noise: float) -> bool:
+    """True when ratios of a's figure over b's (higher is better) say a is better than b beyond
+    the noise: their median exceeds 1 by more than the larger of ``noise`` and the ratios' own
+    relative spread. Paired ratios (both measured in the same round) are what comparisons use; an
+    unpaired comparison (two trials' own readings) is one ratio, judged on ``noise`` alone."""
+    if not ratios:
+        return False
+    ratio = Stat.of(ratios)
+    return ratio.median - 1 > max(noise, ratio.rel_iqr)
+
+
+def tie(ratios: list[float], noise: float) -> bool:
+    """Neither side beats the other: the one definition of "within the noise"."""
+    return not beats(ratios, noise) and not beats([1 / r for r in ratios if r], noise)
+
+
+def settled(ratios: list[float], noise: float) -> bool:
+    """True when every round agrees with the verdict :func:`beats` gives: a win that no round
+    reads as a loss, or no win and no round reading a clear one (beyond twice the noise, at least
+    twice :data:`RACE_MIN_MARGIN`). Rounds that disagree ask for more rounds before a decision."""
+    if not ratios:
+        return True
+    if beats(ratios, noise):
+        return min(ratios) > 1
+    return max(ratios) <= 1 + 2 * max(noise, RACE_MIN_MARGIN)
