@@ -18,8 +18,9 @@ import pytest
 import yaml
 
 from tests.conftest import SMALL_ARGS, run_tune
-from tuner.export import FORMATS, to_llama_server, to_modelfile
+from tuner.export import FORMATS, notes, to_llama_server, to_modelfile, to_server_config
 from tuner.gguf import read_gguf_info
+from tuner.hardware import physical_cores
 from tuner.preset import Preset
 
 STUDY = "s"
@@ -27,6 +28,13 @@ STUDY = "s"
 # llama-server options (ggml-org/llama.cpp common/arg.cpp) -> the values each accepts.
 # `-fa` takes a value in a current llama.cpp (a bare `-fa` would swallow the next word), and
 # `-ngl` reads -1 as "auto": "every layer" is spelled `all`.
+# Each target's defaults, read from its own source (a setting equal to them is left out of an
+# export): llama.cpp common/common.h (threads: the physical cores on this non-hybrid x86 CPU),
+# ollama api/types.go DefaultOptions, llama-cpp-python server/settings.py and server/types.py.
+LLAMA_SERVER_DEFAULTS = {"n_batch": 2048, "n_ubatch": 512, "n_threads": physical_cores(), "n_threads_batch": physical_cores(), "type_k": 1, "type_v": 1,
+                         "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
+OLLAMA_DEFAULTS = {"num_batch": 512, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1}
+
 KV_CACHE_TYPES = {"f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"}
 INT = re.compile(r"-?\d+$")
 
@@ -59,6 +67,7 @@ LLAMA_SERVER_OPTIONS = {
     "--load-mode": {"none", "mmap", "mlock", "dio"}.__contains__,
     "-sm": {"none", "layer", "row", "tensor"}.__contains__,
     "-mg": INT.match,
+    "-np": INT.match,
 }
 LLAMA_SERVER_SWITCHES = {"-nkvo"}  # options without a value
 
@@ -151,35 +160,51 @@ def test_yaml_stays_the_default(study):
 # llama-server
 
 
+def _command(text: str) -> str:
+    """The command line of a llama-server export (after its # lines)."""
+    lines = text.splitlines()
+    assert all(line.startswith("# ") for line in lines[:-1]) and not lines[-1].startswith("#"), text
+    return lines[-1]
+
+
 def test_llama_server_line_uses_current_flags_with_the_preset_values(study):
     result = _export(study, "--format", "llama-server")
     assert result.returncode == 0, result.stderr
-    assert len(result.stdout.splitlines()) == 1
-    options = _parse_llama_server(result.stdout)
+    options = _parse_llama_server(_command(result.stdout))
     preset = study["preset"]
     engine, sampling = preset.engine, preset.sampling
     assert options.pop("-m") == preset.model
-    expected = {
-        "-c": str(engine["n_ctx"]),
-        "-b": str(engine["n_batch"]),
-        "-ub": str(engine["n_ubatch"]),
-        "-t": str(engine["n_threads"]),
-        "-tb": str(engine["n_threads_batch"]),
-        "-fa": "on" if engine["flash_attn"] else "off",
-        "-ngl": str(engine["n_gpu_layers"]),  # a CPU study: 0
-        "-ctk": _kv(engine["type_k"]),
-        "-ctv": _kv(engine["type_v"]),
-        "--top-k": str(sampling["top_k"]),
-    }
-    floats = {"--temp": "temperature", "--top-p": "top_p", "--min-p": "min_p", "--repeat-penalty": "repeat_penalty"}
-    assert {flag: float(options.pop(flag)) for flag in floats} == {flag: sampling[key] for flag, key in floats.items()}
+    assert options.pop("-np") == "1"  # measured one request at a time
+    flags = {"-c": "n_ctx", "-b": "n_batch", "-ub": "n_ubatch", "-t": "n_threads", "-tb": "n_threads_batch", "-fa": "flash_attn",
+             "-ngl": "n_gpu_layers", "-ctk": "type_k", "-ctv": "type_v", "--top-k": "top_k", "--temp": "temperature",
+             "--top-p": "top_p", "--min-p": "min_p", "--repeat-penalty": "repeat_penalty"}
+    values = {**engine, **sampling}
+    for flag, key in flags.items():
+        if key in LLAMA_SERVER_DEFAULTS and values[key] == pytest.approx(LLAMA_SERVER_DEFAULTS[key]):
+            assert flag not in options, f"{flag}: {key} {values[key]} is llama-server's default, it changes nothing"
+            continue
+        written = options.pop(flag)
+        if key == "flash_attn":
+            assert written == ("on" if values[key] else "off")
+        elif key in ("type_k", "type_v"):
+            assert written == _kv(values[key])
+        else:
+            assert float(written) == values[key]
     # mmap, no mlock, KV offload, layer split, GPU 0 are llama-server's defaults too: not repeated
-    assert options == expected
+    assert options == {}
+
+
+def test_llama_server_export_names_its_baseline_and_the_slots_it_implies(study):
+    text = to_llama_server(study["preset"])
+    header = text.splitlines()[:-1]
+    assert any("x llama-cpp-python's defaults" in line and "on this machine" in line for line in header), header
+    assert any(line.startswith("# -np 1: one slot with all ") and "4 slots sharing one" in line for line in header)
+    assert header[-2].endswith("llama-server runs its own build and defaults: re-measure there")
 
 
 def test_llama_server_line_for_full_offload_and_quantized_kv(study):
     preset = _variant(study["preset"], n_gpu_layers=-1, flash_attn=True, type_k=8, type_v=2, use_mlock=True, offload_kqv=False)
-    options = _parse_llama_server(to_llama_server(preset))
+    options = _parse_llama_server(_command(to_llama_server(preset)))
     assert options["-ngl"] == "all"  # not -1, which current llama.cpp reads as "auto"
     assert (options["-fa"], options["-ctk"], options["-ctv"]) == ("on", "q8_0", "q4_0")
     assert options["--load-mode"] == "mlock" and "-nkvo" in options
@@ -188,12 +213,12 @@ def test_llama_server_line_for_full_offload_and_quantized_kv(study):
 @pytest.mark.parametrize("path", ["/models/my model's copy.gguf", "/models/$HOME;rm -rf ~.gguf"])
 def test_llama_server_quotes_the_model_path(study, path):
     preset = dataclasses.replace(study["preset"], model=path)
-    assert _parse_llama_server(to_llama_server(preset))["-m"] == path
+    assert _parse_llama_server(_command(to_llama_server(preset)))["-m"] == path
 
 
 def test_llama_server_writes_only_what_the_preset_sets(study):
     preset = dataclasses.replace(study["preset"], engine={"n_ctx": 2048}, sampling={"top_k": 20})
-    assert shlex.split(to_llama_server(preset))[3:] == ["-c", "2048", "--top-k", "20"]
+    assert shlex.split(_command(to_llama_server(preset)))[3:] == ["-c", "2048", "--top-k", "20", "-np", "1"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -213,10 +238,13 @@ def test_ollama_modelfile(study):
     assert set(params) <= OLLAMA_INT | OLLAMA_FLOAT | OLLAMA_BOOL, "ollama create rejects an unknown parameter"
     assert all(INT.match(params[name]) for name in set(params) & OLLAMA_INT)  # ollama parses these with ParseInt
     engine, sampling = preset.engine, preset.sampling
-    expected_ints = {"num_ctx": engine["n_ctx"], "num_batch": engine["n_batch"], "num_thread": engine["n_threads"], "num_gpu": 0, "top_k": sampling["top_k"]}
-    assert {name: int(params[name]) for name in expected_ints} == expected_ints
-    for name in ("temperature", "top_p", "min_p", "repeat_penalty"):
-        assert float(params[name]) == sampling[name]
+    assert {name: int(params[name]) for name in ("num_ctx", "num_thread", "num_gpu")} == {"num_ctx": engine["n_ctx"], "num_thread": engine["n_threads"], "num_gpu": 0}
+    values = {"num_batch": engine["n_batch"], **{name: sampling[name] for name in ("temperature", "top_k", "top_p", "min_p", "repeat_penalty")}}
+    for name, value in values.items():
+        if value == pytest.approx(OLLAMA_DEFAULTS[name]):
+            assert name not in params, f"{name} {value} is ollama's default: left out"
+        else:
+            assert float(params[name]) == value
     # what a Modelfile cannot carry is said, not dropped
     assert any(f"n_ubatch {engine['n_ubatch']}" in line for line in comments)
     kv = _kv(engine["type_k"])
@@ -256,10 +284,22 @@ def test_json_is_a_server_config_with_the_engine_settings(study, server_json):
     preset = study["preset"]
     assert settings.pop("model") == preset.model
     assert settings.pop("logits_all") is False  # as measured; the server's own default is true
-    assert settings == preset.engine  # type_k/type_v as ggml ids, which ModelSettings takes
-    note = server_json["stderr"].strip()
-    assert note.startswith("note: ") and "\n" not in note
-    assert json.loads(note[note.index("{") : note.rindex("}") + 1]) == preset.sampling
+    assert settings.items() <= preset.engine.items()  # type_k/type_v as ggml ids, which ModelSettings takes
+    # left out: only what llama-cpp-python's server already defaults to here (ModelSettings' own defaults)
+    from llama_cpp.server.settings import ModelSettings
+
+    for key in preset.engine.keys() - settings.keys():
+        default = ModelSettings.model_fields[key].default
+        assert preset.engine[key] == (1 if default is None and key in ("type_k", "type_v") else default), key
+    if ModelSettings.model_fields["use_mlock"].default:  # the server locks the model where it can; Llama does not
+        assert preset.engine["use_mlock"] is False and settings["use_mlock"] is False
+    lines = server_json["stderr"].strip().splitlines()
+    assert all(line.startswith("note: ") for line in lines)
+    assert any("x llama-cpp-python's defaults" in line for line in lines)
+    sampling = [line for line in lines if "takes sampling per request" in line]
+    if sampling:
+        sent = json.loads(sampling[0][sampling[0].index("{") : sampling[0].rindex("}") + 1])
+        assert sent.items() <= preset.sampling.items()
 
 
 def test_json_is_accepted_by_llama_cpp_pythons_own_server(study, server_json):
@@ -286,6 +326,58 @@ def test_json_is_accepted_by_llama_cpp_pythons_own_server(study, server_json):
         assert config.models[0].logits_all is False
     finally:
         llm.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# what carries over: a gain the target's defaults already have
+
+
+def _gained(study, start: str, **changes: tuple[Any, Any]) -> Preset:
+    """The study's preset, made to claim one measured gain: ``key=(from, to)`` from ``start``."""
+    preset = _variant(study["preset"], **{key: to for key, (_, to) in changes.items() if key in study["preset"].engine})
+    measured = {
+        **preset.measured,
+        "starting_point": start,
+        "changes": {key: {"from": was, "to": to, "group": "test"} for key, (was, to) in changes.items()},
+        "vs_defaults": 1.2,
+        "vs_yours": 1.2,
+    }
+    return dataclasses.replace(preset, measured=measured)
+
+
+def test_llama_server_a_thread_gain_it_already_has_carries_no_flag_and_says_so(study):
+    cores = physical_cores()
+    preset = _gained(study, "defaults", n_threads=(1, cores), n_threads_batch=(1, cores))
+    text = to_llama_server(preset)
+    options = _parse_llama_server(_command(text))
+    assert "-t" not in options and "-tb" not in options
+    assert f"# 1.2x llama-cpp-python's defaults (n_threads 1, n_threads_batch 1) on this machine" in text
+    assert f"# llama-server defaults to n_threads {cores} here: this gain is already yours there (left out)" in text
+
+
+def test_ollama_a_batch_gain_it_already_has_carries_no_parameter_and_threads_are_its_own_choice(study):
+    # ollama's thread count is its own choice (0: decided at run time), so no thread gain can be
+    # said to be already there; its num_batch default (512) can.
+    preset = _gained(study, "yours", n_batch=(256, 512), n_threads=(1, 2))
+    comments, _, params = _parse_modelfile(to_modelfile(preset))
+    header = "\n".join(comments)
+    assert "num_batch" not in params and params["num_thread"] == "2"
+    assert "1.2x your settings (--baseline) (n_batch 256, n_threads 1) on this machine" in header
+    assert "ollama defaults to n_batch 512 here: this gain is already yours there (left out)" in header
+    assert "ollama decides n_threads itself: the worth of n_threads 1 -> 2 may not carry over" in header
+
+
+def test_json_a_thread_gain_the_server_already_has_carries_no_key_and_says_so(study):
+    cpus = __import__("multiprocessing").cpu_count()
+    default = max(cpus // 2, 1)  # llama-cpp-python's server: n_threads cpu_count // 2
+    preset = _gained(study, "yours", n_threads=(default + 3, default))
+    settings = json.loads(to_server_config(preset))["models"][0]
+    assert "n_threads" not in settings
+    said = "\n".join(notes(preset, "json"))
+    assert f"llama-cpp-python's server defaults to n_threads {default} here: this gain is already yours there (left out)" in said
+    # a default that differs from the baseline's value: the ratio does not carry over
+    other = _gained(study, "defaults", n_ctx=(4096, 8192))
+    assert "llama-cpp-python's server defaults to n_ctx 2048, not the 4096 measured against: the ratio does not carry over" in "\n".join(notes(other, "json"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,8 +10,10 @@
   ``python -m llama_cpp.server --config_file FILE``: ``{"models": [ModelSettings]}``. That file
   rejects unknown keys and sampling is per request there, so sampling goes to :func:`notes`.
 
-Writers are functions ``Preset -> str`` in :data:`FORMATS`. Each writes the keys the preset sets,
-so a setting the preset leaves out keeps the target's own default.
+Writers are functions ``Preset -> str`` in :data:`FORMATS`. Each writes the keys the preset sets
+whose value is not already the target's own default here (:mod:`tuner.targets`), and says what
+its ratio was measured against and what of it carries over to the target (:func:`claim_lines`:
+``#`` lines for llama-server and ollama, notes on stderr for the JSON file).
 """
 
 from __future__ import annotations
@@ -27,10 +29,12 @@ from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import Preset
 from tuner.stats import UNITS
+from tuner.targets import baseline_words, carry_over, left_out, target
 
 __all__ = [
     "DEFAULT_FORMAT",
     "FORMATS",
+    "claim_lines",
     "notes",
     "sampling_request",
     "save",
@@ -101,19 +105,28 @@ def to_yaml(preset: Preset) -> str:
 
 
 def to_llama_server(preset: Preset) -> str:
-    """One runnable ``llama-server`` command line.
+    """A runnable ``llama-server`` command line, after ``#`` lines that say what it was measured
+    against (a valid shell script).
 
-    The flags in :data:`SERVER_FLAGS` are written whenever the preset sets them; load-time
-    settings (mmap/mlock, KV offload, split mode, main GPU) only where they differ from the
-    default that llama-server and llama-cpp-python share, so the line stays short.
+    The flags in :data:`SERVER_FLAGS` are written where the preset's value is not llama-server's
+    default here; load-time settings (mmap/mlock, KV offload, split mode, main GPU) only where
+    they differ from it. ``-np 1``: the preset was measured one request at a time, with the whole
+    context for it; llama-server's default is 4 slots sharing one KV cache of n_ctx cells.
     """
-    values = _values(preset)
+    values = _target_values(preset, "llama-server")
     words = ["llama-server", "-m", _one_line(preset.model)]
     for key, flag in SERVER_FLAGS.items():
         if key in values:
             words += [flag, _server_value(key, values[key])]
     words += _server_load_flags(values)
-    return shlex.join(words) + "\n"
+    words += ["-np", "1"]
+    n_ctx = preset.engine.get("n_ctx")
+    slots = (
+        f"-np 1: one slot with all {n_ctx} tokens of context, one request at a time, as measured; llama-server's default "
+        f"is 4 slots sharing one {n_ctx}-token KV cache (4 concurrent requests share it): measure -np there before raising it"
+    )
+    header = [f"# {line}" for line in [*claim_lines(preset, "llama-server"), slots]]
+    return "\n".join([*header, shlex.join(words)]) + "\n"
 
 
 def to_modelfile(preset: Preset, n_layers: int | None = None) -> str:
@@ -124,7 +137,7 @@ def to_modelfile(preset: Preset, n_layers: int | None = None) -> str:
         n_layers: layers llama.cpp can offload (repeating layers + output), for ``num_gpu`` when
             the preset offloads all of them; read from the GGUF header when not given.
     """
-    values = _values(preset)
+    values = _target_values(preset, "ollama")
     lines = _modelfile_header(preset)
     lines.append(f"FROM {_modelfile_path(preset.model)}")
     for key, name in OLLAMA_PARAMS.items():
@@ -150,7 +163,7 @@ def to_server_config(preset: Preset) -> str:
     (type_k/type_v as ggml ids). Sampling is not: that server takes it per request (:func:`notes`).
     """
     settings: dict[str, Any] = {"model": preset.model}
-    settings.update({key: value for key, value in _values(preset).items() if key in preset.engine})
+    settings.update({key: value for key, value in _target_values(preset, "json").items() if key in preset.engine})
     # The server defaults to logits_all=true, which computes and copies logits for every prompt
     # token (and holds an n_ctx x n_vocab array); the tuner measured with llama-cpp-python's own
     # default, false, as create_completion users get it. Set it to true only to get logprobs.
@@ -159,20 +172,39 @@ def to_server_config(preset: Preset) -> str:
 
 
 def sampling_request(preset: Preset) -> dict[str, Any]:
-    """The preset's sampling as fields of a llama-cpp-python server completion request."""
-    return {key: value for key, value in _values(preset).items() if key in preset.sampling}
+    """The preset's sampling as fields of a llama-cpp-python server completion request (those
+    that differ from the request's own defaults)."""
+    return {key: value for key, value in _target_values(preset, "json").items() if key in preset.sampling}
 
 
 def notes(preset: Preset, name: str) -> list[str]:
-    """What a user must know that the exported text itself cannot carry (one line each)."""
-    if name == "json" and preset.sampling:
-        return [
+    """What a user must know that the exported text itself cannot carry (one line each): for the
+    JSON file, which has no comments, what it was measured against and the sampling to send."""
+    if name != "json":
+        return []
+    lines = [f"note: {line}" for line in claim_lines(preset, "json")]
+    request = sampling_request(preset)
+    if request:
+        lines.append(
             "note: llama-cpp-python's server takes sampling per request, not in its config file: "
-            f"send {json.dumps(sampling_request(preset))} with each completion request"
-        ]
-    if name == "llama-server" and measured_lines(preset):
-        return ["note: " + "; ".join(measured_lines(preset)) + "; llama-server is another build of llama.cpp: re-measure there"]
-    return []
+            f"send {json.dumps(request)} with each completion request"
+        )
+    return lines
+
+
+def claim_lines(preset: Preset, name: str) -> list[str]:
+    """What the preset's figures say and what of them holds for target ``name``: the measured
+    figures, the baseline in words, what carries over, what was left out as the target's default."""
+    lines = measured_lines(preset)
+    if not lines:
+        return []
+    who = target(name).words
+    lines += carry_over(preset.measured, name)
+    kept_out = left_out(_values(preset), name)
+    if kept_out:
+        lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {_plain(value)}" for key, value in kept_out.items()))
+    lines.append(f"measured in llama-cpp-python; {who} runs its own build and defaults: re-measure there")
+    return lines
 
 
 def save(text: str, path: str | Path) -> Path:
@@ -207,6 +239,17 @@ def _values(preset: Preset) -> dict[str, Any]:
     config = preset.config()
     keys = [*preset.engine, *preset.sampling]
     return {key: getattr(config, key) for key in keys if getattr(config, key) is not None}
+
+
+def _target_values(preset: Preset, name: str) -> dict[str, Any]:
+    """The settings an export for target ``name`` writes: those not already its default here."""
+    values = _values(preset)
+    same = left_out(values, name)
+    return {key: value for key, value in values.items() if key not in same}
+
+
+def _plain(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _server_value(key: str, value: Any) -> str:
@@ -247,8 +290,7 @@ def _modelfile_header(preset: Preset) -> list[str]:
     prov = preset.provenance
     origin = f"study '{prov['study']}', trial #{prov['trial']}" if "study" in prov else "a hand-written preset"
     lines = [f"# Modelfile from llama-tuner: {origin}"]
-    lines += [f"# {line}" for line in measured_lines(preset)]
-    lines.append("# ollama runs its own llama.cpp build (and its own engine for some models): re-measure there")
+    lines += [f"# {line}" for line in claim_lines(preset, "ollama")]
     return lines
 
 
@@ -267,8 +309,9 @@ def measured_lines(preset: Preset) -> list[str]:
         lines.append(f"measured {measured[metric]['median']} ± {measured[metric].get('iqr', '?')} {UNITS.get(metric, metric)} on the "
                      f"{(measured.get('workload') or {}).get('name', '?')} workload ({source})")
     lines.append(f"measured {decode['median']} ± {decode.get('iqr', '?')} decode tok/s (median ± IQR) with llama-cpp-python {version} on {machine}")
-    if measured.get("vs_defaults") is not None:
-        lines.append(f"{measured['vs_defaults']}x the defaults ({source})")
+    ratio = measured.get("vs_yours") if measured.get("starting_point") == "yours" else measured.get("vs_defaults")
+    if ratio is not None:
+        lines.append(f"{ratio}x {baseline_words(measured)} on this machine ({source})")
     return lines
 
 
