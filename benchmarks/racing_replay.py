@@ -65,11 +65,12 @@ A trial's repetitions share its run factor, so no within-trial rule can tell a d
 from a slow configuration. Nor is what TPE loses by a stopped trial modelled, nor a
 re-measurement's time beside a trial's (a trial also loads the model and runs the quality proxy:
 reps saved is not time saved).
-Following drift widens the racing noise by the spread of the incumbent's own reading and its
-re-readings, which includes the winner's curse (the incumbent is the highest of many drifted
-readings, so a fresh reading tends to land lower), and Drift.relative is the widest spread seen so
-far (it never narrows): the replay shows what that does, not whether the widening is right. A
-changed set of finalists is not a harm in itself (the runners-up may be far from the best).
+Following drift widens the racing noise by the spread of one incumbent's re-readings (a searched
+trial's own reading is left out: it is the highest of many drifted readings, the winner's curse;
+the replay has no baselines, whose own reading the tool counts), and Drift.relative is the widest
+spread seen so far (it never narrows): the replay shows what that does, not whether the widening
+is right. A changed set of finalists is not a harm in itself (the runners-up may be far from the
+best).
 
     .venv/bin/python benchmarks/racing_replay.py                      # 1000 replays, 50 trials
     .venv/bin/python benchmarks/racing_replay.py --replays 50 --json  # raw results as JSON

@@ -355,6 +355,19 @@ def test_llama_server_a_thread_gain_it_already_has_carries_no_flag_and_says_so(s
     assert f"# llama-server defaults to n_threads {cores} here: this gain is already yours there (left out)" in text
 
 
+def test_a_minimal_preset_from_the_defaults_leaves_what_it_does_not_change_to_the_target(study):
+    # Writing llama-cpp-python's unchanged defaults (-t 1 on 2 cores) would make llama-server
+    # slower than its own defaults: only the change and the required context are written.
+    preset = _gained(study, "defaults", flash_attn=(False, True))
+    text = to_llama_server(preset)
+    options = _parse_llama_server(_command(text))
+    assert set(options) == {"-m", "-c", "-fa", "-np"} and options["-fa"] == "on"
+    assert "# left to llama-server's own defaults (the preset does not change them; measured with llama-cpp-python's): " in text
+    nothing = _gained(study, "defaults")  # the study found no change that pays
+    assert set(_parse_llama_server(_command(to_llama_server(nothing)))) == {"-m", "-c", "-np"}
+    assert "no change measurably paid: keep llama-server's own defaults" in to_llama_server(nothing)
+
+
 def test_ollama_a_batch_gain_it_already_has_carries_no_parameter_and_threads_are_its_own_choice(study):
     # ollama's thread count is its own choice (0: decided at run time), so no thread gain can be
     # said to be already there; its num_batch default (512) can.

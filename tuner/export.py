@@ -29,7 +29,7 @@ from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import Preset
 from tuner.stats import UNITS
-from tuner.targets import baseline_words, carry_over, left_out, target
+from tuner.targets import baseline_words, carry_over, defaults_for, left_out, target, targets_own
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -198,11 +198,19 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
     lines = measured_lines(preset)
     if not lines:
         return []
-    who = target(name).words
+    who, values, defaults = target(name).words, _values(preset), defaults_for(name)
+    if preset.measured.get("changes") == {}:
+        lines.append(f"no change measurably paid: keep {who}'s own defaults, at the context the application requires")
     lines += carry_over(preset.measured, name)
-    kept_out = left_out(_values(preset), name)
-    if kept_out:
-        lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {_plain(value)}" for key, value in kept_out.items()))
+    same = left_out(values, name)
+    own = {key: value for key, value in targets_own(preset.measured, values, name).items() if key not in same}
+    if same:
+        lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {_plain(value)}" for key, value in same.items()))
+    if own:
+        lines.append(
+            f"left to {who}'s own defaults (the preset does not change them; measured with llama-cpp-python's): "
+            + ", ".join(f"{key} {_plain(value)}" + (f" (there {_plain(defaults[key])})" if key in defaults else "") for key, value in own.items())
+        )
     lines.append(f"measured in llama-cpp-python; {who} runs its own build and defaults: re-measure there")
     return lines
 
@@ -242,10 +250,11 @@ def _values(preset: Preset) -> dict[str, Any]:
 
 
 def _target_values(preset: Preset, name: str) -> dict[str, Any]:
-    """The settings an export for target ``name`` writes: those not already its default here."""
+    """The settings an export for target ``name`` writes: those not already its default here, and
+    not left to its own defaults (a minimal preset's unchanged llama-cpp-python defaults)."""
     values = _values(preset)
-    same = left_out(values, name)
-    return {key: value for key, value in values.items() if key not in same}
+    skip = left_out(values, name).keys() | targets_own(preset.measured, values, name).keys()
+    return {key: value for key, value in values.items() if key not in skip}
 
 
 def _plain(value: Any) -> str:

@@ -4,7 +4,10 @@ A preset's ratio is measured against a baseline in llama-cpp-python (its default
 own settings with ``--baseline``). Another target has defaults of its own: llama-server already
 runs every physical core, so a preset whose gain is ``n_threads 1 -> 2`` is no gain there. So
 each export (1) leaves out the settings equal to the target's default here (they change nothing),
-(2) names its baseline in words, and (3) says, for each change the preset makes, whether the
+(2) leaves a minimal preset's *unchanged* llama-cpp-python defaults to the target's own (writing
+``-t 1``, llama-cpp-python's default on 2 cores, would make llama-server slower than its own
+default: a user of the target starts from the target's defaults, not from llama-cpp-python's),
+(3) names its baseline in words, and (4) says, for each change the preset makes, whether the
 target's default already has it, matches the baseline (the worth may carry over), or differs
 (the ratio does not carry over).
 
@@ -23,7 +26,11 @@ from typing import Any
 from tuner.config import KV_TYPES
 from tuner.hardware import physical_cores
 
-__all__ = ["TARGETS", "Target", "baseline_words", "carry_over", "defaults_for", "left_out", "target"]
+__all__ = ["TARGETS", "Target", "baseline_words", "carry_over", "defaults_for", "left_out", "target", "targets_own"]
+
+# Written to every target even when the preset leaves it as the starting point had it: the
+# context the application requires.
+REQUIRED = ("n_ctx",)
 
 F16 = KV_TYPES["f16"]
 
@@ -88,6 +95,16 @@ def left_out(values: dict[str, Any], name: str) -> dict[str, Any]:
     """The preset values equal to the target's default here: an export leaves them out."""
     defaults = defaults_for(name)
     return {key: value for key, value in values.items() if key in defaults and _same(value, defaults[key])}
+
+
+def targets_own(measured: dict[str, Any], values: dict[str, Any], name: str) -> dict[str, Any]:
+    """The settings of a minimal preset from llama-cpp-python's defaults that it does not change
+    (and that are not the requirement): an export leaves them to the target's own defaults. A
+    preset from your own settings (``--baseline``) or a full winner writes them all."""
+    if measured.get("starting_point") != "defaults" or "changes" not in measured:
+        return {}
+    changed = set(measured["changes"])
+    return {key: value for key, value in values.items() if key not in changed and key not in REQUIRED}
 
 
 def baseline_words(measured: dict[str, Any]) -> str:

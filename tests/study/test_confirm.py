@@ -111,7 +111,7 @@ def test_what_cannot_win_is_dropped_after_two_rounds_and_keeps_them():
     assert [e.label for e in entries if e.dropped] == ["guide_card", "#9"]
     assert all(len(e.rounds) == 2 for e in entries)  # dropped ones keep their rounds (the guide's ratio)
     assert notes == [
-        f"{label} dropped after round 2: {value} at best in rounds 1-2 < 47.5 (#5's worse round less 5%)" for label, value in (("guide_card", "15.0"), ("#9", "46.0"))
+        f"{label} dropped after round 2: {value} at best in rounds 1-2 < 47.5 (the worse round of #5 less 5%)" for label, value in (("guide_card", "15.0"), ("#9", "46.0"))
     ]
 
 

@@ -71,7 +71,7 @@ def test_drift_is_the_widest_spread_of_one_settings_re_readings_not_the_winners_
     seen = Drift(readings)
     assert seen.relative == pytest.approx((48.0 - 45.6) / ((48.0 + 45.6) / 2))
     assert seen.lowest(7) == 45.6 and seen.lowest(3) is None  # the racing bound's base takes the curse off
-    assert "#7 57.7 -> 45.6" in seen.describe() and Drift().relative == 0.0
+    assert "#7 read 57.7, re-read 45.6, 48.0; #9 read 51.0, re-read 30.0 requests/min" in seen.describe() and Drift().relative == 0.0
 
 
 # --- a simulated machine: what a real one cannot produce on demand ----------------------------

@@ -33,8 +33,8 @@ def confirmation_estimate(study: Any, rounds: int) -> float:
     """Seconds the confirmation will take, each entry costed by its own measured time: the
     defaults (a noise-floor run) and the candidates (the median searched trial, speed part) in
     every round -- the top candidates are usually within the noise of each other, so they stay --
-    and the guide card (its baseline trial) once when racing drops it after round 1, every round
-    otherwise. Measured on the chat workload: this predicts 123 s against 123 s spent; the older
+    and the guide card (its baseline trial) in two rounds when racing drops it after round 2, every
+    round otherwise. Measured on the chat workload: this predicts 123 s against 123 s spent; the older
     guess (one full trial per measurement, nine measurements) said 70 s."""
     candidate = _candidate_seconds(study)
     if rounds == 0 or candidate is None:
@@ -43,7 +43,7 @@ def confirmation_estimate(study: Any, rounds: int) -> float:
     noise_s = (study.user_attrs.get("seconds") or {}).get("noise_floor")
     defaults = noise_s / NOISE_RUNS if noise_s else candidate
     # the economies' racing flag, read here as study._optimize.economies_of does (it sits above this module)
-    guide_rounds = 1 if (study.user_attrs.get("economies") or {}).get("racing", True) else rounds
+    guide_rounds = min(2, rounds) if (study.user_attrs.get("economies") or {}).get("racing", True) else rounds
     yours = defaults if baseline_trial(study, "yours") is not None else 0.0  # re-measured every round, as the defaults are
     return rounds * (defaults + yours + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide
 

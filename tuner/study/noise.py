@@ -14,7 +14,9 @@ A reader asking "why was my trial stopped?" or "why is this a tie?" reads this f
   reading against a baseline's). The gap between a trial's own reading and its re-reading is not
   counted there: the fastest of many readings is biased upward (the winner's curse), a selection
   effect, not noise, and counting it widened the margin until racing stopped nothing
-  (benchmarks/racing_replay.py); the racing bound takes it into account instead.
+  (benchmarks/racing_replay.py); nor is a one-time shift of the machine's speed (a `make tune`
+  here read the defaults at 108 requests/min, then re-read them at 74-84 for the rest of the
+  study). The racing bound takes both off instead: its base is the lowest re-reading.
 * **Racing** (:func:`race_bound`): a trial is stopped early only below a bound set from a shrunk
   incumbent (its lowest repetition, or lower re-reading: the winner's curse taken off), after one
   repetition only when it is far below (:data:`FIRST_STOP_FACTOR` times the margin), otherwise
@@ -186,11 +188,15 @@ class Drift:
         return min((r["value"] for r in self.readings if r["trial"] == number), default=None)
 
     def describe(self, unit: str = "requests/min") -> str:
-        """The re-readings in words, for the study's output and `tune show`."""
+        """The re-readings in words, for the study's output and `tune show`: each re-measured
+        trial's own reading, then its re-readings."""
         if not self.readings:
             return "no re-measurement yet"
-        parts = [f"#{r['trial']} {r['trial_value']:.1f} -> {r['value']:.1f}" for r in self.readings]
-        return f"±{self.relative:.1%} ({', '.join(parts)} {unit} re-read)"
+        parts = []
+        for number in dict.fromkeys(r["trial"] for r in self.readings):
+            mine = [r for r in self.readings if r["trial"] == number]
+            parts.append(f"#{number} read {mine[0]['trial_value']:.1f}, re-read " + ", ".join(f"{r['value']:.1f}" for r in mine))
+        return f"±{self.relative:.1%} ({'; '.join(parts)} {unit})"
 
 
 def drift(study: Any) -> Drift:
@@ -264,7 +270,7 @@ def hopeless(entries: list[Any], noise: float, note: Note) -> None:
     bound = min(best.rounds[:2]) * (1 - race_margin(noise))
     for entry in entries[1:]:
         if len(entry.rounds) >= 2 and not entry.error and max(entry.rounds[:2]) < bound:
-            entry.dropped = f"{max(entry.rounds[:2]):.1f} at best in rounds 1-2 < {bound:.1f} ({best.label}'s worse round less {race_margin(noise):.0%})"
+            entry.dropped = f"{max(entry.rounds[:2]):.1f} at best in rounds 1-2 < {bound:.1f} (the worse round of {best.label} less {race_margin(noise):.0%})"
             note(f"{entry.label} dropped after round 2: {entry.dropped}")
 
 
