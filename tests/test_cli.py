@@ -79,6 +79,7 @@ def test_list_and_show(workdir):
     shown = run_tune("show", "cli3", cwd=workdir)
     assert shown.returncode == 0, shown.stderr
     assert "guide_card" in shown.stdout and "decode tok/s" in shown.stdout
+    assert "ngl=0" in shown.stdout  # the layers offloaded, in every settings cell (none on this CPU study)
 
 
 def test_list_show_explain_and_confirm_speak_json_for_scripts(workdir, tmp_path):

@@ -78,3 +78,30 @@ def test_context_llama_cpp_refuses_is_an_engine_error(engine: Engine):
     with pytest.raises(EngineError, match="could not create a context for n_ctx=67108864"):
         with engine.session(EngineConfig(n_ctx=2**26)):
             pass
+
+
+def test_the_prompts_wall_clock_is_read_after_its_work_is_done(engine: Engine, monkeypatch):
+    """On a GPU, llama_decode returns once the work is queued: a wall clock read then times the
+    launch. Faked at the boundary (no GPU here): a decode that leaves its work pending until the
+    next synchronisation, which takes 0.2 s."""
+    import time
+
+    pending: list[float] = []
+    real_synchronize = llama_cpp.llama_synchronize
+
+    def synchronize(ctx):
+        while pending:
+            time.sleep(pending.pop())
+        real_synchronize(ctx)
+
+    with engine.session(EngineConfig(n_ctx=512, n_threads=2)) as session:
+        real_decode = session.context.decode
+
+        def launch(batch):
+            real_decode(batch)
+            pending.append(0.2)
+
+        monkeypatch.setattr(session.context, "decode", launch)
+        monkeypatch.setattr(llama_cpp, "llama_synchronize", synchronize)
+        generation = session.generate(session.tokenize("The river"), 2, stop_at_eos=False)
+    assert generation.wall_prompt_ms >= 200  # the pending work was waited for before the clock was read

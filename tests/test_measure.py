@@ -8,7 +8,7 @@ import pytest
 
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError
-from tuner.measure import RaceBound, TIME_PARTS, measure, prompt_tokens
+from tuner.measure import WARMUP_TOKENS, RaceBound, TIME_PARTS, measure, prompt_tokens, warmup_prompt
 from tuner.workload import Shape, Workload
 
 
@@ -136,3 +136,10 @@ def test_a_long_context_slows_decoding(engine):
         shallow.append(result.shapes[0].decode_tok_s.median)
         deep.append(result.shapes[1].decode_tok_s.median)
     assert statistics.median(deep) < statistics.median(shallow), (shallow, deep)
+
+
+def test_the_warm_up_runs_the_largest_batch_the_timed_prompts_run():
+    chat = Workload(shapes=(Shape(depth=64, prompt=32, gen=48), Shape(depth=384, prompt=200, gen=48)), name="two")
+    assert warmup_prompt(chat, EngineConfig(n_ctx=4096, n_ubatch=512)) == 200  # the longest prompt
+    assert warmup_prompt(chat, EngineConfig(n_ctx=4096, n_batch=64, n_ubatch=64)) == 64  # one physical batch at most
+    assert warmup_prompt(chat, EngineConfig(n_ctx=100, n_batch=100, n_ubatch=100)) == 100 - WARMUP_TOKENS - 1  # room for the decode steps

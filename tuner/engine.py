@@ -143,6 +143,9 @@ class Session:
             llama_cpp.llama_perf_context_reset(ctx)
             start = time.perf_counter()
             self._eval(batch, prompt, past)
+            # llama_decode is asynchronous on a GPU: it returns when the work is queued. The wall
+            # clock of the prompt must end when its work does, not when it was launched.
+            llama_cpp.llama_synchronize(ctx)
             prompt_done = time.perf_counter()
             tokens = [sample()]
             first = time.perf_counter()

@@ -1,9 +1,12 @@
 """Throughput measurement: a workload's request shapes run on one session, warm-up first, then
 repetitions; per-shape figures, the objective (requests per minute), medians and spread.
 
-A session starts with one short warm-up pass (:data:`WARMUP_PROMPT` prompt tokens,
-:data:`WARMUP_TOKENS` generated, untimed): the very first eval on a new context reports nonsense
-(0.49 ms for 428 tokens against 8.5 s of wall time was seen on this project's machine). Then each
+A session starts with one warm-up pass (untimed) on the paths that are timed: a prompt as long as
+the workload's longest prompt, capped at the context's n_ubatch (:func:`warmup_prompt`: the
+largest batch the timed prompts run, which on a GPU takes other kernels than a few tokens do),
+then :data:`WARMUP_TOKENS` decode steps (on a GPU, clocks ramp up over the first steps). The very
+first eval on a new context reports nonsense (0.49 ms for 428 tokens against 8.5 s of wall time
+was seen on this project's machine). Then each
 shape's ``depth`` tokens are evaluated into the KV cache (untimed: the context a request finds
 there) and its requests are timed: the prompt, then exactly ``gen`` generated tokens, each
 request from the same cached depth. Every repetition's counters are checked against the wall
@@ -35,7 +38,7 @@ from tuner.stats import Stat
 from tuner.telemetry import Telemetry
 from tuner.workload import Shape, Workload, requests_per_min
 
-__all__ = ["TIME_PARTS", "RaceBound", "WARMUP_TOKENS", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
+__all__ = ["TIME_PARTS", "RaceBound", "WARMUP_TOKENS", "warmup_prompt", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
 
 # The text every trial evaluates: fixed, so trials compare like with like. Written for this
 # project; repeated as needed to reach a shape's depth + prompt length.
@@ -50,8 +53,7 @@ WORKLOAD_TEXT = (
     "that he had taught himself to draw: in the margins of the later books there were small, exact "
     "sketches of birds, boats and clouds. "
 )
-WARMUP_PROMPT = 8  # prompt tokens of the warm-up pass: enough to run the batched path once
-WARMUP_TOKENS = 4  # generated in the warm-up pass: enough to run the decode path once
+WARMUP_TOKENS = 8  # decode steps of the warm-up pass: the decode path, and a GPU's clocks ramping
 COUNTER_WALL_LIMIT = 0.25  # a repetition whose counter and wall rates differ more is flagged
 TIME_PARTS = ("setup", "warmup", "prefill", "timed", "quality")
 
@@ -206,7 +208,7 @@ def measure(
         text = session.tokenize(WORKLOAD_TEXT)
         clock.lap("setup")
         for _ in range(workload.warmup):
-            session.generate(text[:WARMUP_PROMPT], WARMUP_TOKENS, stop_at_eos=False)
+            session.generate(prompt_tokens(text, warmup_prompt(workload, effective)), WARMUP_TOKENS, stop_at_eos=False)
         clock.lap("warmup")
         with Telemetry() as telemetry:
             runs, stopped = _repetitions(session, workload, text, race, clock)
@@ -355,6 +357,14 @@ def clamps(asked: EngineConfig, effective: EngineConfig) -> dict[str, tuple[Any,
 def request_ms(generation: Generation) -> float:
     """What the user waits for: time to first token + the rest of the generation (wall clock)."""
     return generation.ttft_ms + generation.wall_decode_ms
+
+
+def warmup_prompt(workload: Workload, config: EngineConfig) -> int:
+    """Prompt tokens of the warm-up pass: the longest timed prompt, at most n_ubatch (the largest
+    batch llama.cpp evaluates at once), within the context (room left for the decode steps)."""
+    longest = max(shape.prompt for shape in workload.shapes)
+    room = config.n_ctx - WARMUP_TOKENS - 1 if config.n_ctx > 0 else longest
+    return max(1, min(longest, config.n_ubatch, room))
 
 
 def prompt_tokens(text_tokens: list[int], length: int) -> list[int]:

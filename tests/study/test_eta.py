@@ -28,8 +28,8 @@ def _study(racing: bool) -> optuna.Study:
 
 
 def test_the_confirmation_is_costed_entry_by_entry():
-    # 3 rounds of (defaults 36/3 s + 3 candidates x 7 s) and the guide card once: racing drops it
-    assert confirmation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 15)
+    # 3 rounds of (defaults 36/3 s + 3 candidates x 7 s) and the guide card twice: racing drops it after round 2
+    assert confirmation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 2 * 15)
 
 
 def test_without_racing_the_guide_card_is_costed_every_round():
@@ -50,5 +50,5 @@ def test_the_ablation_is_costed_by_the_groups_the_winner_changes():
     # no trial records its settings here, so the ablation assumes a winner changing 4 groups:
     # 3 rounds of the winner + 4 reverted configurations, then 3 rounds of minimal, winner, start
     assert ablation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (1 + 4) * 7 + 3 * 3 * 7)
-    assert end_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 15 + 3 * (1 + 4) * 7 + 3 * 3 * 7)
+    assert end_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 2 * 15 + 3 * (1 + 4) * 7 + 3 * 3 * 7)
     assert end_estimate(_study(racing=True), rounds=0) == 0.0

@@ -319,9 +319,13 @@ def print_pareto(study_obj: Any) -> None:
 
 
 def settings(cfg: dict[str, Any]) -> str:
+    """A configuration in one short cell: threads, context, batch sizes, layers offloaded (-1:
+    all), attention and KV cache, sampling."""
+    layers = cfg.get("n_gpu_layers", 0)
     return (
         f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
-        f"fa={'on' if cfg['flash_attn'] else 'off'} kv={kv(cfg)} T={cfg['temperature']:.2f} top_k={cfg['top_k']}"
+        f"ngl={'all' if layers == -1 else layers} fa={'on' if cfg['flash_attn'] else 'off'} kv={kv(cfg)} "
+        f"T={cfg['temperature']:.2f} top_k={cfg['top_k']}"
     )
 
 
