@@ -63,6 +63,12 @@ def _digest(cwd: Path) -> str:
     return hashlib.sha256((cwd / "studies" / "tuner.db").read_bytes()).hexdigest()
 
 
+def _gpu_build() -> bool:
+    import llama_cpp
+
+    return bool(llama_cpp.llama_supports_gpu_offload())
+
+
 CASES = [
     # (arguments, fragments of the one-line message)
     (["start", "--model", "bad/missing.gguf"], ["does not exist", "--model"]),
@@ -75,6 +81,9 @@ CASES = [
     (["start", "--space", "bad/empty.yaml"], ["non-empty list"]),
     (["start", "--space", "bad/types.yaml"], ["3 has the wrong type for flash_attn", "true or false"]),
     (["start", "--space", "gpu9000"], ["neither a built-in space", "cpu"]),
+    # a GPU space on this CPU-only build (a GPU build would run it)
+    *([(["start", "--space", "rtx4090"], ["space 'rtx4090' offloads layers to a GPU, but this llama-cpp-python build has no GPU offload", "--space cpu"])]
+      if not _gpu_build() else []),
     (["start", "--storage", "not a url"], ["not a valid SQLAlchemy URL"]),
     (["start", "--storage", "redis://localhost/0"], ["'redis'", "does not support"]),
     (["start", "--storage", "sqlite:///bad"], ["is a directory"]),

@@ -11,8 +11,9 @@ import pytest
 
 from tests.fake_nvml import FakeNvml
 from tuner.gguf import GgufInfo, read_gguf_info
-from tuner.hardware import GpuInfo, describe_machine, different_machine, logical_cores, nvidia_gpus
-from tuner.space import choose_space
+from tuner.errors import SpaceError
+from tuner.hardware import CUDA_REBUILD, GpuInfo, describe_machine, different_machine, logical_cores, nvidia_gpus, offload_missing
+from tuner.space import check_offload, choose_space, load_space
 from tuner.telemetry import Telemetry
 
 
@@ -138,3 +139,29 @@ def test_telemetry_with_a_gpu(energy_counter):
     else:
         assert gpu["energy_source"] == "mean_power_x_time"
         assert gpu["energy_j"] > 0
+
+
+def test_an_nvidia_card_with_a_cpu_only_build_says_how_to_rebuild(model_path):
+    gpus, _ = nvidia_gpus(FakeNvml())  # NVML sees the card; this llama-cpp-python cannot offload
+    machine = replace(describe_machine(), gpu_offload=False, gpus=gpus)
+    space, why = choose_space(machine, read_gguf_info(model_path))
+    assert space.name == "cpu"
+    assert why == offload_missing(machine)
+    assert why.startswith("NVIDIA GeForce RTX 4090 found, but this llama-cpp-python build has no GPU offload") and CUDA_REBUILD in why
+    with pytest.raises(SpaceError, match="space 'rtx4090' offloads layers to a GPU") as refused:
+        check_offload(load_space("rtx4090"), machine)
+    assert CUDA_REBUILD in refused.value.fix and "--space cpu" in refused.value.fix
+    check_offload(load_space("cpu"), machine)  # the CPU space is fine
+    assert offload_missing(replace(machine, gpu_offload=True)) == "" and offload_missing(replace(machine, gpus=[])) == ""
+
+
+def test_doctor_prints_the_rebuild_line_for_a_cpu_only_build_on_an_nvidia_machine(monkeypatch, capsys):
+    from tuner import hardware
+    from tuner.cli._tool_commands import doctor
+
+    gpus, _ = nvidia_gpus(FakeNvml())
+    monkeypatch.setattr(hardware, "describe_machine", lambda: replace(describe_machine(), gpu_offload=False, gpus=gpus))
+    doctor(model=None, as_json=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("warning:     NVIDIA GeForce RTX 4090 found, but this llama-cpp-python build has no GPU offload") for line in lines)
+    assert any(line.startswith("space:       cpu — NVIDIA GeForce RTX 4090 found") for line in lines)

@@ -14,12 +14,14 @@ from functools import lru_cache
 from typing import Any
 
 __all__ = [
+    "CUDA_REBUILD",
     "GpuInfo",
     "Machine",
     "describe_machine",
     "different_machine",
     "logical_cores",
     "nvidia_gpus",
+    "offload_missing",
     "physical_cores",
 ]
 
@@ -159,6 +161,21 @@ def nvidia_gpus(nvml: Any = None) -> tuple[list[GpuInfo], str]:
 
 def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
+
+
+# How to rebuild llama-cpp-python for an NVIDIA GPU in this project's virtualenv (docs/hardware.md).
+CUDA_REBUILD = 'LLAMA_CMAKE_ARGS="-DGGML_CUDA=on -DLLAVA_BUILD=OFF" bash scripts/install_llama.sh .venv/bin/python'
+
+
+def offload_missing(machine: Machine) -> str:
+    """One line when NVML sees an NVIDIA GPU that this llama-cpp-python build cannot use (a
+    CPU-only build: every trial would run on the CPU), with the rebuild command; "" otherwise."""
+    if not machine.gpus or machine.gpu_offload:
+        return ""
+    return (
+        f"{machine.gpus[0].name} found, but this llama-cpp-python build has no GPU offload (a CPU-only build): "
+        f"trials run on the CPU; rebuild it for CUDA: {CUDA_REBUILD}"
+    )
 
 
 @lru_cache(maxsize=1)

@@ -21,12 +21,13 @@ import yaml
 
 from tuner.config import KV_TYPES, EngineConfig
 from tuner.errors import ConfigError, SpaceError
-from tuner.hardware import logical_cores
+from tuner.hardware import CUDA_REBUILD, logical_cores, offload_missing
 
 __all__ = [
     "Param",
     "SearchSpace",
     "builtin_spaces",
+    "check_offload",
     "choose_space",
     "fit_gpu_space",
     "load_space",
@@ -103,6 +104,11 @@ class SearchSpace:
     fixed: dict[str, Any]
     source: str
     text: str
+
+    @property
+    def offloads(self) -> bool:
+        """True when the space puts layers on a GPU: n_gpu_layers searched, or fixed at -1 or above 0."""
+        return any(p.name == "n_gpu_layers" for p in self.params) or self.fixed.get("n_gpu_layers", 0) != 0
 
     def for_workload(self, n_ctx_needed: int) -> SearchSpace:
         """This space without n_ctx values too small for the workload (how studies made before
@@ -400,11 +406,26 @@ def choose_space(machine: Any, model: Any = None) -> tuple[SearchSpace, str]:
         model: a :class:`tuner.gguf.GgufInfo` for the model, or None to skip the fit estimate.
     """
     if not machine.gpu_offload:
-        return load_space("cpu"), "this llama.cpp build has no GPU offload"
+        return load_space("cpu"), offload_missing(machine) or "this llama.cpp build has no GPU offload"
     if not machine.gpus:
         return load_space("cpu"), f"GPU offload is built in but NVML sees no NVIDIA GPU ({machine.nvml_status})"
     gpu = machine.gpus[0]
     return fit_gpu_space(load_space("rtx4090"), gpu.vram_free_mib, model, gpu_name=gpu.name)
+
+
+def check_offload(space: SearchSpace, machine: Any) -> None:
+    """Refuse a space that offloads layers (n_gpu_layers fixed above 0, -1, or searched) on a
+    llama-cpp-python build without GPU offload: its trials would run on the CPU, labelled GPU.
+
+    Raises:
+        SpaceError: the space offloads and the build cannot.
+    """
+    if machine.gpu_offload or not space.offloads:
+        return
+    raise SpaceError(
+        f"space '{space.name}' offloads layers to a GPU, but this llama-cpp-python build has no GPU offload (CPU only)",
+        f"rebuild it for CUDA ({CUDA_REBUILD}), or use --space cpu",
+    )
 
 
 def fit_gpu_space(space: SearchSpace, vram_free_mib: int, model: Any = None, *, gpu_name: str = "GPU") -> tuple[SearchSpace, str]:

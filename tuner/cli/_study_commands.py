@@ -91,6 +91,7 @@ def start(
     machine = hardware.describe_machine()
     if space:
         search_space, why = spaces.load_space(space), "chosen with --space"
+        spaces.check_offload(search_space, machine)
     else:
         search_space, why = spaces.choose_space(machine, model_info)
     searched = search_space.for_requirement(requirement.n_ctx, model_info.context_length)

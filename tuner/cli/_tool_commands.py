@@ -129,6 +129,7 @@ def doctor(
         "fingerprint": machine.fingerprint,
         "model": {"path": str(model_path), "architecture": info.architecture, "layers": info.n_layers, "mib": round(info.file_bytes / 2**20, 1)},
         "space": {"name": space.name, "source": space.source, "why": why},
+        "warning": hardware.offload_missing(machine) or None,
     }
     if as_json:
         typer.echo(json.dumps(report))
@@ -145,6 +146,8 @@ def doctor(
     typer.echo(f"model:       {model_path.name} ({info.architecture}, {info.n_layers} layers, {report['model']['mib']} MiB)")
     typer.echo(f"fingerprint: {machine.fingerprint}")
     typer.echo(f"space:       {space.name} — {why}")
+    if report["warning"]:
+        typer.echo(f"warning:     {report['warning']}")
 
 
 @app.command()
