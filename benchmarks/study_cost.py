@@ -36,7 +36,7 @@ def run_study(label: str, economies, args, storage_dir: Path) -> dict:
     os.environ["TUNER_CACHE_DIR"] = tempfile.mkdtemp(prefix=f"study-cost-{label}-")  # read when a worker starts
     from tuner.hardware import describe_machine
     from tuner.models import default_model_path, model_sha256
-    from tuner.space import choose_space
+    from tuner.placement import choose_space
     from tuner.study import StudySpec, open_storage, start_study, summarize
     from tuner.worker import Worker
     from tuner.workload import load_profile

@@ -25,7 +25,7 @@ from tuner.engine import Engine  # noqa: E402
 from tuner.hardware import describe_machine  # noqa: E402
 from tuner.measure import measure  # noqa: E402
 from tuner.models import default_model_path, model_sha256  # noqa: E402
-from tuner.space import choose_space  # noqa: E402
+from tuner.placement import choose_space  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
 from tuner.study import InProcess, StudySpec, best_preset, open_storage, start_study  # noqa: E402
 from tuner.workload import load_profile  # noqa: E402

@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"tuner.engine", "tuner.vocab"},  # the only llama.cpp drivers: contexts; a vocabulary alone
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload", "tuner.baseline"},
-    {"tuner.worker", "tuner.preset", "tuner.user_requests", "tuner.targets"},
+    {"tuner.worker", "tuner.preset", "tuner.user_requests", "tuner.targets", "tuner.placement"},
     {"tuner.study._storage", "tuner.study._trials", "tuner.study.noise"},
     {"tuner.study.confirm", "tuner.study.explain"},
     {"tuner.study._objective", "tuner.study.ablation"},

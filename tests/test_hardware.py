@@ -13,7 +13,8 @@ from tests.fake_nvml import FakeNvml
 from tuner.gguf import GgufInfo, read_gguf_info
 from tuner.errors import SpaceError
 from tuner.hardware import CUDA_REBUILD, GpuInfo, describe_machine, different_machine, logical_cores, nvidia_gpus, offload_missing
-from tuner.space import check_offload, choose_space, load_space
+from tuner.placement import check_offload, choose_space
+from tuner.space import load_space
 from tuner.telemetry import Telemetry
 
 

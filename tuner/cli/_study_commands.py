@@ -71,7 +71,7 @@ def start(
     no_cache: bool = typer.Option(False, "--no-cache", help="Compute the quality proxy's logits for every trial (no cache); for audits."),
 ) -> None:
     """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""
-    from tuner import hardware, models, space as spaces, study as studies
+    from tuner import hardware, models, placement, space as spaces, study as studies
     from tuner.baseline import load_baseline, required_n_ctx
     from tuner.gguf import read_gguf_info
     from tuner.quality import QualityBudget
@@ -91,9 +91,9 @@ def start(
     machine = hardware.describe_machine()
     if space:
         search_space, why = spaces.load_space(space), "chosen with --space"
-        spaces.check_offload(search_space, machine)
+        placement.check_offload(search_space, machine)
     else:
-        search_space, why = spaces.choose_space(machine, model_info)
+        search_space, why = placement.choose_space(machine, model_info)
     searched = search_space.for_requirement(requirement.n_ctx, model_info.context_length)
     name = study or model_path.stem
     spec = studies.StudySpec(

@@ -107,13 +107,13 @@ def doctor(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Describe this machine as the tuner sees it: CPU, GPUs (NVML), llama.cpp build, fingerprint, space."""
-    from tuner import hardware, models, space as spaces
+    from tuner import hardware, models, placement
     from tuner.gguf import read_gguf_info
 
     machine = hardware.describe_machine()
     model_path = models.resolve_model(model)
     info = read_gguf_info(model_path)
-    space, why = spaces.choose_space(machine, info)
+    space, why = placement.choose_space(machine, info)
     report = {
         "cpu": {
             "model": machine.cpu_model,
