@@ -12,7 +12,7 @@ import pytest
 from tests.fake_nvml import FakeNvml
 from tuner.gguf import GgufInfo, read_gguf_info
 from tuner.errors import SpaceError
-from tuner.hardware import CUDA_REBUILD, GpuInfo, describe_machine, different_machine, logical_cores, nvidia_gpus, offload_missing
+from tuner.hardware import CUDA_REBUILD, GpuInfo, describe_machine, different_machine, logical_cores, nvidia_gpus, offload_missing, physical_cores
 from tuner.placement import check_offload, choose_space
 from tuner.space import load_space
 from tuner.telemetry import Telemetry
@@ -92,6 +92,9 @@ def test_space_on_a_24gb_gpu_offloads_everything(model_path):
     assert space.fixed["n_gpu_layers"] == -1
     assert {p.name: p for p in space.params}["n_batch"].high == 4096
     assert "fits" in why
+    # under full offload the CPU threads only feed the GPU: fixed at the physical cores, not searched
+    assert space.fixed["n_threads"] == space.fixed["n_threads_batch"] == physical_cores()
+    assert not {"n_threads", "n_threads_batch"} & {p.name for p in space.params}
 
 
 def test_space_when_the_model_does_not_fit_searches_gpu_layers():
@@ -101,7 +104,8 @@ def test_space_when_the_model_does_not_fit_searches_gpu_layers():
     space, why = choose_space(machine, big)
     layers = {p.name: p for p in space.params}["n_gpu_layers"]
     assert "n_gpu_layers" not in space.fixed
-    assert layers.low == 0 and 1 <= layers.high < 32
+    assert layers.low == 0 and 1 <= layers.high < 32 + 1  # up to n_layers + 1: the output layer counts
+    assert {"n_threads", "n_threads_batch"} <= {p.name for p in space.params}  # layers on the CPU: threads matter
     assert {p.name: p for p in space.params}["n_batch"].high == 1024
     assert "does not fit" in why
 

@@ -12,7 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from tuner.errors import SpaceError
-from tuner.hardware import CUDA_REBUILD, offload_missing
+from tuner.hardware import CUDA_REBUILD, offload_missing, physical_cores
 from tuner.space import Param, SearchSpace, load_space, space_to_yaml
 
 __all__ = ["GPU_OVERHEAD_MIB", "VRAM_USABLE", "check_offload", "choose_space", "fit_gpu_space"]
@@ -81,14 +81,19 @@ def fit_gpu_space(space: SearchSpace, vram_free_mib: int, model: Any = None, *, 
     fixed = dict(space.fixed)
     if model is not None and weights_mib + model.kv_bytes_per_token(2.0) * 1024 / 2**20 > budget:
         per_layer_mib = model.bytes_per_layer / 2**20
-        layers_fit = max(0, min(model.n_layers, int(budget // per_layer_mib) if per_layer_mib else 0))
+        # llama.cpp offloads n_layers repeating layers and then the output layer: n_layers + 1
+        layers_fit = max(0, min(model.n_layers + 1, int(budget // per_layer_mib) if per_layer_mib else 0))
         fixed.pop("n_gpu_layers", None)
         params.insert(0, Param(name="n_gpu_layers", low=0, high=max(1, layers_fit)))
         reasons.append(
             f"the model ({weights_mib:.0f} MiB) does not fit: n_gpu_layers searched in 0..{max(1, layers_fit)} "
-            f"of {model.n_layers} layers"
+            f"of {model.n_layers + 1} (the output layer counts)"
         )
     elif model is not None:
-        reasons.append(f"the model ({weights_mib:.0f} MiB) fits: every layer offloaded")
+        # Every layer on the GPU: the CPU threads only feed it, so searching them is noise.
+        cores = physical_cores()
+        params = [p for p in params if p.name not in ("n_threads", "n_threads_batch")]
+        fixed.update(n_threads=cores, n_threads_batch=cores)
+        reasons.append(f"the model ({weights_mib:.0f} MiB) fits: every layer offloaded, threads fixed at the {cores} physical cores")
     scaled = replace(space, params=tuple(params), fixed=fixed)
     return replace(scaled, text=space_to_yaml(scaled)), "; ".join(reasons)
