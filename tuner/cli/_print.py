@@ -130,7 +130,7 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
     if summary.noise:
         typer.echo(f"noise floor: ±{summary.noise:.1%} between readings side by side (closer differences are ties)")
         if summary.drift.readings:
-            typer.echo(f"drift: single readings minutes apart ±{summary.reading_noise:.1%}; re-read {summary.drift.describe(UNITS.get(summary.metric, summary.metric))}")
+            typer.echo(f"drift: {summary.drift.describe(UNITS.get(summary.metric, summary.metric))}; single readings minutes apart ±{summary.reading_noise:.1%}")
     elif summary.noise_error:
         typer.echo(f"noise floor: not measured ({summary.noise_error}); ties rest on the rounds' own spread")
     print_confirmation(summary)

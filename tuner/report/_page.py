@@ -112,7 +112,7 @@ def _summary_table(study: Any, summary: Summary) -> str:
     if summary.noise:
         rows.append(["noise floor", f"±{summary.noise:.1%} between readings side by side (closer results are ties)"])
         if summary.drift.readings:
-            rows.append(["drift", f"single readings minutes apart ±{summary.reading_noise:.1%}; re-read {summary.drift.describe(UNITS.get(summary.metric, summary.metric))}"])
+            rows.append(["drift", f"{summary.drift.describe(UNITS.get(summary.metric, summary.metric))}; single readings minutes apart ±{summary.reading_noise:.1%}"])
     elif summary.noise_error:
         rows.append(["noise floor", f"not measured: {summary.noise_error}; ties rest on the rounds' own spread"])
     if summary.quality_note:

@@ -196,7 +196,7 @@ class Drift:
         for number in dict.fromkeys(r["trial"] for r in self.readings):
             mine = [r for r in self.readings if r["trial"] == number]
             parts.append(f"#{number} read {mine[0]['trial_value']:.1f}, re-read " + ", ".join(f"{r['value']:.1f}" for r in mine))
-        return f"±{self.relative:.1%} ({'; '.join(parts)} {unit})"
+        return f"{'; '.join(parts)} {unit}"
 
 
 def drift(study: Any) -> Drift:
