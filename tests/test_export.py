@@ -29,7 +29,8 @@ STUDY = "s"
 # `-fa` takes a value in a current llama.cpp (a bare `-fa` would swallow the next word), and
 # `-ngl` reads -1 as "auto": "every layer" is spelled `all`.
 # Each target's defaults, read from its own source (a setting equal to them is left out of an
-# export): llama.cpp common/common.h (threads: the physical cores on this non-hybrid x86 CPU),
+# export): llama.cpp common/common.h (threads: the physical cores on this non-hybrid x86 CPU;
+# prompt threads -tb follow the generation threads -t when -t is given),
 # ollama api/types.go DefaultOptions, llama-cpp-python server/settings.py and server/types.py.
 LLAMA_SERVER_DEFAULTS = {"n_batch": 2048, "n_ubatch": 512, "n_threads": physical_cores(), "n_threads_batch": physical_cores(), "type_k": 1, "type_v": 1,
                          "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0}
@@ -179,8 +180,9 @@ def test_llama_server_line_uses_current_flags_with_the_preset_values(study):
              "-ngl": "n_gpu_layers", "-ctk": "type_k", "-ctv": "type_v", "--top-k": "top_k", "--temp": "temperature",
              "--top-p": "top_p", "--min-p": "min_p", "--repeat-penalty": "repeat_penalty"}
     values = {**engine, **sampling}
+    defaults = {**LLAMA_SERVER_DEFAULTS, "n_threads_batch": int(options["-t"]) if "-t" in options else physical_cores()}
     for flag, key in flags.items():
-        if key in LLAMA_SERVER_DEFAULTS and values[key] == pytest.approx(LLAMA_SERVER_DEFAULTS[key]):
+        if key in defaults and values[key] == pytest.approx(defaults[key]):
             assert flag not in options, f"{flag}: {key} {values[key]} is llama-server's default, it changes nothing"
             continue
         written = options.pop(flag)
@@ -353,6 +355,24 @@ def test_llama_server_a_thread_gain_it_already_has_carries_no_flag_and_says_so(s
     assert "-t" not in options and "-tb" not in options
     assert f"# 1.2x llama-cpp-python's defaults (n_threads 1, n_threads_batch 1) on this machine" in text
     assert f"# llama-server defaults to n_threads {cores} here: this gain is already yours there (left out)" in text
+
+
+def test_llama_server_prompt_threads_follow_the_generation_threads_it_is_given(study):
+    # -tb defaults to -t: with -t 1 written, prompt threads equal to the cores must be written too
+    cores = physical_cores()
+    if cores < 2:
+        pytest.skip("needs two physical cores: one thread must differ from the cores")
+    preset = _gained(study, "yours", n_threads=(cores, 1), n_threads_batch=(1, cores))
+    options = _parse_llama_server(_command(to_llama_server(preset)))
+    assert options["-t"] == "1" and options["-tb"] == str(cores)
+    same = _gained(study, "yours", n_threads=(cores, 1), n_threads_batch=(cores, 1))
+    options = _parse_llama_server(_command(to_llama_server(same)))
+    assert options["-t"] == "1" and "-tb" not in options  # 1 is -t's: llama-server's default for -tb then
+
+
+def test_a_preset_from_your_settings_that_changes_nothing_says_keep_your_settings(study):
+    text = to_llama_server(_gained(study, "yours"))
+    assert "no change measurably paid: keep your settings, at the context the application requires" in text
 
 
 def test_a_minimal_preset_from_the_defaults_leaves_what_it_does_not_change_to_the_target(study):

@@ -120,10 +120,12 @@ def to_llama_server(preset: Preset) -> str:
             words += [flag, _server_value(key, values[key])]
     words += _server_load_flags(values)
     words += ["-np", "1"]
-    n_ctx = preset.engine.get("n_ctx")
+    n_ctx = preset.engine.get("n_ctx") or 0
+    context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
+    pool = f"one {n_ctx}-token KV cache" if n_ctx else "one KV cache"
     slots = (
-        f"-np 1: one slot with all {n_ctx} tokens of context, one request at a time, as measured; llama-server's default "
-        f"is 4 slots sharing one {n_ctx}-token KV cache (4 concurrent requests share it): measure -np there before raising it"
+        f"-np 1: one slot with {context}, one request at a time, as measured; llama-server's default "
+        f"is 4 slots sharing {pool} (4 concurrent requests share it): measure -np there before raising it"
     )
     header = [f"# {line}" for line in [*claim_lines(preset, "llama-server"), slots]]
     return "\n".join([*header, shlex.join(words)]) + "\n"
@@ -198,18 +200,21 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
     lines = measured_lines(preset)
     if not lines:
         return []
-    who, values, defaults = target(name).words, _values(preset), defaults_for(name)
+    who, values = target(name).words, _values(preset)
+    kept = targets_own(preset.measured, values, name)
+    defaults = defaults_for(name, values, kept)
     if preset.measured.get("changes") == {}:
-        lines.append(f"no change measurably paid: keep {who}'s own defaults, at the context the application requires")
-    lines += carry_over(preset.measured, name)
-    same = left_out(values, name)
-    own = {key: value for key, value in targets_own(preset.measured, values, name).items() if key not in same}
+        keep = f"{who}'s own defaults" if preset.measured.get("starting_point") == "defaults" else "your settings"
+        lines.append(f"no change measurably paid: keep {keep}, at the context the application requires")
+    lines += carry_over(preset.measured, name, values, kept)
+    same = left_out(values, name, kept)
+    own = {key: value for key, value in kept.items() if key not in same}
     if same:
-        lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {_plain(value)}" for key, value in same.items()))
+        lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {_plain(key, value)}" for key, value in same.items()))
     if own:
         lines.append(
             f"left to {who}'s own defaults (the preset does not change them; measured with llama-cpp-python's): "
-            + ", ".join(f"{key} {_plain(value)}" + (f" (there {_plain(defaults[key])})" if key in defaults else "") for key, value in own.items())
+            + ", ".join(f"{key} {_plain(key, value)}" + (f" (there {_plain(key, defaults[key])})" if key in defaults else "") for key, value in own.items())
         )
     lines.append(f"measured in llama-cpp-python; {who} runs its own build and defaults: re-measure there")
     return lines
@@ -253,11 +258,17 @@ def _target_values(preset: Preset, name: str) -> dict[str, Any]:
     """The settings an export for target ``name`` writes: those not already its default here, and
     not left to its own defaults (a minimal preset's unchanged llama-cpp-python defaults)."""
     values = _values(preset)
-    skip = left_out(values, name).keys() | targets_own(preset.measured, values, name).keys()
+    kept = targets_own(preset.measured, values, name)
+    skip = left_out(values, name, kept).keys() | kept.keys()
     return {key: value for key, value in values.items() if key not in skip}
 
 
-def _plain(value: Any) -> str:
+def _plain(key: str, value: Any) -> str:
+    """A setting's value as people write it: KV types and split modes by name, booleans lower-case."""
+    if key in ("type_k", "type_v"):
+        return KV_TYPE_NAMES.get(value, str(value))
+    if key == "split_mode":
+        return SPLIT_MODES.get(value, str(value))
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

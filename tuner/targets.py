@@ -20,6 +20,7 @@ claimed to match.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,16 +56,23 @@ def target(name: str) -> Target:
     return TARGETS[name]
 
 
-def defaults_for(name: str) -> dict[str, Any]:
-    """The target's default for each preset key it has one for, on this machine."""
+def defaults_for(name: str, values: dict[str, Any] | None = None, own: Collection[str] = ()) -> dict[str, Any]:
+    """The target's default for each preset key it has one for, on this machine.
+
+    Args:
+        values, own: the preset's values and the keys an export leaves to the target
+            (:func:`targets_own`): llama-server's prompt threads default to the generation
+            threads it is given (``-tb`` follows ``-t``), so that default depends on them.
+    """
     if name == "llama-server":
         # common_params: n_batch 2048, n_ubatch 512, threads common_cpu_get_num_math() (the
-        # physical cores on a non-hybrid x86 CPU; prompt threads follow the generation threads),
-        # KV f16, sampling temp 0.80, top_k 40, top_p 0.95, min_p 0.05, penalty_repeat 1.00;
-        # n_ctx 0 = the training context, -fa auto, -ngl auto: decided by the server itself.
+        # physical cores on a non-hybrid x86 CPU), prompt threads = the generation threads
+        # (cpuparams_batch copies cpuparams), KV f16, sampling temp 0.80, top_k 40, top_p 0.95,
+        # min_p 0.05, penalty_repeat 1.00; n_ctx 0 = the training context, -fa auto, -ngl auto.
         cores = physical_cores()
+        given = (values or {}).get("n_threads") if "n_threads" not in own else None
         return {
-            "n_batch": 2048, "n_ubatch": 512, "n_threads": cores, "n_threads_batch": cores,
+            "n_batch": 2048, "n_ubatch": 512, "n_threads": cores, "n_threads_batch": given or cores,
             "type_k": F16, "type_v": F16, "offload_kqv": True, "use_mmap": True, "use_mlock": False,
             "split_mode": 1, "main_gpu": 0,
             "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0,
@@ -91,9 +99,9 @@ def defaults_for(name: str) -> dict[str, Any]:
     return {}
 
 
-def left_out(values: dict[str, Any], name: str) -> dict[str, Any]:
+def left_out(values: dict[str, Any], name: str, own: Collection[str] = ()) -> dict[str, Any]:
     """The preset values equal to the target's default here: an export leaves them out."""
-    defaults = defaults_for(name)
+    defaults = defaults_for(name, values, own)
     return {key: value for key, value in values.items() if key in defaults and _same(value, defaults[key])}
 
 
@@ -117,10 +125,10 @@ def baseline_words(measured: dict[str, Any]) -> str:
     return f"{words} ({was})" if was else words
 
 
-def carry_over(measured: dict[str, Any], name: str) -> list[str]:
+def carry_over(measured: dict[str, Any], name: str, values: dict[str, Any] | None = None, own: Collection[str] = ()) -> list[str]:
     """For each change the preset makes, whether the target's default here already has it,
     equals the baseline's value (what it is worth may carry over) or differs (it does not)."""
-    defaults, who = defaults_for(name), target(name).words
+    defaults, who = defaults_for(name, values, own), target(name).words
     lines = []
     for key, change in (measured.get("changes") or {}).items():
         if key not in defaults:

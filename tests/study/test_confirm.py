@@ -105,6 +105,7 @@ def test_what_cannot_win_is_dropped_after_two_rounds_and_keeps_them():
         _candidate("#5", [50.0, 52.0], [30.0, 31.0]),
         _candidate("#7", [44.0, 48.0], [30.0, 31.0]),  # its better round within 5% of #5's worse: may still win
         _candidate("#9", [40.0, 46.0], [30.0, 31.0]),
+        replace(_candidate("#2", [20.0, 21.0], [30.0, 31.0]), label="yours"),  # the starting point: never dropped
     ]
     notes: list[str] = []
     hopeless(entries, noise=0.02, note=notes.append)  # margin max(5%, 2 x 2%) = 5%: bound 50 x 0.95 = 47.5

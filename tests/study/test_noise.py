@@ -183,3 +183,36 @@ def test_the_racing_bound_comes_from_the_incumbents_lowest_reading(tmp_path, mod
     again = {"trial": best.number, "after": 4, "value": low, "trial_value": best.values[0]}
     study.set_user_attr("drift", [*study.user_attrs["drift"], again])  # re-readings 0.5 x low and low: drift ±67%
     assert race_bound(study, "requests_per_min").after_first == 0.0  # that much drift forbids one-repetition stops
+
+
+class YoursFail(Loaded):
+    """The simulated machine on which your settings (3 threads) fail: a failure a real engine
+    cannot be made to produce for one configuration on demand."""
+
+    def measure(self, config, workload, **options):
+        if config.effective().n_threads == 3:
+            from tuner.errors import EngineError
+
+            raise EngineError("llama.cpp refused the context (simulated)", "change the settings")
+        return super().measure(config, workload, **options)
+
+
+def test_when_your_settings_fail_the_floor_is_measured_on_the_defaults(tmp_path, model_path):
+    from tuner.config import EngineConfig
+
+    spec = StudySpec(
+        model=model_path,
+        model_sha256="0" * 64,
+        space=parse_space(UBATCH_64),
+        workload=replace(SMALL, quality=False),
+        trials=4,
+        seed=1,
+        economies=Economies(racing=False),
+        requirement=Requirement(512, "the test's"),
+        yours=EngineConfig(n_threads=3, n_threads_batch=3),
+    )
+    notes: list[str] = []
+    study = start_study(spec, name="yours-fail", storage=open_storage(f"sqlite:///{tmp_path / 'y.db'}"), runner=YoursFail(lambda call: 1.0),
+                        machine=describe_machine().to_dict(), on_note=notes.append)
+    assert study.user_attrs["noise_floor"]["label"] == "defaults" and study.user_attrs.get("noise_floor_error") is None
+    assert notes[0].startswith("noise floor: ±") and "the defaults read" in notes[0]

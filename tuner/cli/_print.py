@@ -181,7 +181,7 @@ def print_confirmation(summary: Any) -> None:
         r = c.ratio
         rows.append(
             [
-                c.label + (" (winner)" if c.trial == confirmation.winner else "") + (" (dropped after round 2)" if c.dropped else ""),
+                c.label + (" (winner)" if c.trial == confirmation.winner else "") + (f" (dropped after round {len(c.rounds)})" if c.dropped else ""),
                 f"{c.trial_value:.1f}",
                 f"{c.value.median:.1f} ± {c.value.iqr:.1f}",
                 f"{r.median:.2f}x ({min(r.samples):.2f}-{max(r.samples):.2f})",

@@ -30,7 +30,7 @@ from tuner.space import SearchSpace
 from tuner.stats import check_rounds
 from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
 from tuner.study._objective import Economies, Runner, TrialFailed, make_objective
-from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective
+from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective, start_words, study_defaults
 from tuner.study._eta import end_estimate, per_trial
 from tuner.study.ablation import ablate
 from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, refresh_if_unchanged
@@ -252,15 +252,21 @@ def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Call
     clock = time.monotonic()
     label, config = floor_config(study)
     try:
-        floor, last = measure_noise_floor(
-            runner, workload, metric=speed_objective(study), config=config, use_cache=economies_of(study).cache, label=label
-        )
+        try:
+            floor, last = _floor_on(study, runner, workload, label, config)
+        except (ConfigError, EngineError, WorkerFailed):
+            if label != "yours":
+                raise
+            # your settings cannot run this workload (their trial will say why): the defaults,
+            # then the starting point, carry the floor
+            label, config = "defaults", study_defaults(study)
+            floor, last = _floor_on(study, runner, workload, label, config)
     except (ConfigError, EngineError, WorkerFailed) as exc:
         # The starting point cannot run this workload: its baseline trial will fail and say why;
         # ties then rest on the rounds' own spread.
         study.set_user_attr("noise_floor_error", exc.what)  # shown by tune show and the report
         if on_note:
-            on_note(f"noise floor not measured: {label} failed on this workload ({exc.what})")
+            on_note(f"noise floor not measured: {start_words(label)} failed on this workload ({exc.what})")
         return {}
     finally:
         _add_seconds(study, "noise_floor", time.monotonic() - clock)
@@ -271,6 +277,10 @@ def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Call
         if economies_of(study).racing and speed_objective(study) == "requests_per_min":
             on_note(race_rule(noise_floor(study)))
     return {label: last}
+
+
+def _floor_on(study: Any, runner: Runner, workload: Workload, label: str, config: EngineConfig) -> tuple[Any, Any]:
+    return measure_noise_floor(runner, workload, metric=speed_objective(study), config=config, use_cache=economies_of(study).cache, label=label)
 
 
 def _confirm(
@@ -374,7 +384,8 @@ def _run(
         if on_progress and finished:
             remaining = max(target - len(counted_trials(study)), 0)
             # each drift check costs about one trial (speed only)
-            eta = remaining * per_trial(durations) * (1 + 1 / DRIFT_EVERY) + end_estimate(study, confirm_rounds) if durations else None
+            drifts = 1 / DRIFT_EVERY if speed_objective(study) == "requests_per_min" else 0.0
+            eta = remaining * per_trial(durations) * (1 + drifts) + end_estimate(study, confirm_rounds) if durations else None
             on_progress(_progress(study, finished[0], target, remaining, eta))
         counted = len(counted_trials(study))
         if finished and drift_due(counted, target) and speed_objective(study) == "requests_per_min":

@@ -21,7 +21,7 @@ from tuner.study._trials import (
 )
 from tuner.study.ablation import Ablation, current_ablation
 from tuner.study.confirm import SHAPE_FIGURES, Candidate, Confirmation, current_confirmation
-from tuner.study.noise import Drift, drift, noise_floor, reading_noise, tie
+from tuner.study.noise import RACE_MIN_MARGIN, Drift, drift, noise_floor, reading_noise, tie
 
 # Where a study's time goes (see time_spent), in the order a trial spends it, with display names.
 TRIAL_PARTS = (("setup", "setup"), ("warmup", "warm-up"), ("prefill", "prefill"), ("timed", "timed"), ("quality", "quality"), ("overhead", "overhead"))
@@ -233,7 +233,8 @@ class Summary:
             return False
         if row.rounds_vs_defaults:
             return tie(row.rounds_vs_defaults, self.noise)
-        return tie([row.ratio_vs_defaults], self.reading_noise)
+        # two readings minutes apart: without a floor, at least racing's smallest margin separates them
+        return tie([row.ratio_vs_defaults], self.reading_noise if self.noise else max(self.reading_noise, RACE_MIN_MARGIN))
 
     def to_dict(self) -> dict[str, Any]:
         """The figures `tune show` prints, for scripts (`tune show --json`; docs/json.md)."""

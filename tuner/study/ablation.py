@@ -11,14 +11,14 @@ configuration it is compared to (:func:`tuner.study.confirm.interleave`):
 1. **Each group reverted alone from the winner.** For every group the winner changes, the winner
    with that group set back to the start's values is measured beside the winner. A group's worth
    is the median of winner / reverted over the rounds, paired round by round. It is kept when that
-   is beyond the noise (:func:`tuner.stats.beats`), else reverted. Why from the winner and not
+   is beyond the noise (:func:`tuner.study.noise.beats`), else reverted. Why from the winner and not
    forward from the start: a change's worth depends on the other knobs, and the preset the user
    adopts carries the winner's kept changes, so that is the context to measure it in. (Measured
    forward from a start with 8 threads on 2 cores, smaller batch sizes read 1.10x; on top of the
    winner's 2 threads they do nothing.) No decision rests on one round: transients of -30% in a
    single reading were seen on this project's machines. When the rounds disagree on a decision (a
    win that some round reads as a loss, or a tie that some round reads as a clear win), up to
-   :data:`EXTRA_ROUNDS` more rounds are measured before it is taken (:func:`tuner.stats.settled`).
+   :data:`EXTRA_ROUNDS` more rounds are measured before it is taken (:func:`tuner.study.noise.settled`).
 2. **The minimal preset must tie the winner.** Changes can be redundant (either of two gives the
    gain, so reverting either alone costs nothing), which single reversions do not see. So the
    minimal preset (the start plus the kept groups) is measured beside the winner, the start and
@@ -63,7 +63,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 Note = Callable[[str], None]
-# Rounds a phase may add when its rounds disagree on a decision (see tuner.stats.settled): a
+# Rounds a phase may add when its rounds disagree on a decision (see tuner.study.noise.settled): a
 # decision is then taken on more readings, not on one noisy round.
 EXTRA_ROUNDS = 2
 

@@ -37,7 +37,7 @@ from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.measure import RaceBound
 from tuner.stats import UNITS, Stat
-from tuner.study._trials import enqueued_baseline, fastest_feasible
+from tuner.study._trials import counted_trials, enqueued_baseline, fastest_feasible
 from tuner.workload import Workload
 
 __all__ = [
@@ -217,7 +217,7 @@ def follow_drift(study: Any, runner: Any, workload: Workload, metric: str, on_no
         result = runner.measure(EngineConfig.from_dict(best.user_attrs["measurement"]["effective"]), replace(workload, quality=False))
     except (ConfigError, EngineError, WorkerFailed):
         return  # it ran as a trial; a failure now says nothing about noise, and the search goes on
-    readings = [*drift(study).readings, {"trial": best.number, "after": len(study.trials), "value": getattr(result, metric).median, "trial_value": best.values[0]}]
+    readings = [*drift(study).readings, {"trial": best.number, "after": len(counted_trials(study)), "value": getattr(result, metric).median, "trial_value": best.values[0]}]
     study.set_user_attr("drift", readings)
     if on_note:
         now = readings[-1]
@@ -261,14 +261,17 @@ def race_bound(study: Any, speed: str) -> RaceBound | None:
 def hopeless(entries: list[Any], noise: float, note: Note) -> None:
     """Confirmation's economy, after its first two rounds (the order rotated between them): stop
     re-measuring an entry whose better round reads below the best eligible entry's worse round
-    less the racing margin. The defaults (``entries[0]``: every ratio needs them) stay; a dropped
-    entry keeps its rounds, so the guide card's ratio is still reported."""
+    less the racing margin. The defaults (``entries[0]``: every ratio needs them) and your settings
+    (the starting point) stay; a dropped entry keeps its rounds, so the guide card's ratio is still
+    reported."""
     contenders = [e for e in entries if e.eligible and len(e.rounds) >= 2 and not e.error]
     if not contenders:
         return
     best = max(contenders, key=lambda e: min(e.rounds[:2]))
     bound = min(best.rounds[:2]) * (1 - race_margin(noise))
     for entry in entries[1:]:
+        if entry.label == "yours":
+            continue  # your settings are the starting point: the pick must be measured beside them
         if len(entry.rounds) >= 2 and not entry.error and max(entry.rounds[:2]) < bound:
             entry.dropped = f"{max(entry.rounds[:2]):.1f} at best in rounds 1-2 < {bound:.1f} (the worse round of {best.label} less {race_margin(noise):.0%})"
             note(f"{entry.label} dropped after round 2: {entry.dropped}")
