@@ -29,7 +29,7 @@ from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import Preset
 from tuner.stats import UNITS
-from tuner.targets import baseline_words, carry_over, defaults_for, left_out, target, targets_own
+from tuner.targets import SPLIT_MODES, baseline_words, carry_over, defaults_for, left_out, target, targets_own, value_text
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -65,7 +65,6 @@ SERVER_FLAGS = {
     "repeat_penalty": "--repeat-penalty",
     "seed": "-s",
 }
-SPLIT_MODES = {0: "none", 1: "layer", 2: "row"}  # LLAMA_SPLIT_MODE_* -> llama-server's -sm names
 
 # preset key -> ollama PARAMETER (json tags of ollama's api.Options / api.Runner).
 OLLAMA_PARAMS = {
@@ -210,11 +209,11 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
     same = left_out(values, name, kept)
     own = {key: value for key, value in kept.items() if key not in same}
     if same:
-        lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {_plain(key, value)}" for key, value in same.items()))
+        lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {value_text(key, value)}" for key, value in same.items()))
     if own:
         lines.append(
             f"left to {who}'s own defaults (the preset does not change them; measured with llama-cpp-python's): "
-            + ", ".join(f"{key} {_plain(key, value)}" + (f" (there {_plain(key, defaults[key])})" if key in defaults else "") for key, value in own.items())
+            + ", ".join(f"{key} {value_text(key, value)}" + (f" (there {value_text(key, defaults[key])})" if key in defaults else "") for key, value in own.items())
         )
     lines.append(f"measured in llama-cpp-python; {who} runs its own build and defaults: re-measure there")
     return lines
@@ -261,15 +260,6 @@ def _target_values(preset: Preset, name: str) -> dict[str, Any]:
     kept = targets_own(preset.measured, values, name)
     skip = left_out(values, name, kept).keys() | kept.keys()
     return {key: value for key, value in values.items() if key not in skip}
-
-
-def _plain(key: str, value: Any) -> str:
-    """A setting's value as people write it: KV types and split modes by name, booleans lower-case."""
-    if key in ("type_k", "type_v"):
-        return KV_TYPE_NAMES.get(value, str(value))
-    if key == "split_mode":
-        return SPLIT_MODES.get(value, str(value))
-    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _server_value(key: str, value: Any) -> str:

@@ -24,16 +24,17 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.config import KV_TYPES
+from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.hardware import physical_cores
 
-__all__ = ["TARGETS", "Target", "baseline_words", "carry_over", "defaults_for", "left_out", "target", "targets_own"]
+__all__ = ["TARGETS", "Target", "baseline_words", "carry_over", "defaults_for", "left_out", "target", "targets_own", "value_text"]
 
 # Written to every target even when the preset leaves it as the starting point had it: the
 # context the application requires.
 REQUIRED = ("n_ctx",)
 
 F16 = KV_TYPES["f16"]
+SPLIT_MODES = {0: "none", 1: "layer", 2: "row"}  # LLAMA_SPLIT_MODE_* -> llama-server's -sm names
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,9 @@ def carry_over(measured: dict[str, Any], name: str, values: dict[str, Any] | Non
         if key not in defaults:
             lines.append(f"{who} decides {key} itself: the worth of {key} {change['from']} -> {change['to']} may not carry over")
         elif _same(defaults[key], change["to"]):
-            lines.append(f"{who} defaults to {key} {_text(defaults[key])} here: this gain is already yours there (left out)")
+            lines.append(f"{who} defaults to {key} {value_text(key, defaults[key])} here: this gain is already yours there (left out)")
         elif not _same(defaults[key], change["from"]):
-            lines.append(f"{who} defaults to {key} {_text(defaults[key])}, not the {change['from']} measured against: the ratio does not carry over")
+            lines.append(f"{who} defaults to {key} {value_text(key, defaults[key])}, not the {change['from']} measured against: the ratio does not carry over")
     return lines
 
 
@@ -146,5 +147,10 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _text(value: Any) -> str:
+def value_text(key: str, value: Any) -> str:
+    """A setting's value as people write it: KV types and split modes by name, booleans lower-case."""
+    if key in ("type_k", "type_v"):
+        return KV_TYPE_NAMES.get(value, str(value))
+    if key == "split_mode":
+        return SPLIT_MODES.get(value, str(value))
     return str(value).lower() if isinstance(value, bool) else str(value)
