@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
 LAYERS: list[set[str]] = [
     {"tuner.errors"},
     {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.hardware", "tuner.telemetry", "tuner.llama_log", "tuner.sampling"},
-    {"tuner.engine", "tuner.vocab"},  # the only llama.cpp drivers: contexts; a vocabulary alone
+    {"tuner.engine", "tuner.vocab", "tuner.llama_params"},  # the only llama.cpp drivers: contexts (and their parameters); a vocabulary alone
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload", "tuner.baseline"},
     {"tuner.worker", "tuner.preset", "tuner.user_requests", "tuner.targets", "tuner.placement"},

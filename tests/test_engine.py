@@ -6,7 +6,8 @@ import llama_cpp
 import pytest
 
 from tuner.config import EngineConfig
-from tuner.engine import Engine, context_params, read_back
+from tuner.engine import Engine
+from tuner.llama_params import context_params, read_back
 from tuner.errors import ConfigError, EngineError
 
 
@@ -105,3 +106,40 @@ def test_the_prompts_wall_clock_is_read_after_its_work_is_done(engine: Engine, m
         monkeypatch.setattr(llama_cpp, "llama_synchronize", synchronize)
         generation = session.generate(session.tokenize("The river"), 2, stop_at_eos=False)
     assert generation.wall_prompt_ms >= 200  # the pending work was waited for before the clock was read
+
+
+DEPTH_TEXT = "The lighthouse keeper kept a careful log of the wind, the waves and the ships that passed. " * 30
+
+
+@pytest.mark.parametrize("settings", [{}, {"flash_attn": True, "type_k": 8, "type_v": 8}])
+def test_a_depth_entered_again_is_restored_as_it_was_prefilled(engine: Engine, settings, monkeypatch):
+    """A measurement visits each shape's depth several times; the second visit restores the state
+    the first prefill saved instead of evaluating the depth again. The request after it must find
+    the same cache: nothing evaluated, the same positions, the same greedy continuation."""
+    with engine.session(EngineConfig(n_ctx=1024, n_threads=2, temperature=0.0, **settings)) as session:
+        tokens = session.tokenize(DEPTH_TEXT)[:416]
+        depth, prompt = tokens[:384], tokens[384:]
+        session.enter_depth(depth)
+        first = session.generate(prompt, 16, past=384, stop_at_eos=False)
+        session.enter_depth(tokens[:64])  # another shape's depth replaces the cache in between
+        evaluated: list[list[int]] = []
+        monkeypatch.setattr(session, "prefill", evaluated.append)
+        session.enter_depth(depth)
+        again = session.generate(prompt, 16, past=384, stop_at_eos=False)
+    assert evaluated == []
+    assert again.context_tokens == first.context_tokens == 416
+    assert again.tokens == first.tokens
+
+
+def test_depths_past_the_state_limit_are_prefilled_again(engine: Engine, monkeypatch):
+    import tuner.engine
+
+    monkeypatch.setattr(tuner.engine, "DEPTH_STATE_LIMIT", 0)
+    with engine.session(EngineConfig(n_ctx=512, n_threads=2)) as session:
+        depth = session.tokenize(DEPTH_TEXT)[:64]
+        session.enter_depth(depth)
+        real_prefill, evaluated = session.prefill, []
+        monkeypatch.setattr(session, "prefill", lambda tokens: (evaluated.append(tokens), real_prefill(tokens)))
+        session.enter_depth(depth)
+        assert session.cached_tokens() == 64
+    assert evaluated == [depth]

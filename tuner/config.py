@@ -119,7 +119,7 @@ class EngineConfig:
 
         Llama clamps n_batch to n_ctx and n_ubatch to n_batch silently, defaults n_threads to
         half of ``multiprocessing.cpu_count()`` and n_threads_batch to all of it. What llama.cpp
-        then runs with is read back from the context (:func:`tuner.engine.read_back`).
+        then runs with is read back from the context (:func:`tuner.llama_params.read_back`).
         """
         cpus = multiprocessing.cpu_count()
         n_batch = min(self.n_batch, self.n_ctx) if self.n_ctx > 0 else self.n_batch

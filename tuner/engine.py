@@ -18,15 +18,19 @@ from typing import TYPE_CHECKING, Any
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, ModelError
 from tuner.llama_log import quiet_llama_logs
+from tuner.llama_params import context_params, read_back
 
 if TYPE_CHECKING:  # llama_cpp is imported lazily so `tune --help` stays instant
     from llama_cpp import _internals
 
-__all__ = ["Engine", "Generation", "Session", "context_params", "read_back"]
+__all__ = ["Engine", "Generation", "Session"]
 
 # llama-cpp-python keeps this many recent tokens for the repeat penalty (Llama.last_n_tokens_size).
 PENALTY_LAST_N = 64
 DEFAULT_SEED = 0xFFFFFFFF  # LLAMA_DEFAULT_SEED: a random seed per sampler
+# Host memory a session may hold in saved depth states (Session.enter_depth): a 384-token depth of
+# the embedded model is about 7 MB; an 8B model's 8k-token depth is about 1 GiB, prefilled instead.
+DEPTH_STATE_LIMIT = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,8 @@ class Session:
         self.engine = engine
         self.config = config
         self.context = context
+        self._depths: dict[tuple[int, ...], Any] = {}  # a depth's KV state, saved by enter_depth
+        self._depth_bytes = 0
 
     def tokenize(self, text: str) -> list[int]:
         return self.engine.model.tokenize(text.encode("utf-8"), add_bos=True, special=False)
@@ -79,6 +85,35 @@ class Session:
             llama_cpp.llama_synchronize(self.context.ctx)
         finally:
             batch.close()
+
+    def enter_depth(self, tokens: list[int]) -> None:
+        """Make the KV cache hold exactly ``tokens`` (a request shape's depth, untimed): restored
+        from the copy this session saved when it first prefilled them, else prefilled and saved.
+
+        Why: a measurement moves between its shapes (every shape's first repetition, then the
+        second, ...), and re-evaluating a depth it already evaluated once was a fifth of a study's
+        time. The restored cells are the ones the prefill wrote (llama_state_seq_get/set_data on
+        sequence 0), which is the state a request finds either way. Copies are kept up to
+        :data:`DEPTH_STATE_LIMIT` bytes per session; past that a depth is prefilled again."""
+        import ctypes
+
+        import llama_cpp
+
+        saved = self._depths.get(tuple(tokens))
+        if saved is not None:
+            self.context.kv_cache_clear()
+            if llama_cpp.llama_state_seq_set_data(self.context.ctx, saved, len(saved), 0) and self.cached_tokens() == len(tokens):
+                return
+        self.prefill(tokens)
+        if not tokens or saved is not None:
+            return
+        size = llama_cpp.llama_state_seq_get_size(self.context.ctx, 0)
+        if self._depth_bytes + size > DEPTH_STATE_LIMIT:
+            return
+        state = (ctypes.c_uint8 * size)()
+        if llama_cpp.llama_state_seq_get_data(self.context.ctx, state, size, 0) == size:
+            self._depths[tuple(tokens)] = state
+            self._depth_bytes += size
 
     def cached_tokens(self) -> int:
         """Positions held in the KV cache (sequence 0), as llama.cpp's memory reports them."""
@@ -382,54 +417,6 @@ class Engine:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def context_params(config: EngineConfig) -> Any:
-    """llama.cpp context params for ``config``, set as ``llama_cpp.Llama(**engine)`` sets them.
-
-    llama_context_default_params() differs from what Llama builds: Llama sets the YaRN factors
-    explicitly and turns the perf counters on. Every field Llama sets from its own defaults is set
-    the same way here, so a figure measured here holds for a Llama user (benchmarks/llama_parity.py).
-    """
-    import llama_cpp
-
-    params = llama_cpp.llama_context_default_params()
-    params.n_ctx = config.n_ctx
-    params.n_batch = config.n_batch
-    params.n_ubatch = config.n_ubatch
-    params.n_threads = config.n_threads
-    params.n_threads_batch = config.n_threads_batch
-    params.rope_scaling_type = llama_cpp.LLAMA_ROPE_SCALING_TYPE_UNSPECIFIED
-    params.pooling_type = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED
-    params.attention_type = llama_cpp.LLAMA_ATTENTION_TYPE_UNSPECIFIED
-    params.rope_freq_base = 0.0
-    params.rope_freq_scale = 0.0
-    params.yarn_ext_factor = -1.0
-    params.yarn_attn_factor = 1.0
-    params.yarn_beta_fast = 32.0
-    params.yarn_beta_slow = 1.0
-    params.yarn_orig_ctx = 0
-    params.embeddings = False
-    params.offload_kqv = config.offload_kqv
-    params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
-    params.type_k = config.type_k
-    params.type_v = config.type_v
-    params.no_perf = False  # Llama's default; llama.cpp's (True) leaves llama_perf_context at zero
-    return params
-
-
-def read_back(context: _internals.LlamaContext) -> dict[str, int]:
-    """The settings llama.cpp runs a context with, read from it."""
-    import llama_cpp
-
-    ctx = context.ctx
-    return {
-        "n_ctx": int(llama_cpp.llama_n_ctx(ctx)),
-        "n_batch": int(llama_cpp.llama_n_batch(ctx)),
-        "n_ubatch": int(llama_cpp.llama_n_ubatch(ctx)),
-        "n_threads": int(llama_cpp.llama_n_threads(ctx)),
-        "n_threads_batch": int(llama_cpp.llama_n_threads_batch(ctx)),
-    }
 
 
 _backend = {"initialized": False}
