@@ -8,7 +8,8 @@ then :data:`WARMUP_TOKENS` decode steps (on a GPU, clocks ramp up over the first
 first eval on a new context reports nonsense (0.49 ms for 428 tokens against 8.5 s of wall time
 was seen on this project's machine). Then each
 shape's ``depth`` tokens are evaluated into the KV cache (untimed: the context a request finds
-there) and its requests are timed: the prompt, then exactly ``gen`` generated tokens, each
+there; a depth the session evaluated before is restored from its saved state, see
+:meth:`tuner.engine.Session.enter_depth`) and its requests are timed: the prompt, then exactly ``gen`` generated tokens, each
 request from the same cached depth. Every repetition's counters are checked against the wall
 clock, and a repetition where they disagree is flagged.
 
@@ -259,7 +260,7 @@ def _repetitions(
     def run(index: int) -> None:
         shape, (depth, prompt) = workload.shapes[index], requests[index]
         if cached[0] != index:
-            session.prefill(depth)
+            session.enter_depth(depth)
             cached[0] = index
             clock.lap("prefill")
         runs[index].append(session.generate(prompt, shape.gen, past=shape.depth, stop_at_eos=False))
