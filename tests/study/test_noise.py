@@ -216,3 +216,14 @@ def test_when_your_settings_fail_the_floor_is_measured_on_the_defaults(tmp_path,
                         machine=describe_machine().to_dict(), on_note=notes.append)
     assert study.user_attrs["noise_floor"]["label"] == "defaults" and study.user_attrs.get("noise_floor_error") is None
     assert notes[0].startswith("noise floor: ±") and "the defaults read" in notes[0]
+
+
+def test_the_racing_rule_never_promises_a_stop_below_zero():
+    """At a noise of 17% or more, three margins are the whole reading: no first repetition can
+    stop (the bound is 0), and the rule says so instead of '110% below'."""
+    from tuner.study.noise import race_rule
+
+    assert "after 1 repetition when it reads 15% below" in race_rule(0.02)  # 3 x the 5% minimum margin
+    wide = race_rule(0.183)
+    assert "never after 1" in wide and "after 2 repetitions when both read 37% below" in wide
+    assert "110%" not in wide

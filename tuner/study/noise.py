@@ -237,9 +237,18 @@ def race_margin(noise: float) -> float:
 def race_rule(noise: float) -> str:
     """The racing rule in words, said once at study start (a stopped trial's line is then short)."""
     margin = race_margin(noise)
+    first = FIRST_STOP_FACTOR * margin
+    # A stop after one repetition needs a gap of 3 margins; at a noise of 17% or more that is the
+    # whole reading, so none can stop there (the bound is 0), and the rule says so.
+    why = f"twice the noise, at least {RACE_MIN_MARGIN:.0%}"
+    if first >= 1:
+        return (
+            f"racing: a trial stops after 2 repetitions when both read {margin:.0%} below the incumbent's lowest repetition "
+            f"({why}); never after 1 (the noise is too wide for one reading)"
+        )
     return (
-        f"racing: a trial stops after 1 repetition when it reads {FIRST_STOP_FACTOR * margin:.0%} below the incumbent's lowest "
-        f"repetition, after 2 when both read {margin:.0%} below it (twice the noise, at least {RACE_MIN_MARGIN:.0%})"
+        f"racing: a trial stops after 1 repetition when it reads {first:.0%} below the incumbent's lowest "
+        f"repetition, after 2 when both read {margin:.0%} below it ({why})"
     )
 
 
