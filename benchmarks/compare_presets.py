@@ -51,7 +51,11 @@ def main() -> None:
 
     preset = Preset.load(args.preset)
     workload = workload_for(preset, args)
-    baselines = baselines_for(preset.config().n_ctx)  # the defaults at the preset's context: like for like
+    # The defaults at the preset's context and on its placement (a GPU preset's layers offloaded
+    # in the defaults too): like for like.
+    layers = preset.config().n_gpu_layers
+    placement = preset.measured.get("placement") or ({"n_gpu_layers": layers} if layers else {})
+    baselines = baselines_for(preset.config().n_ctx, placement=placement)
     configs = {"defaults": baselines["defaults"], "guide_card": baselines["guide_card"], "tuned": preset.config()}
     figures: dict[str, dict[str, list[float]]] = {name: {f: [] for f in FIGURES} for name in configs}
     print(f"workload {workload.name}: {workload.describe()}", flush=True)

@@ -13,7 +13,7 @@ from tests.fake_nvml import FakeNvml
 from tuner.gguf import GgufInfo, read_gguf_info
 from tuner.errors import SpaceError
 from tuner.hardware import CUDA_REBUILD, GpuInfo, describe_machine, different_machine, logical_cores, nvidia_gpus, offload_missing, physical_cores
-from tuner.placement import check_offload, choose_space
+from tuner.placement import check_offload, choose_space, placement_of, placement_words
 from tuner.space import load_space
 from tuner.telemetry import Telemetry
 
@@ -170,3 +170,18 @@ def test_doctor_prints_the_rebuild_line_for_a_cpu_only_build_on_an_nvidia_machin
     lines = capsys.readouterr().out.splitlines()
     assert any(line.startswith("warning:     NVIDIA GeForce RTX 4090 found, but this llama-cpp-python build has no GPU offload") for line in lines)
     assert any(line.startswith("space:       cpu — NVIDIA GeForce RTX 4090 found") for line in lines)
+
+
+def test_the_placement_the_defaults_share_with_the_candidates(model_path):
+    """A study's defaults baseline runs where its candidates run: nothing offloaded with the CPU
+    space, every layer under full offload, the most layers that fit when they are searched."""
+    assert placement_of(load_space("cpu")) == {} and placement_words({}) == ""
+    gpus, _ = nvidia_gpus(FakeNvml())
+    full, _ = choose_space(replace(describe_machine(), gpu_offload=True, gpus=gpus), read_gguf_info(model_path))
+    assert placement_of(full) == {"n_gpu_layers": -1}
+    assert placement_words(placement_of(full)) == "every layer offloaded (n_gpu_layers -1)"
+    small, _ = nvidia_gpus(FakeNvml(name="RTX 3050", total_mib=8192, free_mib=6000))
+    big = GgufInfo(Path("big.gguf"), "llama", 32, 8192, 4096, 32, 8, 128, 128, 13 * 2**30, {})
+    partial, _ = choose_space(replace(describe_machine(), gpu_offload=True, gpus=small), big)
+    layers = {p.name: p for p in partial.params}["n_gpu_layers"].high
+    assert placement_of(partial) == {"n_gpu_layers": layers} and f"{layers} layers offloaded" in placement_words(placement_of(partial))

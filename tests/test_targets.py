@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tuner.hardware import physical_cores
-from tuner.targets import baseline_words, carry_over, defaults_for, left_out
+from tuner.targets import baseline_words, carry_over, defaults_for, left_out, targets_own
 
 
 def test_llama_cpp_pythons_server_table_matches_its_installed_settings():
@@ -42,3 +42,13 @@ def test_a_change_the_target_already_has_or_whose_baseline_differs_is_said():
     batch = {"changes": {"n_batch": {"from": 512, "to": 256}}}
     assert carry_over(batch, "llama-server") == ["llama-server defaults to n_batch 2048, not the 512 measured against: the ratio does not carry over"]
     assert carry_over(batch, "ollama") == []  # ollama's default is the baseline's: the worth may carry over
+
+
+def test_a_gpu_studys_placement_is_written_like_the_required_context():
+    """The defaults of a GPU study offloaded as its candidates did: a minimal preset from them
+    writes n_gpu_layers (llama-cpp-python's own default is 0), and its ratio names the placement."""
+    measured = {"starting_point": "defaults", "changes": {"n_batch": {"from": 512, "to": 1024}}, "placement": {"n_gpu_layers": -1}}
+    values = {"n_ctx": 4096, "n_gpu_layers": -1, "n_batch": 1024, "n_threads": 8, "top_k": 40}
+    assert targets_own(measured, values, "json") == {"n_threads": 8, "top_k": 40}
+    assert baseline_words(measured) == "llama-cpp-python's defaults with n_gpu_layers -1 (n_batch 512)"
+    assert "n_gpu_layers" in targets_own({**measured, "placement": {}}, values, "json")  # on the CPU: left to the target

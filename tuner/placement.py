@@ -15,7 +15,7 @@ from tuner.errors import SpaceError
 from tuner.hardware import CUDA_REBUILD, offload_missing, physical_cores
 from tuner.space import Param, SearchSpace, load_space, space_to_yaml
 
-__all__ = ["GPU_OVERHEAD_MIB", "VRAM_USABLE", "check_offload", "choose_space", "fit_gpu_space"]
+__all__ = ["GPU_OVERHEAD_MIB", "VRAM_USABLE", "check_offload", "choose_space", "fit_gpu_space", "placement_of", "placement_words"]
 
 # Offload planning: what besides weights and KV cache a GPU context needs (compute buffers,
 # CUDA context), and how much of the free VRAM we are willing to plan with.
@@ -41,6 +41,28 @@ def choose_space(machine: Any, model: Any = None) -> tuple[SearchSpace, str]:
         return load_space("cpu"), f"GPU offload is built in but NVML sees no NVIDIA GPU ({machine.nvml_status})"
     gpu = machine.gpus[0]
     return fit_gpu_space(load_space("rtx4090"), gpu.vram_free_mib, model, gpu_name=gpu.name)
+
+
+def placement_of(space: SearchSpace) -> dict[str, int]:
+    """Where the candidates' layers run: what the defaults baseline, the noise floor and the
+    confirmation's anchor must share with them, so that a ratio compares settings, not a GPU with
+    a CPU (an 8B model's defaults on the CPU read 10-20x below its offloaded candidates).
+
+    {} for a space that keeps every layer on the CPU; else ``n_gpu_layers`` as the space fixes it
+    (-1: every layer), or the most its search offers when it searches them (the most that fit).
+    """
+    if not space.offloads:
+        return {}
+    searched = next((p for p in space.params if p.name == "n_gpu_layers"), None)
+    return {"n_gpu_layers": int(searched.high if searched is not None else space.fixed["n_gpu_layers"])}
+
+
+def placement_words(placement: dict[str, Any]) -> str:
+    """A placement in words, for the lines that name a baseline: '' on the CPU."""
+    layers = placement.get("n_gpu_layers", 0)
+    if not layers:
+        return ""
+    return "every layer offloaded (n_gpu_layers -1)" if layers < 0 else f"{layers} layers offloaded (n_gpu_layers {layers})"
 
 
 def check_offload(space: SearchSpace, machine: Any) -> None:

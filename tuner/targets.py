@@ -30,7 +30,8 @@ from tuner.hardware import physical_cores
 __all__ = ["TARGETS", "Target", "baseline_words", "carry_over", "defaults_for", "left_out", "target", "targets_own", "value_text"]
 
 # Written to every target even when the preset leaves it as the starting point had it: the
-# context the application requires.
+# context the application requires, and (in a preset's ``placement``) the layers the study's
+# defaults offloaded as its candidates did.
 REQUIRED = ("n_ctx",)
 
 F16 = KV_TYPES["f16"]
@@ -112,8 +113,8 @@ def targets_own(measured: dict[str, Any], values: dict[str, Any], name: str) -> 
     preset from your own settings (``--baseline``) or a full winner writes them all."""
     if measured.get("starting_point") != "defaults" or "changes" not in measured:
         return {}
-    changed = set(measured["changes"])
-    return {key: value for key, value in values.items() if key not in changed and key not in REQUIRED}
+    kept = set(measured["changes"]) | set(REQUIRED) | set(measured.get("placement") or {})
+    return {key: value for key, value in values.items() if key not in kept}
 
 
 def baseline_words(measured: dict[str, Any]) -> str:
@@ -123,6 +124,9 @@ def baseline_words(measured: dict[str, Any]) -> str:
     changes = measured.get("changes") or {}
     was = ", ".join(f"{key} {change['from']}" for key, change in changes.items())
     words = "your settings (--baseline)" if start == "yours" else "llama-cpp-python's defaults"
+    layers = (measured.get("placement") or {}).get("n_gpu_layers")
+    if layers and start != "yours":
+        words += f" with n_gpu_layers {layers}"
     return f"{words} ({was})" if was else words
 
 

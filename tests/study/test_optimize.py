@@ -141,3 +141,31 @@ def test_a_trial_without_quality_figures_fails_with_its_reason_and_counts(tmp_pa
     study = start_study(spec, name="q", storage=open_storage(f"sqlite:///{tmp_path / 'q.db'}"), runner=_NoReference(engine), machine={}, confirm_rounds=0)
     assert len(study.trials) == 2  # both counted: no re-asking the sampler for more
     assert all(t.state.name == "FAIL" and "the quality proxy gave no figures" in t.user_attrs["fail_reason"] for t in study.trials)
+
+
+def test_a_gpu_study_measures_its_defaults_where_its_candidates_run(tmp_path, model_path, engine):
+    """On a GPU, "vs defaults", the noise floor and the confirmation's anchor compare settings on
+    the same hardware: the defaults baseline offloads as the candidates do, and llama-cpp-python's
+    defaults as they are (on the CPU) are measured beside it as 'cpu_defaults', never the anchor.
+    The GPU is faked at its boundary (NVML, a build that offloads); this build ignores the
+    n_gpu_layers it is given, so the trials run here on the CPU."""
+    from tests.fake_nvml import FakeNvml
+    from tuner.gguf import read_gguf_info
+    from tuner.hardware import nvidia_gpus
+    from tuner.placement import choose_space
+    from tuner.study import summarize
+    from tuner.study._trials import baseline_trial, study_defaults
+
+    gpus, _ = nvidia_gpus(FakeNvml())
+    space, _ = choose_space(replace(describe_machine(), gpu_offload=True, gpus=gpus), read_gguf_info(model_path))
+    spec = StudySpec(model=model_path, model_sha256=model_sha256(model_path), space=space, workload=replace(SMALL, quality=False), trials=3, seed=1)
+    study = start_study(spec, name="gpu", storage=open_storage(f"sqlite:///{tmp_path / 'gpu.db'}"), runner=InProcess(engine), machine={}, confirm_rounds=0)
+    assert study.user_attrs["placement"] == {"n_gpu_layers": -1}
+    assert [t.user_attrs.get("baseline") for t in study.trials] == ["defaults", "cpu_defaults", "guide_card"]
+    assert baseline_trial(study, "defaults").user_attrs["baseline_config"]["n_gpu_layers"] == -1
+    assert baseline_trial(study, "cpu_defaults").user_attrs["baseline_config"]["n_gpu_layers"] == 0
+    assert study_defaults(study).n_gpu_layers == -1  # what the noise floor ran
+    assert study.user_attrs["noise_floor"]["label"] == "defaults"
+    summary = summarize(study)
+    assert summary.baselines["defaults"].ratio_vs_defaults == 1.0
+    assert summary.baselines["cpu_defaults"].ratio_vs_defaults is not None  # shown against the offloaded defaults

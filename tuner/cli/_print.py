@@ -207,6 +207,11 @@ def print_requirement(requirement: Any, space: Any, yours: Any | None) -> None:
         typer.echo(f"starting point: your settings from {yours.source} (measured as 'yours'{at}); the preset changes them only where a change measurably pays")
     else:
         typer.echo(f"starting point: llama-cpp-python's defaults at n_ctx {requirement.n_ctx} (--baseline FILE: your own settings); the preset changes them only where a change measurably pays")
+    from tuner.placement import placement_of, placement_words  # the space module needs yaml: not at CLI start
+
+    placed = placement_words(placement_of(space))
+    if placed:  # on a GPU: ratios compare settings on the same hardware, never a GPU with a CPU
+        typer.echo(f"placement: {placed} in the defaults too, as in the candidates; 'cpu_defaults' (every layer on the CPU) is shown, never compared against")
 
 
 def print_ablation(summary: Any) -> None:

@@ -22,17 +22,18 @@ __all__ = ["MIN_IMPORTANCE_TRIALS", "baselines", "history", "importance_sections
 # single trial, so importances from 10-19 trials are rough (the page says few trials make them noisy).
 MIN_IMPORTANCE_TRIALS = MIN_TRIALS_FOR_IMPORTANCE  # one threshold for `tune report` and `tune explain`
 
-NAMES = {"defaults": "defaults", "guide_card": "guide card", "best": "best"}
+NAMES = {"defaults": "defaults", "cpu_defaults": "defaults on the CPU", "guide_card": "guide card", "best": "best"}
 COLORS = {
     "feasible": "#1f77b4",
     "infeasible": "#d62728",
     "failed": "#7f7f7f",
     "defaults": "#2ca02c",
+    "cpu_defaults": "#8c564b",
     "guide_card": "#ff7f0e",
     "best": "#9467bd",
     "front": "#ff7f0e",
 }
-MARKERS = {"defaults": "s", "guide_card": "D"}
+MARKERS = {"defaults": "s", "cpu_defaults": "v", "guide_card": "D"}
 DPI = 110
 
 

@@ -26,6 +26,7 @@ from tuner.gguf import read_gguf_info
 from tuner.hardware import describe_machine, different_machine
 from tuner.workload import LatencyTargets, Workload
 from tuner.quality import PROXY_VERSION, QualityBudget
+from tuner.placement import placement_of
 from tuner.space import SearchSpace
 from tuner.stats import check_rounds
 from tuner.study._storage import HEARTBEAT_INTERVAL_S, new_sampler, now, quiet_experimental, redact
@@ -91,7 +92,7 @@ class Progress:
     done: int  # trials counted toward the target
     target: int
     number: int
-    label: str  # "defaults", "guide_card" or "search"
+    label: str  # a baseline's label (BASELINE_LABELS) or "search"
     state: str
     value: float | None  # the speed objective (see ``objective``)
     iqr: float | None
@@ -157,13 +158,14 @@ def start_study(
         "latency_targets": spec.targets.to_dict() if spec.targets else None,
         "economies": asdict(spec.economies),
         "requirement": {"n_ctx": requirement.n_ctx, "why": requirement.why, "max_ctx": train_ctx},
+        "placement": placement_of(spec.space),
         "reference": reference,
         "machine": machine,
         "created": now(),
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    for label, config in baselines_for(requirement.n_ctx, spec.yours).items():
+    for label, config in baselines_for(requirement.n_ctx, spec.yours, placement_of(spec.space)).items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
     prepared = _measure_noise(study, runner, spec.workload, on_note)
     space = study_space(study, spec.space)

@@ -13,7 +13,7 @@ from tuner.preset import Preset
 from tuner.stats import Stat
 from tuner.study._storage import now
 from tuner.study._summary import Row, Summary, summarize, why_picked
-from tuner.study._trials import start_words
+from tuner.study._trials import start_words, study_placement
 from tuner.study.noise import beats
 from tuner.study.ablation import Ablation
 from tuner.study.confirm import Candidate, Confirmation
@@ -140,6 +140,9 @@ def _common(study: Any, summary: Summary, row: Row) -> dict[str, Any]:
         requirement = study.user_attrs["requirement"]
         measured["requirement"] = {"n_ctx": summary.required_n_ctx, "why": requirement.get("why", "")}
     measured["starting_point"] = summary.start
+    placement = study_placement(study)
+    if placement:  # what the defaults shared with the candidates: kept in every export, like n_ctx
+        measured["placement"] = placement
     return measured
 
 

@@ -29,6 +29,7 @@ __all__ = [
     "start_label",
     "start_words",
     "study_defaults",
+    "study_placement",
     "enqueued_baseline",
 ]
 
@@ -53,20 +54,37 @@ BASELINES: dict[str, EngineConfig] = {
 
 # Every baseline label a study can hold, in the order tables show them. "yours" is the user's own
 # settings (--baseline FILE), measured when given; the starting point of the minimal preset.
-BASELINE_LABELS = ("defaults", "guide_card", "yours")
+# "cpu_defaults" is llama-cpp-python's defaults as they are (every layer on the CPU), measured
+# beside the offloaded defaults in a study whose candidates offload (see baselines_for).
+BASELINE_LABELS = ("defaults", "cpu_defaults", "guide_card", "yours")
 
 
-def baselines_for(n_ctx: int, yours: EngineConfig | None = None) -> dict[str, EngineConfig]:
+def baselines_for(n_ctx: int, yours: EngineConfig | None = None, placement: dict[str, int] | None = None) -> dict[str, EngineConfig]:
     """The baselines a study measures, at the context size ``n_ctx`` its application requires.
 
     The defaults are llama-cpp-python's with n_ctx set to the requirement (a user of the defaults
-    sets n_ctx too: 512 does not hold a chat); "yours" (when given) runs at the requirement as
-    well. The guide card stays as the guide wrote it (n_ctx 2048 included).
+    sets n_ctx too: 512 does not hold a chat) and the candidates' ``placement``
+    (:func:`tuner.placement.placement_of`: on a GPU, the layers offloaded as the candidates offload
+    them), so that "vs defaults", the noise floor and the confirmation's anchor compare settings on
+    the same hardware. With a placement, llama-cpp-python's defaults as they are (on the CPU: what
+    a user who passes nothing gets) are measured too, as "cpu_defaults", and shown, never compared
+    against. "yours" (when given) runs at the requirement, placed as your file says. The guide
+    card stays as the guide wrote it (n_ctx 2048 included).
     """
-    baselines = {**BASELINES, "defaults": replace(BASELINES["defaults"], n_ctx=n_ctx)}
+    defaults = replace(BASELINES["defaults"], n_ctx=n_ctx)
+    baselines = {"defaults": replace(defaults, **(placement or {}))}
+    if placement:
+        baselines["cpu_defaults"] = defaults
+    baselines["guide_card"] = BASELINES["guide_card"]
     if yours is not None:
         baselines["yours"] = replace(yours, n_ctx=n_ctx)
     return baselines
+
+
+def study_placement(study: Any) -> dict[str, int]:
+    """The placement the study's defaults share with its candidates ({}: the CPU, and studies made
+    before placements were recorded)."""
+    return dict(study.user_attrs.get("placement") or {})
 
 
 def is_feasible(trial: Any) -> bool:
