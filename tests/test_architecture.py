@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS: list[set[str]] = [
     {"tuner.errors"},
-    {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.hardware", "tuner.telemetry", "tuner.llama_log", "tuner.sampling"},
+    {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.devices", "tuner.hardware", "tuner.telemetry", "tuner.llama_log", "tuner.sampling"},
     {"tuner.engine", "tuner.vocab", "tuner.llama_params"},  # the only llama.cpp drivers: contexts (and their parameters); a vocabulary alone
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload", "tuner.baseline"},

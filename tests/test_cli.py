@@ -242,8 +242,10 @@ def test_doctor_json_describes_this_machine(tmp_path):
     assert isinstance(data["gpus"], list) and isinstance(data["gpu_offload"], bool)
     assert len(data["fingerprint"]) == 16
     assert data["space"]["name"] == ("rtx4090" if data["gpu_offload"] and data["gpus"] else "cpu")
+    assert "cpu" in [d["kind"] for d in data["llama_devices"]]  # llama.cpp's own list: the CPU at least
     human = run_tune("doctor", cwd=tmp_path)
     assert human.returncode == 0 and data["fingerprint"] in human.stdout
+    assert any(line.startswith("devices:") and "(cpu, " in line for line in human.stdout.splitlines())
 
 
 def test_resume_on_another_machine_is_refused(workdir, tmp_path):

@@ -9,7 +9,9 @@ from pathlib import Path
 import pynvml
 import pytest
 
+from tests.fake_ggml import metal
 from tests.fake_nvml import FakeNvml
+from tuner.devices import llama_devices
 from tuner.gguf import GgufInfo, read_gguf_info
 from tuner.errors import SpaceError
 from tuner.hardware import CUDA_REBUILD, GpuInfo, describe_machine, different_machine, logical_cores, nvidia_gpus, offload_missing, physical_cores
@@ -185,3 +187,27 @@ def test_the_placement_the_defaults_share_with_the_candidates(model_path):
     partial, _ = choose_space(replace(describe_machine(), gpu_offload=True, gpus=small), big)
     layers = {p.name: p for p in partial.params}["n_gpu_layers"].high
     assert placement_of(partial) == {"n_gpu_layers": layers} and f"{layers} layers offloaded" in placement_words(placement_of(partial))
+
+
+def test_llama_cpps_own_device_list_here_is_the_cpu():
+    devices, status = llama_devices()
+    assert status == "ok" and devices and devices[-1].kind == "cpu"
+    assert describe_machine().devices == devices
+    if not describe_machine().gpu_offload:
+        assert describe_machine().offload_devices == []
+
+
+def test_a_metal_like_device_without_nvml_gets_a_gpu_space(model_path):
+    """A Metal (or Vulkan, ROCm) build offloads to a GPU NVML never sees: llama.cpp's own device
+    list finds it, and the space offloads, fitted to that device's free memory."""
+    devices, status = llama_devices(metal(free_mib=40_000))
+    assert status == "ok"
+    assert [(d.name, d.kind, d.memory_free_mib, d.offloads) for d in devices] == [("Metal", "igpu", 40_000, True), ("CPU", "cpu", 40_000, False)]
+    machine = replace(describe_machine(), gpu_offload=True, gpus=[], nvml_status="no NVIDIA driver", devices=devices)
+    space, why = choose_space(machine, read_gguf_info(model_path))
+    assert space.name == "rtx4090" and space.fixed["n_gpu_layers"] == -1
+    assert why.startswith("Apple M2 Max (Metal) with 40000 MiB free")
+    assert placement_of(space) == {"n_gpu_layers": -1}
+    none_seen = replace(machine, devices=devices[1:])
+    space, why = choose_space(none_seen, read_gguf_info(model_path))
+    assert space.name == "cpu" and "neither llama.cpp nor NVML sees a GPU" in why

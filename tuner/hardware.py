@@ -1,4 +1,5 @@
-"""Facts about the machine that change performance: CPU, memory, llama.cpp build, NVIDIA GPUs.
+"""Facts about the machine that change performance: CPU, memory, llama.cpp build and its devices
+(:mod:`tuner.devices`), NVIDIA GPUs (NVML).
 
 No NVIDIA driver (NVML library not found) is the normal CPU-only result, not an error.
 """
@@ -12,6 +13,8 @@ import platform
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Any
+
+from tuner.devices import LlamaDevice, llama_devices
 
 __all__ = [
     "CUDA_REBUILD",
@@ -48,6 +51,15 @@ class Machine:
     gpu_offload: bool
     gpus: list[GpuInfo] = field(default_factory=list)
     nvml_status: str = ""
+    # llama.cpp's own devices (every backend: CUDA, Metal, Vulkan, ROCm, ...), for planning; the
+    # fingerprint keeps to the build and NVML's cards, so studies recorded before them still resume.
+    devices: list[LlamaDevice] = field(default_factory=list)
+    devices_status: str = ""
+
+    @property
+    def offload_devices(self) -> list[LlamaDevice]:
+        """The devices llama.cpp offloads layers to (GPUs, dedicated or integrated)."""
+        return [d for d in self.devices if d.offloads]
 
     @property
     def fingerprint(self) -> str:
@@ -184,6 +196,7 @@ def describe_machine() -> Machine:
     import llama_cpp
 
     gpus, status = nvidia_gpus()
+    devices, devices_status = llama_devices()
     return Machine(
         cpu_model=_cpu_model(),
         physical_cores=physical_cores(),
@@ -195,6 +208,8 @@ def describe_machine() -> Machine:
         gpu_offload=bool(llama_cpp.llama_supports_gpu_offload()),
         gpus=gpus,
         nvml_status=status,
+        devices=devices,
+        devices_status=devices_status,
     )
 
 

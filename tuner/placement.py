@@ -26,10 +26,11 @@ VRAM_USABLE = 0.9
 def choose_space(machine: Any, model: Any = None) -> tuple[SearchSpace, str]:
     """The default search space for this machine and model, and why it was chosen.
 
-    Without GPU offload (or without an NVIDIA GPU) it is cpu.yaml. Otherwise rtx4090.yaml scaled
-    to the VRAM present: n_batch capped on smaller cards, n_ctx and KV types limited to what fits
+    Without GPU offload (or without a GPU) it is cpu.yaml. Otherwise rtx4090.yaml scaled to the
+    GPU's free memory: n_batch capped on smaller cards, n_ctx and KV types limited to what fits
     beside the weights, and n_gpu_layers searched (0..layers that fit) when the whole model does
-    not fit.
+    not fit. The GPU is the first one llama.cpp itself lists (every backend: CUDA, Metal,
+    Vulkan, ROCm), else NVML's first card.
 
     Args:
         machine: a :class:`tuner.hardware.Machine`.
@@ -37,8 +38,12 @@ def choose_space(machine: Any, model: Any = None) -> tuple[SearchSpace, str]:
     """
     if not machine.gpu_offload:
         return load_space("cpu"), offload_missing(machine) or "this llama.cpp build has no GPU offload"
+    devices = getattr(machine, "offload_devices", [])
+    if devices:
+        device = devices[0]
+        return fit_gpu_space(load_space("rtx4090"), device.memory_free_mib, model, gpu_name=f"{device.description} ({device.name})")
     if not machine.gpus:
-        return load_space("cpu"), f"GPU offload is built in but NVML sees no NVIDIA GPU ({machine.nvml_status})"
+        return load_space("cpu"), f"GPU offload is built in but neither llama.cpp nor NVML sees a GPU ({machine.nvml_status})"
     gpu = machine.gpus[0]
     return fit_gpu_space(load_space("rtx4090"), gpu.vram_free_mib, model, gpu_name=gpu.name)
 

@@ -106,7 +106,7 @@ def doctor(
     model: Optional[Path] = ModelOpt,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Describe this machine as the tuner sees it: CPU, GPUs (NVML), llama.cpp build, fingerprint, space."""
+    """Describe this machine as the tuner sees it: CPU, GPUs (NVML), llama.cpp build and its devices, fingerprint, space."""
     from tuner import hardware, models, placement
     from tuner.gguf import read_gguf_info
 
@@ -123,6 +123,7 @@ def doctor(
         },
         "gpus": [vars(g) for g in machine.gpus],
         "nvml": machine.nvml_status,
+        "llama_devices": [vars(d) for d in machine.devices],
         "gpu_offload": machine.gpu_offload,
         "llama_cpp": {"version": machine.llama_cpp_version, "system_info": machine.llama_system_info},
         "platform": machine.platform,
@@ -143,6 +144,8 @@ def doctor(
         typer.echo(f"GPU:         none ({machine.nvml_status})")
     typer.echo(f"llama.cpp:   llama-cpp-python {machine.llama_cpp_version}, GPU offload {'yes' if machine.gpu_offload else 'no'}")
     typer.echo(f"             {machine.llama_system_info}")
+    devices = "; ".join(d.summary() for d in machine.devices) or f"none listed ({machine.devices_status})"
+    typer.echo(f"devices:     {devices}")
     typer.echo(f"model:       {model_path.name} ({info.architecture}, {info.n_layers} layers, {report['model']['mib']} MiB)")
     typer.echo(f"fingerprint: {machine.fingerprint}")
     typer.echo(f"space:       {space.name} — {why}")
