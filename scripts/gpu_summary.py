@@ -129,7 +129,27 @@ def trials(storage: str, study_name: str) -> None:
         "workload": (attrs.get("workload") or {}).get("name"),
         "objective": objective,
         "best_trial_reading": round(max((t.values[0] for t in study.trials if t.state.name == "COMPLETE"), default=0), 2),
+        # where each trial ran: the layers asked, what llama.cpp says it offloaded, VRAM (NVML)
+        "placement": attrs.get("placement") or {},
+        "noise_floor": {"label": (attrs.get("noise_floor") or {}).get("label"), "relative": (attrs.get("noise_floor") or {}).get("relative")},
+        "per_trial": [_placed(t) for t in study.trials],
     }))
+
+
+def _placed(trial) -> dict:
+    """One trial's placement: n_gpu_layers asked, layers offloaded read back, buffers, peak VRAM."""
+    asked = (trial.user_attrs.get("baseline_config") or trial.params or {}).get("n_gpu_layers")
+    measurement = trial.user_attrs.get("measurement") or {}
+    placed = trial.user_attrs.get("placed") or measurement.get("placed") or {}
+    gpu = (measurement.get("telemetry") or {}).get("gpu") or {}
+    effective = measurement.get("effective") or {}
+    return {
+        "trial": trial.number, "label": trial.user_attrs.get("baseline", "search"), "state": trial.state.name,
+        "n_gpu_layers": effective.get("n_gpu_layers", asked),
+        "offloaded": f"{placed['offloaded_layers']}/{placed['layers']}" if "offloaded_layers" in placed else None,
+        "kv_mib": placed.get("kv_mib"), "compute_mib": placed.get("compute_mib"),
+        "peak_vram_mib": gpu.get("peak_vram_used_mib"), "flag": trial.user_attrs.get("offload_flag"),
+    }
 
 
 def trials_ok(path: Path) -> None:
@@ -269,6 +289,15 @@ def _markdown(s: dict, status: str) -> list[str]:
     if study:
         md.append(f"- study: {study['complete']}/{study['trials']} trials complete ({study.get('raced', 0)} stopped early by racing), speed only, space {study.get('space')}, "
                   f"median {_fmt(study['median_trial_s'])} s per searched trial; workload {study.get('workload')}")
+    if study and study.get("per_trial"):
+        floor = study.get("noise_floor") or {}
+        md.append(f"- placement: the defaults ran with {study.get('placement') or 'no layer offloaded'} (the candidates'); "
+                  f"noise floor on '{floor.get('label')}' (±{_fmt((floor.get('relative') or 0) * 100)}%)")
+        md += ["", "| trial | config | n_gpu_layers | offloaded (read back) | KV MiB | compute MiB | peak VRAM MiB |", "| ---: | --- | ---: | --- | --- | --- | ---: |"]
+        for t in study["per_trial"]:
+            mib = lambda d: ", ".join(f"{k} {v:.0f}" for k, v in (d or {}).items()) or "-"  # noqa: E731
+            md.append(f"| {t['trial']} | {t['label']} | {t['n_gpu_layers']} | {t['offloaded'] or '-'}{' (' + t['flag'] + ')' if t.get('flag') else ''} "
+                      f"| {mib(t['kv_mib'])} | {mib(t['compute_mib'])} | {_fmt(t['peak_vram_mib'], '.0f')} |")
     c = s.get("compare")
     if c:
         md += ["", f"| config (workload {c['workload']}) | requests/min | decode tok/s | prompt tok/s | TTFT ms | tuned / this (requests/min) |",

@@ -60,6 +60,10 @@ def test_a_progress_line_fits_160_characters_whatever_its_reason():
     for state, feasible in (("COMPLETE", True), ("COMPLETE", False), ("PRUNED", False), ("FAIL", False)):
         line = progress_line(SimpleNamespace(**worst, state=state, feasible=feasible, reason=reason))
         assert len(line) <= 160 and line.endswith("ETA 600m00s"), line  # the reason is cut, never the ETA
+    typical = dict(worst, done=12, target=50, number=12, label="search", value=45.6, iqr=1.2, best_value=48.0, best_number=9, eta_s=300.0,
+                   decode_tok_s=45.1, prompt_tok_s=712.0)
+    offloaded = progress_line(SimpleNamespace(**typical, state="COMPLETE", feasible=True, reason="", offload="offloaded 12/29 layers, asked -1"))
+    assert "(offloaded 12/29 layers, asked -1)  best" in offloaded and len(offloaded) <= 160  # a trial not placed as labelled says so
     short = progress_line(SimpleNamespace(**worst, state="PRUNED", feasible=False, reason="stopped early: 33.3 < 51.4 requests/min after 1 repetition"))
     assert "PRUNED: stopped early: 33.3 < 51.4 requests/min after 1 repetition  best" in short  # short reasons are whole
 

@@ -240,6 +240,12 @@ def test_rehearsal_summary_has_every_figure(rehearsal):
     roof = s["roofline"]
     assert roof["bytes_per_token_mib"] > 0 and roof["bandwidth_gb_s"] > 0 and 0 < roof["fraction"]
     assert s["telemetry"]["peak_rss_mib"] > 0
+    per_trial = s["study"]["per_trial"]  # where each trial ran (the CPU here: nothing offloaded, no line of layers)
+    assert [t["trial"] for t in per_trial] == list(range(4)) and per_trial[0]["label"] == "defaults"
+    assert all(t["offloaded"] is None and t["n_gpu_layers"] == (-1 if t["label"] == "guide_card" else 0) for t in per_trial if t["state"] == "COMPLETE")
+    assert all(t["kv_mib"] for t in per_trial if t["state"] in ("COMPLETE", "PRUNED"))
+    assert s["study"]["placement"] == {} and s["study"]["noise_floor"]["label"] == "defaults"
     md = (rehearsal.out / "summary.md").read_text()
     assert "| tuned preset |" in md and "roofline:" in md and "random weights" in md
+    assert "| trial | config | n_gpu_layers | offloaded (read back) |" in md and "- placement: the defaults ran with no layer offloaded" in md
     assert (rehearsal.out / "tuned.yaml").is_file() and (rehearsal.out / "study.db").is_file()

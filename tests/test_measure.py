@@ -8,7 +8,7 @@ import pytest
 
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError
-from tuner.measure import WARMUP_TOKENS, RaceBound, TIME_PARTS, measure, prompt_tokens, warmup_prompt
+from tuner.measure import WARMUP_TOKENS, Measurement, RaceBound, TIME_PARTS, measure, prompt_tokens, warmup_prompt
 from tuner.workload import Shape, Workload
 
 
@@ -143,3 +143,34 @@ def test_the_warm_up_runs_the_largest_batch_the_timed_prompts_run():
     assert warmup_prompt(chat, EngineConfig(n_ctx=4096, n_ubatch=512)) == 200  # the longest prompt
     assert warmup_prompt(chat, EngineConfig(n_ctx=4096, n_batch=64, n_ubatch=64)) == 64  # one physical batch at most
     assert warmup_prompt(chat, EngineConfig(n_ctx=100, n_batch=100, n_ubatch=100)) == 100 - WARMUP_TOKENS - 1  # room for the decode steps
+
+
+def test_where_llama_cpp_put_the_layers_is_read_back_and_a_shortfall_is_said():
+    """llama.cpp logs where it put a model and a context; nothing else says it. Read from the
+    lines a CUDA build prints (no GPU here: the log is the boundary), a trial that got fewer
+    layers on the GPU than it asked for is labelled so (llama.cpp counts the output layer)."""
+    from tuner.llama_log import placement_read_back
+    from tuner.measure import offload_flag
+
+    cuda = placement_read_back([
+        "load_tensors: offloading 28 repeating layers to GPU",
+        "load_tensors: offloaded 29/33 layers to GPU",
+        "load_tensors:        CUDA0 model buffer size =  3875.52 MiB",
+        "load_tensors:   CPU_Mapped model buffer size =   808.05 MiB",
+        "llama_kv_cache:        CUDA0 KV buffer size =   464.00 MiB",
+        "llama_kv_cache:        CUDA0 KV buffer size =    48.00 MiB",  # an iSWA model's second cache
+        "sched_reserve:        CUDA0 compute buffer size =   296.00 MiB",
+        "~llama_context:        CUDA0 compute buffer size is 296.0000 MiB, matches expectation of 296.0000 MiB",
+    ])
+    assert cuda == {"offloaded_layers": 29, "layers": 33, "model_mib": {"CUDA0": 3875.52, "CPU_Mapped": 808.05},
+                    "kv_mib": {"CUDA0": 512.0}, "compute_mib": {"CUDA0": 296.0}}
+    assert offload_flag(-1, cuda) == "offloaded 29/33 layers, asked -1"
+    assert offload_flag(29, cuda) == "" and offload_flag(40, {**cuda, "offloaded_layers": 33}) == ""
+    assert offload_flag(-1, {"model_mib": {"CPU_Mapped": 235.2}}) == ""  # a CPU-only build says nothing of layers
+
+
+def test_a_measurement_records_where_its_buffers_went(engine, small):
+    result = measure(engine, EngineConfig(n_ctx=512, n_threads=2), small)
+    assert "offloaded_layers" not in result.placed  # this build offloads nothing and says so by silence
+    assert result.placed["kv_mib"]["CPU"] > 0 and result.placed["compute_mib"]["CPU"] > 0 and result.placed["model_mib"]
+    assert Measurement.from_dict(result.to_dict()).placed == result.placed

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, ModelError
-from tuner.llama_log import quiet_llama_logs
+from tuner.llama_log import placement_read_back, quiet_llama_logs, recording
 from tuner.llama_params import context_params, read_back
 
 if TYPE_CHECKING:  # llama_cpp is imported lazily so `tune --help` stays instant
@@ -63,6 +63,7 @@ class Session:
         self.config = config
         self.context = context
         self._depths: dict[tuple[int, ...], Any] = {}  # a depth's KV state, saved by enter_depth
+        self.placed: dict[str, Any] = {}  # layers offloaded and buffers per device, as llama.cpp logged them
         self._depth_bytes = 0
 
     def tokenize(self, text: str) -> list[int]:
@@ -332,6 +333,7 @@ class Engine:
         self._model: _internals.LlamaModel | None = None
         self._model_key: tuple[Any, ...] | None = None
         self._session: Session | None = None
+        self.placed: dict[str, Any] = {}  # where llama.cpp put the loaded model (placement_read_back)
 
     @property
     def model(self) -> _internals.LlamaModel:
@@ -364,7 +366,9 @@ class Engine:
         else:
             params.load_mode = llama_cpp.LLAMA_LOAD_MODE_NONE
         try:
-            self._model = _internals.LlamaModel(path_model=str(self.model_path), params=params, verbose=self.verbose)
+            with recording() as lines:
+                self._model = _internals.LlamaModel(path_model=str(self.model_path), params=params, verbose=self.verbose)
+            self.placed = placement_read_back(lines)
         except ValueError as exc:
             raise ModelError(
                 f"llama.cpp could not load {self.model_path} ({exc})",
@@ -385,7 +389,8 @@ class Engine:
         from llama_cpp import _internals
 
         try:
-            context = _internals.LlamaContext(model=model, params=context_params(config), verbose=self.verbose)
+            with recording() as lines:
+                context = _internals.LlamaContext(model=model, params=context_params(config), verbose=self.verbose)
         except ValueError as exc:
             raise EngineError(
                 f"llama.cpp could not create a context for n_ctx={config.n_ctx}, kv={config.kv_type}, "
@@ -393,6 +398,7 @@ class Engine:
                 "use a smaller n_ctx or another KV-cache type",
             ) from exc
         session = Session(self, replace(config, **read_back(context)), context)
+        session.placed = {**self.placed, **placement_read_back(lines)}  # layers and weights (load), KV and compute (context)
         self._session = session
         try:
             yield session

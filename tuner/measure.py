@@ -121,6 +121,7 @@ class Measurement:
     stopped: str = ""  # why the measurement stopped after its first or second repetition (racing), if it did
     flags: list[str] = field(default_factory=list)  # repetitions whose counters disagree with the wall clock
     seconds: dict[str, float] = field(default_factory=dict)  # where the time went: TIME_PARTS
+    placed: dict[str, Any] = field(default_factory=dict)  # layers offloaded, buffers per device (tuner.llama_log.placement_read_back)
 
     METRICS = ("requests_per_min", "prompt_tok_s", "decode_tok_s", "eval_tok_s", "wall_decode_tok_s", "ttft_ms", "sample_us_per_tok")
 
@@ -149,6 +150,7 @@ class Measurement:
             stopped=str(data.get("stopped", "")),
             flags=list(data.get("flags") or []),
             seconds=dict(data.get("seconds") or {}),
+            placed=dict(data.get("placed") or {}),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -163,6 +165,7 @@ class Measurement:
         data["stopped"] = self.stopped
         data["flags"] = self.flags
         data["seconds"] = self.seconds
+        data["placed"] = self.placed
         return data
 
 
@@ -211,6 +214,7 @@ def measure(
         for _ in range(workload.warmup):
             session.generate(prompt_tokens(text, warmup_prompt(workload, effective)), WARMUP_TOKENS, stop_at_eos=False)
         clock.lap("warmup")
+        placed = session.placed
         with Telemetry() as telemetry:
             runs, stopped = _repetitions(session, workload, text, race, clock)
     quality = None
@@ -227,6 +231,7 @@ def measure(
         stopped=stopped,
         flags=_disagreements(runs, workload),
         seconds=clock.parts,
+        placed=placed,
     )
 
 
@@ -289,6 +294,19 @@ def _repetitions(
         for _ in range(workload.repeats - done):
             run(index)
     return runs, ""
+
+
+def offload_flag(asked: int, placed: dict[str, Any]) -> str:
+    """'' when llama.cpp offloaded the layers asked for (or the build offloads none and says
+    nothing); else what it did: fewer layers on the GPU than asked is a different configuration
+    from the one the trial is labelled with (llama.cpp counts the output layer: n_layers + 1)."""
+    if placed.get("offloaded_layers") is None:
+        return ""
+    most = placed["layers"]
+    wanted = most if asked < 0 else min(asked, most)
+    if placed["offloaded_layers"] == wanted:
+        return ""
+    return f"offloaded {placed['offloaded_layers']}/{most} layers, asked {asked}"
 
 
 def _disagreements(runs: list[list[Generation]], workload: Workload) -> list[str]:

@@ -53,6 +53,8 @@ def progress_line(p: Any) -> str:
         speeds = f"  decode {p.decode_tok_s:5.1f}  prompt {p.prompt_tok_s:5.0f} tok/s" if p.decode_tok_s is not None and p.objective != "decode_tok_s" else ""
         quality = f"  kld {p.kld:.4f} acc {p.accuracy:.2f}" if p.kld is not None else ""
         value = f"{head} {p.value:6.1f} ± {p.iqr or 0:4.1f} {unit}"
+        if p.feasible and getattr(p, "offload", ""):  # not placed as labelled: that, before its speeds
+            return _fit(value + quality, f"  ({p.offload})", tail)
         if p.feasible:
             return value + speeds + quality + tail
         return _fit(value + quality + "  INFEASIBLE", f" ({p.reason})" if p.reason else "", tail)

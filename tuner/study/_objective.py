@@ -16,7 +16,7 @@ from tuner.config import EngineConfig
 from tuner.engine import Engine
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.hardware import describe_machine
-from tuner.measure import Measurement, RaceBound, measure
+from tuner.measure import Measurement, RaceBound, measure, offload_flag
 from tuner.quality import Quality, QualityBudget, evaluate, reference_for
 from tuner.space import SearchSpace
 from tuner.study._trials import counted_trials
@@ -211,6 +211,9 @@ def _record(trial: Any, result: Measurement, model_sha: str, measured_s: float) 
     trial.set_user_attr("seconds", seconds)
     if result.flags:
         trial.set_user_attr("counter_flags", result.flags)
+    trial.set_user_attr("placed", result.placed)  # where llama.cpp put the layers and buffers
+    if offloaded := offload_flag(result.config.n_gpu_layers, result.placed):
+        trial.set_user_attr("offload_flag", offloaded)  # on its progress line and in tune show
     trial.set_user_attr("measurement", result.to_dict())
     for name in ("requests_per_min", "decode_tok_s", "prompt_tok_s", "ttft_ms"):
         stat = getattr(result, name)

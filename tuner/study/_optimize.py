@@ -106,6 +106,7 @@ class Progress:
     objective: str = "requests_per_min"
     decode_tok_s: float | None = None
     prompt_tok_s: float | None = None
+    offload: str = ""  # llama.cpp offloaded other layers than asked (tuner.measure.offload_flag)
 
 
 def start_study(
@@ -438,6 +439,7 @@ def _progress(study: Any, trial: Any, target: int, remaining: int, eta_s: float 
         objective=speed,
         decode_tok_s=median("decode_tok_s"),
         prompt_tok_s=median("prompt_tok_s"),
+        offload=trial.user_attrs.get("offload_flag", ""),
     )
 
 
