@@ -16,8 +16,9 @@ class FakeNvml:
     NVMLError = NVMLError
 
     def __init__(self, *, name: str = "NVIDIA GeForce RTX 4090", total_mib: int = 24564, free_mib: int = 23000,
-                 energy: bool = True) -> None:
+                 energy: bool = True, count: int = 1) -> None:
         self.name, self.total, self.free, self.energy = name, total_mib * 2**20, free_mib * 2**20, energy
+        self.count = count  # identical cards
         self.energy_mj = 1_000_000
         self.initialised = False
 
@@ -31,7 +32,7 @@ class FakeNvml:
         return "560.35.03"
 
     def nvmlDeviceGetCount(self) -> int:
-        return 1
+        return self.count
 
     def nvmlDeviceGetHandleByIndex(self, index: int) -> object:
         return ("gpu", index)

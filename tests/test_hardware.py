@@ -102,13 +102,19 @@ def test_space_on_a_24gb_gpu_offloads_everything(model_path):
 def test_space_when_the_model_does_not_fit_searches_gpu_layers():
     gpus, _ = nvidia_gpus(FakeNvml(name="RTX 3050", total_mib=8192, free_mib=6000))
     machine = replace(describe_machine(), gpu_offload=True, gpus=gpus)
-    big = GgufInfo(Path("big.gguf"), "llama", 32, 8192, 4096, 32, 8, 128, 128, 13 * 2**30, {})
+    big = GgufInfo(Path("big.gguf"), "llama", 32, 8192, 4096, 32, 8, 128, 128, 13 * 2**30, {}, n_vocab=128256)
     space, why = choose_space(machine, big)
     layers = {p.name: p for p in space.params}["n_gpu_layers"]
     assert "n_gpu_layers" not in space.fixed
     assert layers.low == 0 and 1 <= layers.high < 32 + 1  # up to n_layers + 1: the output layer counts
     assert {"n_threads", "n_threads_batch"} <= {p.name for p in space.params}  # layers on the CPU: threads matter
-    assert {p.name: p for p in space.params}["n_batch"].high == 1024
+    # the compute buffer gets a quarter of (6000 x 0.9 - 512) MiB: 2048 positions x (128256 logits + 3 hidden rows) x 4 bytes
+    # (1098 MiB) fit, 4096 do not
+    compute = 2048 * (128256 + 3 * 4096) * 4 / 2**20
+    assert {p.name: p for p in space.params}["n_batch"].high == 2048 and "compute buffer 1098 MiB" in why
+    # each offloaded layer brings its weights (13 GiB / 32) and its KV share at the smallest context
+    per_layer = (13 * 2**30 / 32 + big.kv_bytes_per_token() / 32 * 1024) / 2**20
+    assert layers.high == int((6000 * 0.9 - 512 - compute) // per_layer)
     assert "does not fit" in why
 
 
@@ -211,3 +217,46 @@ def test_a_metal_like_device_without_nvml_gets_a_gpu_space(model_path):
     none_seen = replace(machine, devices=devices[1:])
     space, why = choose_space(none_seen, read_gguf_info(model_path))
     assert space.name == "cpu" and "neither llama.cpp nor NVML sees a GPU" in why
+
+
+def test_a_gpu_spaces_batch_sizes_are_bounded_by_the_longest_prompt(model_path):
+    """A batch larger than every timed prompt computes it as one just as large does: the search
+    goes up to the power of two that holds the longest prompt, and for chat-sized prompts the
+    batch sizes are not searched at all (llama-cpp-python's 512 kept)."""
+    from tuner.workload import Shape, Workload, load_profile
+
+    gpus, _ = nvidia_gpus(FakeNvml())
+    machine = replace(describe_machine(), gpu_offload=True, gpus=gpus)
+    chat, why = choose_space(machine, read_gguf_info(model_path), load_profile("chat"))
+    assert not {"n_batch", "n_ubatch"} & {p.name for p in chat.params}
+    assert (chat.fixed["n_batch"], chat.fixed["n_ubatch"]) == (512, 512) and "longest prompt (32 tokens)" in why
+    documents = Workload(shapes=(Shape(0, 1500, 16, name="paste"), Shape(64, 32, 48, name="turn")))
+    space, why = choose_space(machine, read_gguf_info(model_path), documents)
+    by_name = {p.name: p for p in space.params}
+    assert by_name["n_batch"].high == by_name["n_ubatch"].high == 2048 and "up to 2048" in why
+    cpu, _ = choose_space(replace(machine, gpu_offload=False), read_gguf_info(model_path), load_profile("chat"))
+    assert {"n_batch", "n_ubatch"} <= {p.name for p in cpu.params}  # the CPU space is left as it was
+
+
+def test_two_cards_are_planned_together_searched_for_a_split_and_both_watched(model_path):
+    """An 8B-shaped model on two 12 GB cards: the fit counts both cards' free memory (each with
+    its runtime), llama.cpp's split mode is searched, and telemetry reads every card."""
+    from tests.fake_ggml import FakeDevice, FakeGgml
+
+    two = FakeGgml(FakeDevice("CUDA0", "NVIDIA GeForce RTX 3060", "gpu", 11_500, 12_288), FakeDevice("CUDA1", "NVIDIA GeForce RTX 3060", "gpu", 11_500, 12_288),
+                   FakeDevice("CPU", "Fake CPU", "cpu", 60_000, 64_000))
+    devices, _ = llama_devices(two)
+    gpus, _ = nvidia_gpus(FakeNvml(name="NVIDIA GeForce RTX 3060", total_mib=12_288, free_mib=11_500, count=2))
+    machine = replace(describe_machine(), gpu_offload=True, gpus=gpus, devices=devices)
+    eight_b = GgufInfo(Path("8b.gguf"), "llama", 32, 8192, 4096, 32, 8, 128, 128, int(4.6 * 2**30), {}, n_vocab=128256)
+    space, why = choose_space(machine, eight_b)
+    by_name = {p.name: p for p in space.params}
+    assert why.startswith("NVIDIA GeForce RTX 3060 (CUDA0) + NVIDIA GeForce RTX 3060 (CUDA1) with 23000 MiB free")
+    assert by_name["split_mode"].choices == (1, 2) and space.fixed["main_gpu"] == 0 and "2 GPUs: split_mode searched" in why
+    assert space.fixed["n_gpu_layers"] == -1  # 4.6 GiB of weights fit in the two cards together
+    with Telemetry(interval_s=0.01, nvml=FakeNvml(total_mib=12_288, free_mib=11_500, count=2)) as telemetry:
+        time.sleep(0.05)
+    gpu = telemetry.summary(tokens=100)["gpu"]
+    assert [d["index"] for d in gpu["devices"]] == [0, 1]
+    assert gpu["peak_vram_used_mib"] == pytest.approx(2 * (12_288 - 11_500))
+    assert gpu["mean_power_w"] == 600 and gpu["energy_j"] == pytest.approx(120)  # both cards' energy (60 J each between their reads)

@@ -35,6 +35,7 @@ class GgufInfo:
     value_length: int
     file_bytes: int
     metadata: dict[str, Any]
+    n_vocab: int = 0  # tokens in the vocabulary (0: the file does not say)
 
     @property
     def bytes_per_layer(self) -> int:
@@ -84,7 +85,14 @@ def read_gguf_info(path: str | Path) -> GgufInfo:
         value_length=arch_int("attention.value_length", head_dim),
         file_bytes=path.stat().st_size,
         metadata=metadata,
+        n_vocab=_array_length(metadata.get("tokenizer.ggml.tokens")) or arch_int("vocab_size"),
     )
+
+
+def _array_length(value: Any) -> int:
+    """The count of an array value as this reader keeps it ("<array of 262144>"), else 0."""
+    text = str(value or "")
+    return int(text[len("<array of ") : -1]) if text.startswith("<array of ") and text.endswith(">") else 0
 
 
 def _read(handle: BinaryIO, fmt: str) -> Any:

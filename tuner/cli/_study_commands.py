@@ -93,7 +93,7 @@ def start(
         search_space, why = spaces.load_space(space), "chosen with --space"
         placement.check_offload(search_space, machine)
     else:
-        search_space, why = placement.choose_space(machine, model_info)
+        search_space, why = placement.choose_space(machine, model_info, the_workload)
     searched = search_space.for_requirement(requirement.n_ctx, model_info.context_length)
     name = study or model_path.stem
     spec = studies.StudySpec(
