@@ -70,7 +70,7 @@ LLAMA_SERVER_OPTIONS = {
     "-mg": INT.match,
     "-np": INT.match,
 }
-LLAMA_SERVER_SWITCHES = {"-nkvo"}  # options without a value
+LLAMA_SERVER_SWITCHES = {"-nkvo", "--no-op-offload", "--swa-full"}  # options without a value (common/arg.cpp)
 
 # ollama Modelfile PARAMETER names (json tags of ollama's api.Options and api.Runner) -> type.
 OLLAMA_INT = {"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "top_k", "seed", "num_keep", "num_predict", "repeat_last_n"}
@@ -192,7 +192,9 @@ def test_llama_server_line_uses_current_flags_with_the_preset_values(study):
             assert written == _kv(values[key])
         else:
             assert float(written) == values[key]
-    # mmap, no mlock, KV offload, layer split, GPU 0 are llama-server's defaults too: not repeated
+    # llama-cpp-python keeps a full-size SWA cache; llama-server's default is a window-sized one
+    assert (options.pop("--swa-full", "absent") is None) == engine.get("swa_full", True)
+    # mmap, no mlock, KV offload, op offload, layer split, GPU 0 are llama-server's defaults too: not repeated
     assert options == {}
 
 
@@ -210,6 +212,20 @@ def test_llama_server_line_for_full_offload_and_quantized_kv(study):
     assert options["-ngl"] == "all"  # not -1, which current llama.cpp reads as "auto"
     assert (options["-fa"], options["-ctk"], options["-ctv"]) == ("on", "q8_0", "q4_0")
     assert options["--load-mode"] == "mlock" and "-nkvo" in options
+
+
+def test_op_offload_and_swa_full_reach_the_targets_that_can_set_them(study):
+    """llama-server has --no-op-offload and --swa-full (its default: a window-sized SWA cache);
+    ollama and llama-cpp-python's server have neither: they run llama.cpp's defaults (both true),
+    so a preset that turns one off says it is not carried, and the JSON file never names them."""
+    off = _variant(study["preset"], op_offload=False, swa_full=True)
+    options = _parse_llama_server(_command(to_llama_server(off)))
+    assert "--no-op-offload" in options and "--swa-full" in options
+    assert "--swa-full" not in _parse_llama_server(_command(to_llama_server(_variant(study["preset"], swa_full=False))))
+    models = json.loads(to_server_config(off))["models"][0]
+    assert "op_offload" not in models and "swa_full" not in models
+    assert any("op_offload false: the llama-cpp-python server has no such setting" in line for line in notes(off, "json"))
+    assert "# op_offload false: ollama has no such setting and runs llama.cpp's default (true)" in to_modelfile(off, n_layers=19)
 
 
 @pytest.mark.parametrize("path", ["/models/my model's copy.gguf", "/models/$HOME;rm -rf ~.gguf"])
@@ -290,7 +306,7 @@ def test_json_is_a_server_config_with_the_engine_settings(study, server_json):
     # left out: only what llama-cpp-python's server already defaults to here (ModelSettings' own defaults)
     from llama_cpp.server.settings import ModelSettings
 
-    for key in preset.engine.keys() - settings.keys():
+    for key in preset.engine.keys() - settings.keys() - {"op_offload", "swa_full"}:  # those two: no such setting there
         default = ModelSettings.model_fields[key].default
         assert preset.engine[key] == (1 if default is None and key in ("type_k", "type_v") else default), key
     if ModelSettings.model_fields["use_mlock"].default:  # the server locks the model where it can; Llama does not

@@ -16,6 +16,8 @@ def test_llama_cpp_pythons_server_table_matches_its_installed_settings():
                 "split_mode", "main_gpu", "use_mmap", "use_mlock"):
         assert table[key] == fields[key].default, key
     assert fields["type_k"].default is None and table["type_k"] == 1  # unset: llama.cpp's f16
+    assert "op_offload" not in fields and "swa_full" not in fields  # not settable there: llama.cpp's defaults
+    assert table["op_offload"] is table["swa_full"] is True
 
 
 def test_llama_server_runs_every_physical_core_for_prompts_and_generation():

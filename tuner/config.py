@@ -41,6 +41,8 @@ CONTEXT_KEYS = (
     "offload_kqv",
     "type_k",
     "type_v",
+    "op_offload",
+    "swa_full",
 )
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
 
@@ -74,6 +76,11 @@ class EngineConfig:
     offload_kqv: bool = True
     type_k: int | None = None
     type_v: int | None = None
+    # llama.cpp's context defaults, which Llama leaves as they are: host tensor operations run
+    # on the GPU when layers stay on the CPU (op_offload), and sliding-window layers keep a
+    # full-size cache (swa_full: more memory, prefixes reusable; False: a window-sized cache)
+    op_offload: bool = True
+    swa_full: bool = True
     # sampling params (create_completion's defaults)
     temperature: float = 0.8
     top_k: int = 40

@@ -82,6 +82,8 @@ OLLAMA_PARAMS = {
 # num_gpu when every layer is asked for and the model's layer count cannot be read: more layers
 # than any model has, which llama.cpp-based runners clamp to "all".
 ALL_LAYERS_FALLBACK = 999
+# Context settings a target cannot set: it runs llama.cpp's defaults for them (both true).
+NOT_SETTABLE = {"ollama": ("op_offload", "swa_full"), "json": ("op_offload", "swa_full")}
 
 
 def writer(name: str) -> Callable[[Preset], str]:
@@ -164,7 +166,7 @@ def to_server_config(preset: Preset) -> str:
     (type_k/type_v as ggml ids). Sampling is not: that server takes it per request (:func:`notes`).
     """
     settings: dict[str, Any] = {"model": preset.model}
-    settings.update({key: value for key, value in _target_values(preset, "json").items() if key in preset.engine})
+    settings.update({key: value for key, value in _target_values(preset, "json").items() if key in preset.engine and key not in NOT_SETTABLE["json"]})
     # The server defaults to logits_all=true, which computes and copies logits for every prompt
     # token (and holds an n_ctx x n_vocab array); the tuner measured with llama-cpp-python's own
     # default, false, as create_completion users get it. Set it to true only to get logprobs.
@@ -183,7 +185,7 @@ def notes(preset: Preset, name: str) -> list[str]:
     JSON file, which has no comments, what it was measured against and the sampling to send."""
     if name != "json":
         return []
-    lines = [f"note: {line}" for line in claim_lines(preset, "json")]
+    lines = [f"note: {line}" for line in claim_lines(preset, "json") + _not_settable(_target_values(preset, "json"), "json")]
     request = sampling_request(preset)
     if request:
         lines.append(
@@ -282,6 +284,10 @@ def _server_load_flags(values: dict[str, Any]) -> list[str]:
         flags += ["--load-mode", "none"]
     if values.get("offload_kqv") is False:
         flags.append("-nkvo")
+    if values.get("op_offload") is False:
+        flags.append("--no-op-offload")
+    if values.get("swa_full"):
+        flags.append("--swa-full")  # llama-server's default is a window-sized SWA cache
     if values.get("split_mode", 1) != 1:
         flags += ["-sm", _split_mode(values["split_mode"])]
     if values.get("main_gpu"):
@@ -356,7 +362,17 @@ def _ollama_unsupported(values: dict[str, Any]) -> list[str]:
         lines.append("# use_mlock: current ollama has no such parameter")
     if values.get("offload_kqv") is False or values.get("split_mode", 1) != 1:
         lines.append("# offload_kqv / split_mode: not settable in ollama; the preset's values differ from the defaults")
+    lines += [f"# {line}" for line in _not_settable(values, "ollama")]
     return lines
+
+
+
+def _not_settable(values: dict[str, Any], name: str) -> list[str]:
+    """One line for each setting the preset turns off that target ``name`` cannot carry."""
+    return [
+        f"{key} false: {'ollama' if name == 'ollama' else 'the llama-cpp-python server'} has no such setting and runs llama.cpp's default (true)"
+        for key in NOT_SETTABLE.get(name, ()) if values.get(key) is False
+    ]
 
 
 def _ollama_env(values: dict[str, Any]) -> str:

@@ -44,6 +44,8 @@ def context_params(config: EngineConfig) -> Any:
     params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED if config.flash_attn else llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
     params.type_k = config.type_k
     params.type_v = config.type_v
+    params.op_offload = config.op_offload
+    params.swa_full = config.swa_full
     params.no_perf = False  # Llama's default; llama.cpp's (True) leaves llama_perf_context at zero
     return params
 

@@ -68,7 +68,7 @@ EVAL_TOKENS = 256
 QUALITY_BATCH = 512  # fixed n_batch = n_ubatch of the quality pass (see the module docstring)
 # The settings that change llama.cpp's arithmetic in the proxy's pass (see the module docstring):
 # attention kernel, KV cache precision, and where layers and the KV cache run (GPU offload).
-NUMERICS_KEYS = ("flash_attn", "type_k", "type_v", "offload_kqv", "n_gpu_layers", "main_gpu", "split_mode")
+NUMERICS_KEYS = ("flash_attn", "type_k", "type_v", "offload_kqv", "op_offload", "n_gpu_layers", "main_gpu", "split_mode")
 
 # Mean KLD budget: admits flash attention (~0.006) and q8_0 K/V (~0.006) on the embedded model,
 # rejects q4_0 K/V (~0.08).

@@ -47,6 +47,8 @@ KNOB_TYPES: dict[str, type] = {
     "n_threads_batch": int,
     "flash_attn": bool,
     "offload_kqv": bool,
+    "op_offload": bool,
+    "swa_full": bool,
     "kv_type": str,
     "temperature": float,
     "top_k": int,

@@ -76,13 +76,15 @@ def defaults_for(name: str, values: dict[str, Any] | None = None, own: Collectio
         return {
             "n_batch": 2048, "n_ubatch": 512, "n_threads": cores, "n_threads_batch": given or cores,
             "type_k": F16, "type_v": F16, "offload_kqv": True, "use_mmap": True, "use_mlock": False,
+            "op_offload": True, "swa_full": False,  # common_params: no_op_offload false, swa_full false
             "split_mode": 1, "main_gpu": 0,
             "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.0,
         }
     if name == "ollama":
         # DefaultOptions: num_batch 512, temperature 0.8, top_k 40, top_p 0.9, repeat_penalty 1.1,
         # min_p 0 (unset); num_ctx and num_thread depend on the version and the machine.
-        return {"n_batch": 512, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1, "main_gpu": 0}
+        return {"n_batch": 512, "temperature": 0.8, "top_k": 40, "top_p": 0.9, "min_p": 0.0, "repeat_penalty": 1.1, "main_gpu": 0,
+                "op_offload": True, "swa_full": True}  # not settable: llama.cpp's context defaults
     if name == "json":
         # ModelSettings: n_ctx 2048, n_batch 512, n_ubatch 512, n_threads cpu_count // 2,
         # n_threads_batch cpu_count, n_gpu_layers 0, flash_attn false, offload_kqv true, mmap and
@@ -95,7 +97,7 @@ def defaults_for(name: str, values: dict[str, Any] | None = None, own: Collectio
             "n_ctx": 2048, "n_batch": 512, "n_ubatch": 512, "n_threads": max(cpus // 2, 1), "n_threads_batch": max(cpus, 1),
             "n_gpu_layers": 0, "flash_attn": False, "offload_kqv": True, "split_mode": 1, "main_gpu": 0,
             "use_mmap": bool(llama_cpp.llama_supports_mmap()), "use_mlock": bool(llama_cpp.llama_supports_mlock()),
-            "type_k": F16, "type_v": F16,
+            "type_k": F16, "type_v": F16, "op_offload": True, "swa_full": True,  # not settable: llama.cpp's context defaults
             "temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05, "repeat_penalty": 1.1,
         }
     return {}

@@ -57,8 +57,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "context": ("n_ctx",),
     "threads": ("n_threads", "n_threads_batch"),
     "batch sizes": ("n_batch", "n_ubatch"),
-    "attention and KV cache": ("flash_attn", "type_k", "type_v", "offload_kqv"),
-    "offload": ("n_gpu_layers", "main_gpu", "split_mode", "use_mmap", "use_mlock"),
+    "attention and KV cache": ("flash_attn", "type_k", "type_v", "offload_kqv", "swa_full"),
+    "offload": ("n_gpu_layers", "main_gpu", "split_mode", "op_offload", "use_mmap", "use_mlock"),
     "sampling": ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"),
 }
 
