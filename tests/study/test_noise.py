@@ -46,6 +46,8 @@ def test_a_win_is_paired_rounds_beyond_the_noise_and_their_own_spread():
     assert beats([1.20, 1.22, 1.18], noise=0.05)
     assert not beats([1.03, 1.04, 1.02], noise=0.05)  # inside the noise floor
     assert not beats([1.40, 1.10, 0.95], noise=0.05)  # the median 1.10 is inside the rounds' own spread
+    assert not beats([1.25, 1.22, 1.30, 1.21, 0.98], noise=0.05)  # beyond noise and spread, but one round reads it slower
+    assert beats([1.25, 1.22, 1.30, 1.21, 1.0], noise=0.05)  # one round even: no round contradicts it
     assert not beats([], noise=0.05)
 
 
@@ -227,3 +229,20 @@ def test_the_racing_rule_never_promises_a_stop_below_zero():
     wide = race_rule(0.183)
     assert "never after 1" in wide and "after 2 repetitions when both read 37% below" in wide
     assert "110%" not in wide
+
+
+def test_no_entry_always_follows_the_same_one_in_interleaved_rounds():
+    """A run can slow the one after it (a two-thread run read down to 0.82x right after a
+    one-thread run here): over a full cycle of rounds each entry comes first once and follows
+    each other entry once (a Williams design), for an even and an odd number of entries."""
+    from tuner.study.noise import round_order
+
+    for entries, cycle in ((["winner", "without threads", "without batch sizes", "without sampling"], 4), (["defaults", "yours", "#3"], 6)):
+        orders = [round_order(entries, r) for r in range(cycle)]
+        assert all(sorted(order) == sorted(entries) for order in orders)
+        pairs = [(o[i - 1], o[i]) for o in orders for i in range(1, len(o))]
+        every_pair = [(a, b) for a in entries for b in entries if a != b]
+        assert sorted(pairs) == sorted(every_pair * (len(pairs) // len(every_pair)))  # every ordered pair, equally often
+        assert {o[0] for o in orders} == set(entries)
+        assert round_order(entries, cycle) == orders[0]  # extra rounds continue the cycle
+    assert round_order([], 3) == [] and round_order(["only"], 1) == ["only"]

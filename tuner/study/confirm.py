@@ -21,7 +21,7 @@ from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.workload import Workload
 from tuner.stats import UNITS, Stat, check_rounds
-from tuner.study.noise import beats, hopeless, noise_floor
+from tuner.study.noise import beats, hopeless, noise_floor, round_order
 from tuner.study._trials import (
     baseline_trial,
     counted_trials,
@@ -255,12 +255,13 @@ def interleave(
     after_round: Callable[[int], None] | None = None,
     first: int = 0,
 ) -> None:
-    """Measure every entry once a round, ``rounds`` times, the order rotated each round (no entry
-    always first or last), so drift over the minutes reaches all of them alike; the paired
-    per-round ratios are what every comparison of these entries uses. ``first`` numbers the first
-    round (more rounds of entries already measured continue their rotation)."""
+    """Measure every entry once a round, ``rounds`` times, in :func:`tuner.study.noise.round_order`
+    (rotated, reversed every other round), so drift over the minutes and what one run leaves for
+    the next reach all of them alike; the paired per-round ratios are what every comparison of
+    these entries uses. ``first`` numbers the first round (more rounds of entries already measured
+    continue the sequence)."""
     for r in range(first, first + rounds):
-        order = entries[r % len(entries) :] + entries[: r % len(entries)]  # rotate: no fixed position
+        order = round_order(entries, r)
         for entry in order:
             measure_into(entry, runner, workload, metric)
         note(f"round {r + 1}/{first + rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))

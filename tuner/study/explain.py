@@ -22,7 +22,7 @@ from tuner.config import CONTEXT_KEYS, SAMPLING_KEYS, EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.workload import Workload
 from tuner.stats import Stat, check_rounds
-from tuner.study.noise import tie
+from tuner.study.noise import round_order, tie
 
 __all__ = [
     "GUIDE_CLAIMS",
@@ -256,8 +256,8 @@ def audit_guide(
     """Measure each guide claim (BEFORE vs AFTER, on llama-cpp-python's defaults), interleaved.
 
     ``base`` is the defaults the claims change (the study's defaults baseline: n_ctx raised when
-    512 cannot hold the workload). Every round measures all 2 x len(claims) configurations, in an
-    order rotated each round.
+    512 cannot hold the workload). Every round measures all 2 x len(claims) configurations, in
+    :func:`tuner.study.noise.round_order`.
     """
     defaults = (base or EngineConfig()).to_dict()
     check_rounds(rounds)
@@ -265,8 +265,7 @@ def audit_guide(
     results = [ClaimResult(c.knob, c.guide_says, c.claimed, c.before, c.after, metric=c.metric) for c in claims]
     jobs = [(r, side) for r in results for side in ("before", "after")]
     for round_ in range(rounds):
-        shift = round_ % len(jobs)
-        for result, side in jobs[shift:] + jobs[:shift]:
+        for result, side in round_order(jobs, round_):
             if result.error:
                 continue
             try:
