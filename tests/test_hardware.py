@@ -260,3 +260,34 @@ def test_two_cards_are_planned_together_searched_for_a_split_and_both_watched(mo
     assert [d["index"] for d in gpu["devices"]] == [0, 1]
     assert gpu["peak_vram_used_mib"] == pytest.approx(2 * (12_288 - 11_500))
     assert gpu["mean_power_w"] == 600 and gpu["energy_j"] == pytest.approx(120)  # both cards' energy (60 J each between their reads)
+
+
+# An 8B llama's shapes (32 layers, hidden 4096, 32/8 heads, 128256 tokens) at Q4_K_M and at F16.
+EIGHT_B_Q4 = GgufInfo(Path("8b-q4_k_m.gguf"), "llama", 32, 8192, 4096, 32, 8, 128, 128, int(4.58 * 2**30), {}, n_vocab=128256)
+EIGHT_B_F16 = replace(EIGHT_B_Q4, path=Path("8b-f16.gguf"), file_bytes=int(14.96 * 2**30))
+
+
+def test_an_8b_model_on_a_24_gb_card_is_offloaded_whole_with_threads_fixed_and_batches_bounded():
+    from tuner.workload import load_profile
+
+    gpus, _ = nvidia_gpus(FakeNvml())  # RTX 4090: 23000 MiB free
+    space, why = choose_space(replace(describe_machine(), gpu_offload=True, gpus=gpus), EIGHT_B_Q4, load_profile("chat"))
+    assert space.fixed["n_gpu_layers"] == -1 and placement_of(space) == {"n_gpu_layers": -1}  # the defaults offload too: no CPU floor
+    assert space.fixed["n_threads"] == space.fixed["n_threads_batch"] == physical_cores()
+    assert (space.fixed["n_batch"], space.fixed["n_ubatch"]) == (512, 512)  # chat's 32-token prompts: one batch at any size
+    assert {p.name: p for p in space.params}["n_ctx"].choices == (1024, 2048, 4096, 8192)  # 8192 x 128 KiB of f16 KV fits beside 4.6 GiB
+    assert "fits: every layer offloaded" in why
+
+
+def test_an_8b_f16_model_on_a_12_gb_card_searches_partial_offload_fitted_to_kv_and_compute():
+    gpus, _ = nvidia_gpus(FakeNvml(name="NVIDIA GeForce RTX 3060", total_mib=12_288, free_mib=11_500))
+    space, why = choose_space(replace(describe_machine(), gpu_offload=True, gpus=gpus), EIGHT_B_F16)
+    by_name = {p.name: p for p in space.params}
+    budget = 11_500 * 0.9 - 512
+    compute = 4096 * (128256 + 3 * 4096) * 4 / 2**20  # 2196 MiB: the largest batch's buffer within a quarter of the budget
+    per_layer = (EIGHT_B_F16.file_bytes / 32 + EIGHT_B_F16.kv_bytes_per_token() / 32 * 1024) / 2**20
+    assert by_name["n_batch"].high == 4096 and compute <= budget / 4 and by_name["n_gpu_layers"].low == 0
+    assert by_name["n_gpu_layers"].high == int((budget - compute) // per_layer) < 32 + 1  # never more than n_layers + 1
+    assert by_name["op_offload"].choices == (True, False)  # layers on the CPU: their batched products may run on the GPU
+    assert {"n_threads", "n_threads_batch"} <= set(by_name)
+    assert "does not fit: n_gpu_layers searched in 0.." in why and "of 33 (the output layer counts)" in why

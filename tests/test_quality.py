@@ -67,6 +67,7 @@ def test_the_cache_key_covers_model_build_proxy_and_each_arithmetic_setting(monk
         "type_k": KV_TYPES["q8_0"],
         "type_v": KV_TYPES["q8_0"],
         "offload_kqv": False,
+        "op_offload": False,  # other kernels (the GPU's) for a CPU layer's batched products
         "n_gpu_layers": 10,
         "main_gpu": 1,
         "split_mode": 2,
