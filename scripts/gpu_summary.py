@@ -140,7 +140,7 @@ def _placed(trial) -> dict:
     """One trial's placement: n_gpu_layers asked, layers offloaded read back, buffers, peak VRAM."""
     asked = (trial.user_attrs.get("baseline_config") or trial.params or {}).get("n_gpu_layers")
     measurement = trial.user_attrs.get("measurement") or {}
-    placed = trial.user_attrs.get("placed") or measurement.get("placed") or {}
+    placed = measurement.get("placed") or {}
     gpu = (measurement.get("telemetry") or {}).get("gpu") or {}
     effective = measurement.get("effective") or {}
     return {

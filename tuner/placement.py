@@ -46,8 +46,7 @@ def choose_space(machine: Any, model: Any = None, workload: Any = None) -> tuple
     """
     if not machine.gpu_offload:
         return load_space("cpu"), offload_missing(machine) or "this llama.cpp build has no GPU offload"
-    devices = getattr(machine, "offload_devices", [])
-    cards = [(f"{d.description} ({d.name})", d.memory_free_mib) for d in devices] or [(g.name, g.vram_free_mib) for g in machine.gpus]
+    cards = [(f"{d.description} ({d.name})", d.memory_free_mib) for d in machine.offload_devices] or [(g.name, g.vram_free_mib) for g in machine.gpus]
     if not cards:
         return load_space("cpu"), f"GPU offload is built in but neither llama.cpp nor NVML sees a GPU ({machine.nvml_status})"
     names = cards[0][0] if len(cards) == 1 else " + ".join(name for name, _ in cards)

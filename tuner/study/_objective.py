@@ -211,7 +211,6 @@ def _record(trial: Any, result: Measurement, model_sha: str, measured_s: float) 
     trial.set_user_attr("seconds", seconds)
     if result.flags:
         trial.set_user_attr("counter_flags", result.flags)
-    trial.set_user_attr("placed", result.placed)  # where llama.cpp put the layers and buffers
     if offloaded := offload_flag(result.config.n_gpu_layers, result.placed):
         trial.set_user_attr("offload_flag", offloaded)  # on its progress line and in tune show
     trial.set_user_attr("measurement", result.to_dict())
