@@ -116,6 +116,23 @@ def test_what_cannot_win_is_dropped_after_two_rounds_and_keeps_them():
     ]
 
 
+def test_only_what_reads_below_half_the_best_is_dropped_after_one_round():
+    entries = [
+        _candidate("defaults", [30.0], [30.0]),
+        replace(_candidate("#1", [14.0], [30.0]), label="guide_card"),  # 16 threads on 2 cores: 0.28x the best
+        _candidate("#5", [50.0], [30.0]),
+        _candidate("#7", [41.0], [30.0]),  # 0.82x: the worst order effect measured, never dropped on one round
+        _candidate("#9", [26.0], [30.0]),  # 0.52x: far below, yet not below half
+        replace(_candidate("#2", [10.0], [30.0]), label="yours"),  # the starting point: never dropped
+    ]
+    notes: list[str] = []
+    hopeless(entries, noise=0.30, note=notes.append, seen=1)  # the bound does not widen with the noise
+    assert [e.label for e in entries if e.dropped] == ["guide_card"]
+    assert notes == ["guide_card dropped after round 1: 14.0 in round 1 < 25.0 (half of #5's)"]
+    hopeless(entries, noise=0.02, note=notes.append)  # round 2's rule leaves a dropped entry as it was
+    assert entries[1].dropped.startswith("14.0 in round 1")
+
+
 @pytest.fixture(scope="module")
 def confirmed(speed_study):
     """The shared 12-trial speed-only study (tests/conftest.py) whose trial #3 read 20x too fast."""

@@ -9,7 +9,7 @@ import pytest
 from tuner.study._eta import ablation_estimate, confirmation_estimate, end_estimate, per_trial
 
 
-def _study(racing: bool) -> optuna.Study:
+def _study(racing: bool, guide_value: float = 1.0) -> optuna.Study:
     """A study as the loop leaves it: the defaults reused from the noise floor (no time of their
     own), the guide card 15 s, searched trials 7 s of speed work and 4 s of quality each."""
     study = optuna.create_study(directions=["maximize"])
@@ -17,11 +17,11 @@ def _study(racing: bool) -> optuna.Study:
     study.set_user_attr("seconds", {"reference": 5.0, "noise_floor": 36.0})  # 3 runs of the defaults
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
 
-    def add(seconds: dict[str, float], **attrs) -> None:
-        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, values=[1.0], user_attrs={"seconds": seconds, **attrs}))
+    def add(seconds: dict[str, float], value: float = 1.0, **attrs) -> None:
+        study.add_trial(optuna.trial.create_trial(params={"x": 0.5}, distributions=dist, values=[value], user_attrs={"seconds": seconds, **attrs}))
 
     add({}, baseline="defaults", reused="the noise floor's last run")
-    add({"setup": 0.4, "timed": 14.6, "quality": 4.6}, baseline="guide_card")
+    add({"setup": 0.4, "timed": 14.6, "quality": 4.6}, guide_value, baseline="guide_card")
     for _ in range(4):
         add({"setup": 0.5, "prefill": 1.0, "timed": 5.5, "quality": 4.0})
     return study
@@ -30,6 +30,11 @@ def _study(racing: bool) -> optuna.Study:
 def test_the_confirmation_is_costed_entry_by_entry():
     # 3 rounds of (defaults 36/3 s + 3 candidates x 7 s) and the guide card twice: racing drops it after round 2
     assert confirmation_estimate(_study(racing=True), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 2 * 15)
+
+
+def test_a_guide_card_below_half_the_best_is_costed_once():
+    # its trial read 0.3 of the best (1.0): confirmation drops it after round 1
+    assert confirmation_estimate(_study(racing=True, guide_value=0.3), rounds=3) == pytest.approx(3 * (12 + 3 * 7) + 1 * 15)
 
 
 def test_without_racing_the_guide_card_is_costed_every_round():

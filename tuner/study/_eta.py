@@ -11,7 +11,7 @@ from tuner.config import EngineConfig
 from tuner.study._trials import baseline_trial, fastest_feasible, start_label
 from tuner.study.ablation import changed_groups
 from tuner.study.confirm import CONFIRM_CANDIDATES
-from tuner.study.noise import NOISE_RUNS
+from tuner.study.noise import FAR_BELOW_AFTER_ONE, NOISE_RUNS
 
 __all__ = ["ablation_estimate", "confirmation_estimate", "end_estimate", "per_trial"]
 
@@ -33,17 +33,21 @@ def confirmation_estimate(study: Any, rounds: int) -> float:
     """Seconds the confirmation will take, each entry costed by its own measured time: the
     defaults (a noise-floor run) and the candidates (the median searched trial, speed part) in
     every round -- the top candidates are usually within the noise of each other, so they stay --
-    and the guide card (its baseline trial) in two rounds when racing drops it after round 2, every
-    round otherwise. Measured on the chat workload: this predicts 123 s against 123 s spent; the older
+    and the guide card (its baseline trial) in one round when its trial read below half the best's
+    (dropped after round 1), in two when racing may drop it after round 2, every round otherwise. Measured on the chat workload: this predicts 123 s against 123 s spent; the older
     guess (one full trial per measurement, nine measurements) said 70 s."""
     candidate = _candidate_seconds(study)
     if rounds == 0 or candidate is None:
         return 0.0
+    guide_trial = baseline_trial(study, "guide_card")
     guide = next((_speed_part(t) for t in _timed_trials(study) if t.user_attrs.get("baseline") == "guide_card"), candidate)
     noise_s = (study.user_attrs.get("seconds") or {}).get("noise_floor")
     defaults = noise_s / NOISE_RUNS if noise_s else candidate
     # the economies' racing flag, read here as study._optimize.economies_of does (it sits above this module)
     guide_rounds = min(2, rounds) if (study.user_attrs.get("economies") or {}).get("racing", True) else rounds
+    best = fastest_feasible(study)
+    if guide_rounds < rounds and guide_trial is not None and best is not None and guide_trial.values and guide_trial.values[0] < FAR_BELOW_AFTER_ONE * best.values[0]:
+        guide_rounds = 1
     yours = defaults if baseline_trial(study, "yours") is not None else 0.0  # re-measured every round, as the defaults are
     return rounds * (defaults + yours + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide
 

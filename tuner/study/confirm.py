@@ -71,7 +71,7 @@ class Candidate:
     error: str = ""
     figures: dict[str, list[float]] = field(default_factory=dict)  # FIGURES' medians in each round
     eligible: bool = True  # may win (the guide card is re-measured for its ratio even when infeasible)
-    dropped: str = ""  # why it was not re-measured after round 2 (it could not win); its rounds stay
+    dropped: str = ""  # why it was not re-measured after round 1 or 2 (it could not win); its rounds stay
     shapes: list[list[dict[str, float]]] = field(default_factory=list)  # per round: each shape's SHAPE_FIGURES medians
 
     @property
@@ -217,7 +217,7 @@ def confirm(
         for t in top
     ]
     note(f"confirming: {', '.join(c.label for c in entries)} re-measured in {rounds} interleaved rounds ({unit}, speed only)")
-    drop = (lambda r: hopeless(entries, noise, note) if r == 1 and economize and rounds > 2 else None)
+    drop = (lambda r: hopeless(entries, noise, note, seen=r + 1) if r < 2 and economize and rounds > r + 1 else None)
     interleave(entries, runner, workload, metric, rounds, note, after_round=drop)
     defaults, measured = entries[0], [e for e in entries[1:] if not e.error and e.rounds]
     if defaults.error:

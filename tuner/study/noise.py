@@ -42,6 +42,7 @@ from tuner.workload import Workload
 
 __all__ = [
     "DRIFT_EVERY",
+    "FAR_BELOW_AFTER_ONE",
     "FIRST_STOP_FACTOR",
     "NOISE_RUNS",
     "RACE_MIN_MARGIN",
@@ -68,6 +69,10 @@ NOISE_RUNS = 3  # back-to-back runs of the starting point at study start
 DRIFT_EVERY = 10  # trials between re-measurements of the incumbent: one speed-only pass, ~1/10 of the search
 RACE_MIN_MARGIN = 0.05  # racing never stops a configuration closer than this to the incumbent
 FIRST_STOP_FACTOR = 3  # one repetition stops a trial only this many margins below the bound's base
+# Confirmation drops an entry after one round only below this share of the best entry's reading:
+# no noise or order effect seen here comes near 2x (the worst order effect measured: 0.82x, a
+# two-thread run right after a one-thread run), so one round cannot drop a contender.
+FAR_BELOW_AFTER_ONE = 0.5
 
 Note = Callable[[str], None]
 
@@ -268,23 +273,33 @@ def race_bound(study: Any, speed: str) -> RaceBound | None:
     return RaceBound(after_first=low * max(1 - FIRST_STOP_FACTOR * margin, 0.0), after_second=low * (1 - margin))
 
 
-def hopeless(entries: list[Any], noise: float, note: Note) -> None:
-    """Confirmation's economy, after its first two rounds (the order rotated between them): stop
-    re-measuring an entry whose better round reads below the best eligible entry's worse round
-    less the racing margin. The defaults (``entries[0]``: every ratio needs them) and your settings
-    (the starting point) stay; a dropped entry keeps its rounds, so the guide card's ratio is still
-    reported."""
-    contenders = [e for e in entries if e.eligible and len(e.rounds) >= 2 and not e.error]
+def hopeless(entries: list[Any], noise: float, note: Note, seen: int = 2) -> None:
+    """Confirmation's economy, after its first ``seen`` rounds: stop re-measuring an entry that
+    cannot win. After round 1, only an entry reading below :data:`FAR_BELOW_AFTER_ONE` of the best
+    eligible entry's round-1 reading (the guide card's 16 threads on 2 cores read 0.26-0.40x); after
+    round 2 (the order rotated between them), an entry whose better round reads below the best
+    eligible entry's worse round less the racing margin. The defaults (``entries[0]``: every ratio
+    needs them) and your settings (the starting point) stay; a dropped entry keeps its rounds, so
+    the guide card's ratio is still reported."""
+    contenders = [e for e in entries if e.eligible and len(e.rounds) >= seen and not e.error]
     if not contenders:
         return
-    best = max(contenders, key=lambda e: min(e.rounds[:2]))
-    bound = min(best.rounds[:2]) * (1 - race_margin(noise))
+    if seen == 1:
+        best = max(contenders, key=lambda e: e.rounds[0])
+        bound = best.rounds[0] * FAR_BELOW_AFTER_ONE
+        why = f"(half of {best.label}'s)"
+    else:
+        best = max(contenders, key=lambda e: min(e.rounds[:2]))
+        bound = min(best.rounds[:2]) * (1 - race_margin(noise))
+        why = f"(the worse round of {best.label} less {race_margin(noise):.0%})"
     for entry in entries[1:]:
-        if entry.label == "yours":
+        if entry.label == "yours" or entry.dropped or entry.error or len(entry.rounds) < seen:
             continue  # your settings are the starting point: the pick must be measured beside them
-        if len(entry.rounds) >= 2 and not entry.error and max(entry.rounds[:2]) < bound:
-            entry.dropped = f"{max(entry.rounds[:2]):.1f} at best in rounds 1-2 < {bound:.1f} (the worse round of {best.label} less {race_margin(noise):.0%})"
-            note(f"{entry.label} dropped after round 2: {entry.dropped}")
+        better = max(entry.rounds[:seen])
+        if better < bound:
+            at = "in round 1" if seen == 1 else "at best in rounds 1-2"
+            entry.dropped = f"{better:.1f} {at} < {bound:.1f} {why}"
+            note(f"{entry.label} dropped after round {seen}: {entry.dropped}")
 
 
 # --- THE tie rule ----------------------------------------------------------------------------
