@@ -30,6 +30,7 @@ from tuner.study.confirm import (
     Confirmation,
     _pick_winner,
     confirm,
+    interleave,
     current_confirmation,
     pick_candidates,
 )
@@ -131,6 +132,14 @@ def test_only_what_reads_below_half_the_best_is_dropped_after_one_round():
     assert notes == ["guide_card dropped after round 1: 14.0 in round 1 < 25.0 (half of #5's)"]
     hopeless(entries, noise=0.02, note=notes.append)  # round 2's rule leaves a dropped entry as it was
     assert entries[1].dropped.startswith("14.0 in round 1")
+
+
+def test_a_round_line_shows_no_reading_for_an_entry_dropped_before_it():
+    guide = replace(_candidate("#1", [14.0], [30.0]), label="guide_card", dropped="14.0 in round 1 < 25.0 (half of #5's)")
+    failed = replace(_candidate("defaults", [30.0], [30.0]), error="its worker died")  # neither is measured again
+    notes: list[str] = []
+    interleave([failed, guide], runner=None, workload=SMALL, metric="requests_per_min", rounds=1, note=notes.append, first=1)
+    assert notes == ["round 2/2: "]  # not "guide_card 14.0": that reading is round 1's
 
 
 @pytest.fixture(scope="module")

@@ -264,7 +264,8 @@ def interleave(
         order = round_order(entries, r)
         for entry in order:
             measure_into(entry, runner, workload, metric)
-        note(f"round {r + 1}/{first + rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error))
+        # an entry dropped in an earlier round was not measured in this one: its old reading is not shown as this round's
+        note(f"round {r + 1}/{first + rounds}: " + "  ".join(f"{e.label} {e.rounds[-1]:.1f}" for e in entries if e.rounds and not e.error and not e.dropped))
         if after_round is not None:
             after_round(r)
 
