@@ -34,8 +34,9 @@ def confirmation_estimate(study: Any, rounds: int) -> float:
     defaults (a noise-floor run) and the candidates (the median searched trial, speed part) in
     every round -- the top candidates are usually within the noise of each other, so they stay --
     and the guide card (its baseline trial) in one round when its trial read below half the best's
-    (dropped after round 1), in two when racing may drop it after round 2, every round otherwise. Measured on the chat workload: this predicts 123 s against 123 s spent; the older
-    guess (one full trial per measurement, nine measurements) said 70 s."""
+    (dropped after round 1), in two when racing may drop it after round 2, every round otherwise.
+    Measured on the chat workload: this predicts 123 s against 123 s spent; the older guess (one
+    full trial per measurement, nine measurements) said 70 s."""
     candidate = _candidate_seconds(study)
     if rounds == 0 or candidate is None:
         return 0.0
