@@ -40,14 +40,14 @@ def confirmation_estimate(study: Any, rounds: int) -> float:
     candidate = _candidate_seconds(study)
     if rounds == 0 or candidate is None:
         return 0.0
-    guide_trial = baseline_trial(study, "guide_card")
-    guide = next((_speed_part(t) for t in _timed_trials(study) if t.user_attrs.get("baseline") == "guide_card"), candidate)
+    guide_trial = baseline_trial(study, "guide_card")  # its time costs its rounds; its reading says how many
+    guide = _speed_part(guide_trial) if guide_trial is not None and guide_trial.user_attrs.get("seconds") else candidate
     noise_s = (study.user_attrs.get("seconds") or {}).get("noise_floor")
     defaults = noise_s / NOISE_RUNS if noise_s else candidate
     # the economies' racing flag, read here as study._optimize.economies_of does (it sits above this module)
     guide_rounds = min(2, rounds) if (study.user_attrs.get("economies") or {}).get("racing", True) else rounds
     best = fastest_feasible(study)
-    if guide_rounds < rounds and guide_trial is not None and best is not None and guide_trial.values and guide_trial.values[0] < FAR_BELOW_AFTER_ONE * best.values[0]:
+    if guide_rounds < rounds and guide_trial is not None and best is not None and guide_trial.values[0] < FAR_BELOW_AFTER_ONE * best.values[0]:
         guide_rounds = 1
     yours = defaults if baseline_trial(study, "yours") is not None else 0.0  # re-measured every round, as the defaults are
     return rounds * (defaults + yours + CONFIRM_CANDIDATES * candidate) + guide_rounds * guide

@@ -293,8 +293,10 @@ def hopeless(entries: list[Any], noise: float, note: Note, seen: int = 2) -> Non
         bound = min(best.rounds[:2]) * (1 - race_margin(noise))
         why = f"(the worse round of {best.label} less {race_margin(noise):.0%})"
     for entry in entries[1:]:
-        if entry.label == "yours" or entry.dropped or entry.error or len(entry.rounds) < seen:
+        if entry.label == "yours":
             continue  # your settings are the starting point: the pick must be measured beside them
+        if entry.dropped or entry.error or len(entry.rounds) < seen:
+            continue  # already out, or not measured in these rounds
         better = max(entry.rounds[:seen])
         if better < bound:
             at = "in round 1" if seen == 1 else "at best in rounds 1-2"
