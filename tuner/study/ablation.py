@@ -19,7 +19,9 @@ configuration it is compared to (:func:`tuner.study.confirm.interleave`):
    single reading were seen on this project's machines. When the rounds disagree on a decision (a
    win that some round reads as a loss, or a tie that some round reads as a clear win), up to
    :data:`EXTRA_ROUNDS` more rounds are measured before it is taken (:func:`tuner.study.noise.settled`).
-2. **The minimal preset must tie the winner.** Changes can be redundant (either of two gives the
+2. **Every keep is re-measured, and the minimal preset must tie the winner.** The minimal
+   preset is measured beside itself without each kept group (:meth:`_Work._rechecked`); a group
+   the new rounds do not confirm is reverted. Changes can be redundant (either of two gives the
    gain, so reverting either alone costs nothing), which single reversions do not see. So the
    minimal preset (the start plus the kept groups) is measured beside the winner, the start and
    the defaults; if the winner still beats it beyond the noise, the reverted group with the
@@ -222,10 +224,14 @@ class _Work:
             roles = {"minimal": self.label, "start": self.label, "winner": self.label, "defaults": entries[-1].label}
             return self._store(self._result([], self.start, roles, entries, confirmation))
         reverted = {g: compose(self.start, self.winner, [o for o in self.changed if o != g]) for g in self.changed}
-        entries = self._phase([(self.winner_label, self.winner)] + [(f"without {g}", c) for g, c in reverted.items()], decide=list(reverted.values()))
+        entries = self._phase([(self.winner_label, self.winner)] + [(f"without {g}", c) for g, c in reverted.items()], pairs=[(self.winner, c) for c in reverted.values()])
         steps = {group: self._step(group, reverted[group], entries) for group in self.changed}
         kept = {g for g, s in steps.items() if s.kept}
         note = ""
+        minimal = compose(self.start, self.winner, kept)
+        entries = self._verified(minimal, entries, recheck=kept)
+        if self._find(entries, minimal) is not None:
+            kept = self._rechecked(steps, kept, minimal, entries)
         while True:
             minimal = compose(self.start, self.winner, kept)
             entries = self._verified(minimal, entries)
@@ -257,10 +263,10 @@ class _Work:
 
     # -- measuring ---------------------------------------------------------------------------------
 
-    def _phase(self, configs: list[tuple[str, EngineConfig]], decide: list[EngineConfig]) -> list[Candidate]:
+    def _phase(self, configs: list[tuple[str, EngineConfig]], pairs: list[tuple[EngineConfig, EngineConfig]]) -> list[Candidate]:
         """Measure ``configs`` interleaved, each distinct configuration once (named after the
         start, the winner or the defaults when it is one of them), with more rounds while the
-        rounds disagree on a decision: the winner against each of ``decide``."""
+        rounds disagree on a decision: the first of each of ``pairs`` against the second."""
         names = [(self.start, self.label), (self.winner, self.winner_label)] + ([(self.defaults, "defaults")] if self.defaults else [])
         entries: list[Candidate] = []
         for label, config in configs:
@@ -272,7 +278,7 @@ class _Work:
         say = lambda line: self.note(f"ablation {line}")  # noqa: E731
         interleave(entries, self.runner, self.workload, self.metric, self.rounds, say)
         done = self.rounds
-        while done < self.rounds + EXTRA_ROUNDS and not all(settled(r, self.noise) for r in self._comparisons(entries, decide)):
+        while done < self.rounds + EXTRA_ROUNDS and not all(settled(r, self.noise) for r in self._comparisons(entries, pairs)):
             self.note("ablation: the rounds disagree on a decision; one more round")
             interleave(entries, self.runner, self.workload, self.metric, 1, say, first=done)
             done += 1
@@ -284,21 +290,41 @@ class _Work:
         found = next((e for e in entries if e.config == _settings(config)), None)
         return found if found is None or not measured or (found.rounds and not found.error) else None
 
-    def _comparisons(self, entries: list[Candidate], decide: list[EngineConfig]) -> list[list[float]]:
-        """The paired ratios a phase decides on: the winner over each configuration in ``decide``."""
-        winner = self._find(entries, self.winner)
-        others = [self._find(entries, c) for c in decide]
-        return [winner.ratios_to(o) for o in others if o is not None and o is not winner] if winner else []
+    def _comparisons(self, entries: list[Candidate], pairs: list[tuple[EngineConfig, EngineConfig]]) -> list[list[float]]:
+        """The paired ratios a phase decides on: the first of each pair over the second."""
+        found = [(self._find(entries, a), self._find(entries, b)) for a, b in pairs]
+        return [a.ratios_to(b) for a, b in found if a is not None and b is not None and a is not b]
 
-    def _verified(self, minimal: EngineConfig, entries: list[Candidate]) -> list[Candidate]:
+    def _verified(self, minimal: EngineConfig, entries: list[Candidate], recheck: set[str] = frozenset()) -> list[Candidate]:
         """Entries whose rounds hold the minimal preset beside the winner, the start and the
-        defaults: the current ones when they hold them all, else a new interleaved measurement."""
+        defaults (and, for each group in ``recheck``, the minimal preset without it): the current
+        ones when they hold them all, else a new interleaved measurement."""
         wanted = [("minimal", minimal), (self.winner_label, self.winner), (self.label, self.start)]
         if self.defaults is not None:
             wanted.append(("defaults", self.defaults))
+        without = {g: compose(self.start, self.winner, recheck - {g}) for g in sorted(recheck)}
+        wanted += [(f"minimal without {g}", c) for g, c in without.items()]
         if all(self._find(entries, c) is not None for _, c in wanted):
             return entries
-        return self._phase(wanted, decide=[minimal])
+        return self._phase(wanted, pairs=[(self.winner, minimal)] + [(minimal, c) for c in without.values()])
+
+    def _rechecked(self, steps: dict[str, Step], kept: set[str], minimal: EngineConfig, entries: list[Candidate]) -> set[str]:
+        """The kept groups that pay again when re-measured: the minimal preset against itself
+        without the group, in the rounds of :meth:`_verified`. A keep is a decision taken on the
+        first phase's rounds, and on a noisy machine those can read a change that does nothing as
+        a win (an ablation test on this project's 2-core machine kept batch sizes larger than its
+        prompts at 1.148x, floor ±12.7%); a group the new rounds do not confirm is reverted."""
+        mine = self._find(entries, minimal)
+        confirmed = set(kept)
+        for group in sorted(kept):
+            without = self._find(entries, compose(self.start, self.winner, kept - {group}))
+            ratios = mine.ratios_to(without) if without is not None and without is not mine else []
+            if ratios and not beats(ratios, self.noise):
+                step = steps[group]
+                steps[group] = replace(step, kept=False, why=f"reverted: {step.worth.median:.3f}x in the first rounds, {Stat.of(ratios).median:.3f}x re-measured beside the preset (±{self.noise:.1%})")
+                self.note(f"ablation: {group} does not pay again when re-measured ({Stat.of(ratios).median:.3f}x); reverted")
+                confirmed.discard(group)
+        return confirmed
 
     def _step(self, group: str, reverted: EngineConfig, entries: list[Candidate]) -> Step:
         changes = self.changed[group]
