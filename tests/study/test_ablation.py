@@ -67,7 +67,7 @@ def test_a_figure_the_preset_loses_against_the_start_is_said_with_the_shape_and_
     assert worse_figures(within_noise, start, shape, noise=0.02) == []
 
 
-def _study(tmp_path_factory, engine, model_path, name: str, space: str, runner, *, yours=None, workload=SMALL):
+def _study(tmp_path_factory, engine, model_path, name: str, space: str, runner, *, yours=None, workload=SMALL, listen=None):
     spec = StudySpec(
         model=model_path,
         model_sha256=model_sha256(model_path),
@@ -81,7 +81,13 @@ def _study(tmp_path_factory, engine, model_path, name: str, space: str, runner, 
     )
     notes: list[str] = []
     url = f"sqlite:///{tmp_path_factory.mktemp(name) / 'ablation.db'}"
-    study = start_study(spec, name=name, storage=open_storage(url), runner=runner, machine=describe_machine().to_dict(), on_note=notes.append)
+
+    def note(line: str) -> None:
+        notes.append(line)
+        if listen is not None:  # a simulated machine that reacts to the study's phases
+            listen(line)
+
+    study = start_study(spec, name=name, storage=open_storage(url), runner=runner, machine=describe_machine().to_dict(), on_note=note)
     return study, notes
 
 
@@ -200,25 +206,7 @@ params:
 
 def test_a_keep_the_re_measurement_does_not_confirm_is_reverted(tmp_path_factory, engine, model_path):
     runner = TransientWin()
-    spec = StudySpec(
-        model=model_path,
-        model_sha256=model_sha256(model_path),
-        space=parse_space(THREADS_AND_BATCH),
-        workload=replace(SMALL, quality=False),
-        trials=4,
-        seed=1,
-        economies=Economies(racing=False),
-        requirement=Requirement(1024, "the test's"),
-        yours=ONE_THREAD,
-    )
-    notes: list[str] = []
-
-    def note(line: str) -> None:
-        notes.append(line)
-        runner.saw(line)
-
-    url = f"sqlite:///{tmp_path_factory.mktemp('transient') / 'ablation.db'}"
-    study = start_study(spec, name="transient", storage=open_storage(url), runner=runner, machine=describe_machine().to_dict(), on_note=note)
+    study, notes = _study(tmp_path_factory, engine, model_path, "transient", THREADS_AND_BATCH, runner, yours=ONE_THREAD, workload=replace(SMALL, quality=False), listen=runner.saw)
     steps = {step.group: step for step in current_ablation(study).steps}
     assert steps["batch sizes"].worth.median == pytest.approx(1.5)  # the first rounds read it as a win
     assert not steps["batch sizes"].kept and "re-measured beside the preset" in steps["batch sizes"].why, steps["batch sizes"].why
