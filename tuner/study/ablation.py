@@ -313,7 +313,8 @@ class _Work:
         without the group, in the rounds of :meth:`_verified`. A keep is a decision taken on the
         first phase's rounds, and on a noisy machine those can read a change that does nothing as
         a win (an ablation test on this project's 2-core machine kept batch sizes larger than its
-        prompts at 1.148x, floor ±12.7%); a group the new rounds do not confirm is reverted."""
+        prompts at 1.148x, floor ±12.7%); a group the new rounds do not confirm is reverted (its
+        row in ``steps`` says so)."""
         mine = self._find(entries, minimal)
         confirmed = set(kept)
         for group in sorted(kept):
