@@ -66,3 +66,17 @@ def test_the_per_shape_table_holds_every_rows_medians_shape_by_shape(study_db):
             assert cells == [f"{medians['decode_tok_s']:.1f}", f"{medians['prompt_tok_s']:.0f}", f"{medians['ttft_ms']:.0f}", f"{medians['request_ms']:.0f}"]
     # a row without per-shape figures (a study made before workloads) leaves the table out
     assert by_shape([*rows, replace(rows[0], shapes=[])]) == [] and by_shape([]) == []
+
+
+def test_where_the_time_went_is_said_in_lines_a_terminal_does_not_wrap():
+    from tuner.study._summary import STUDY_PARTS, TRIAL_PARTS, Summary
+
+    # Every part recorded, each over an hour: the longest text the time lines can take.
+    seconds = {key: 3599.0 + i for i, (key, _label) in enumerate(TRIAL_PARTS + STUDY_PARTS)}
+    summary = Summary(name="s", target=50, complete=50, failed=0, best=None, baselines={}, failures=[], seconds=seconds, raced=49, cached_quality=50)
+    lines = summary.time_lines
+    assert all(len("time: " + line) <= 160 for line in lines), [len(line) for line in lines]
+    assert lines[1].startswith("trials: setup ") and lines[2].startswith("study: reference ")
+    assert "49 trial(s) stopped early by racing" in lines[-1]
+    assert summary.time_text == "; ".join(lines)
+    assert Summary(name="s", target=1, complete=0, failed=0, best=None, baselines={}, failures=[]).time_lines == []

@@ -148,8 +148,8 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
 
 def print_time(summary: Any) -> None:
     """Where the study's time went, and what racing and the quality cache saved it."""
-    if summary.seconds:
-        typer.echo(f"time: {summary.time_text}")
+    for i, line in enumerate(summary.time_lines):
+        typer.echo(f"time: {line}" if i == 0 else f"  {line}")
 
 
 def print_shapes(rows: list[Any]) -> None:

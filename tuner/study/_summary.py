@@ -192,17 +192,23 @@ class Summary:
     minimal: Row | None = None  # the minimal preset, as the ablation measured it
 
     @property
-    def time_text(self) -> str:
-        """Where the study's time went, and what racing and the quality cache saved ("" when not recorded)."""
+    def time_lines(self) -> list[str]:
+        """Where the study's time went, one part a line (the total, the trials' parts, the study's
+        own parts, what racing and the quality cache saved), each short enough for a terminal;
+        [] when not recorded."""
         spent = self.seconds
         if not spent:
-            return ""
+            return []
         trials = ", ".join(f"{label} {duration(spent[key])}" for key, label in TRIAL_PARTS if spent.get(key))
         own = ", ".join(f"{label} {duration(spent[key])}" for key, label in STUDY_PARTS if spent.get(key))
-        return (
-            f"{duration(sum(spent.values()))} in all — trials: {trials}" + (f"; {own}" if own else "")
-            + f" ({self.raced} trial(s) stopped early by racing; {self.cached_quality} quality figure(s) from cached logits)"
-        )
+        return [f"{duration(sum(spent.values()))} in all", f"trials: {trials}"] + ([f"study: {own}"] if own else []) + [
+            f"{self.raced} trial(s) stopped early by racing; {self.cached_quality} quality figure(s) from cached logits"
+        ]
+
+    @property
+    def time_text(self) -> str:
+        """The time lines as one sentence (the report's row; "" when not recorded)."""
+        return "; ".join(self.time_lines)
 
     @property
     def unconfirmed_note(self) -> str:
