@@ -20,17 +20,16 @@ from tuner.workload import Shape, Workload
 # The user's own settings: one thread for generation and for prompts.
 ONE_THREAD = EngineConfig(n_ctx=1024, n_threads=1, n_threads_batch=1)
 # A winner that changes threads (which pays on two cores: prompt processing ran 1.6x faster on
-# this project's AMD EPYC machine, decoding only 1.06x, so the workload is prompt-heavy) and knobs
-# that do nothing here: batch sizes larger than the prompt (256 tokens, one batch either way),
-# and sampling values whose cost is the same.
+# this project's AMD EPYC machine, decoding only 1.06x, so the workload is prompt-heavy) and
+# sampling values whose cost is the same. (Batch sizes larger than the 256-token prompt were the
+# other no-op here, but on an Intel Xeon VM n_batch/n_ubatch 1024 read 1.08x over 512 in both the
+# first rounds and the re-measurement, floor ±4.5%: not a no-op everywhere, so not a premise.)
 PROMPT_HEAVY = Workload.single(256, 8, repeats=3)  # the quality proxy on: the minimal preset's quality is computed
 NO_OP_CHANGES = """
 name: threads-and-no-ops
 params:
   n_threads: {choices: [2]}
   n_threads_batch: {choices: [2]}
-  n_batch: {choices: [1024]}
-  n_ubatch: {choices: [1024]}
   temperature: {choices: [0.7]}
   top_p: {choices: [0.9]}
 """
@@ -93,7 +92,7 @@ def _study(tmp_path_factory, engine, model_path, name: str, space: str, runner, 
 
 @pytest.fixture(scope="module")
 def no_ops(tmp_path_factory, engine, model_path):
-    """A study from one thread whose winner also changes batch sizes and sampling values."""
+    """A study from one thread whose winner also changes sampling values."""
     return _study(tmp_path_factory, engine, model_path, "no-ops", NO_OP_CHANGES, InProcess(engine), yours=ONE_THREAD, workload=PROMPT_HEAVY)
 
 
@@ -103,7 +102,7 @@ def test_the_thread_change_is_kept_and_the_changes_that_do_nothing_are_reverted(
     ablation = current_ablation(study)
     assert ablation is not None and ablation.start == "yours"
     verdicts = {step.group: step.kept for step in ablation.steps}
-    assert verdicts == {"threads": True, "batch sizes": False, "sampling": False}, [s.why for s in ablation.steps]
+    assert verdicts == {"threads": True, "sampling": False}, [s.why for s in ablation.steps]
     minimal = EngineConfig.from_dict(ablation.minimal)
     assert (minimal.n_threads, minimal.n_threads_batch) == (2, 2)
     assert (minimal.n_batch, minimal.n_ubatch, minimal.temperature, minimal.top_p) == (512, 512, 0.8, 0.95)  # yours
@@ -120,11 +119,11 @@ def test_the_preset_is_the_minimal_one_and_full_is_the_raw_winner(no_ops):
         "n_threads": {"from": 1, "to": 2, "group": "threads"},
         "n_threads_batch": {"from": 1, "to": 2, "group": "threads"},
     }
-    assert [row["group"] for row in preset.measured["ablation"]] == ["threads", "batch sizes", "sampling"]
+    assert [row["group"] for row in preset.measured["ablation"]] == ["threads", "sampling"]
     assert preset.measured["vs_yours"] > 1 and "vs_defaults" in preset.measured
     # Without the ablation the export carries every searched value: the no-op changes included.
     full = best_preset(study, full=True).config()
-    assert (full.n_batch, full.temperature, full.top_p) == (1024, 0.7, 0.9)
+    assert (full.temperature, full.top_p) == (0.7, 0.9)
 
 
 def test_the_summary_leads_with_the_minimal_preset_measured_beside_yours_and_the_defaults(no_ops):
