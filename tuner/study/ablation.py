@@ -223,7 +223,7 @@ class _Work:
                 entries.append(confirmation.defaults)
             roles = {"minimal": self.label, "start": self.label, "winner": self.label, "defaults": entries[-1].label}
             return self._store(self._result([], self.start, roles, entries, confirmation))
-        reverted = {g: compose(self.start, self.winner, [o for o in self.changed if o != g]) for g in self.changed}
+        reverted = {g: self._without(set(self.changed), g) for g in self.changed}
         entries = self._phase([(self.winner_label, self.winner)] + [(f"without {g}", c) for g, c in reverted.items()], pairs=[(self.winner, c) for c in reverted.values()])
         steps = {group: self._step(group, reverted[group], entries) for group in self.changed}
         kept = {g for g, s in steps.items() if s.kept}
@@ -302,7 +302,7 @@ class _Work:
         wanted = [("minimal", minimal), (self.winner_label, self.winner), (self.label, self.start)]
         if self.defaults is not None:
             wanted.append(("defaults", self.defaults))
-        without = {g: compose(self.start, self.winner, recheck - {g}) for g in sorted(recheck)}
+        without = {g: self._without(recheck, g) for g in sorted(recheck)}
         wanted += [(f"minimal without {g}", c) for g, c in without.items()]
         if all(self._find(entries, c) is not None for _, c in wanted):
             return entries
@@ -318,7 +318,7 @@ class _Work:
         mine = self._find(entries, minimal)
         confirmed = set(kept)
         for group in sorted(kept):
-            without = self._find(entries, compose(self.start, self.winner, kept - {group}))
+            without = self._find(entries, self._without(kept, group))
             ratios = mine.ratios_to(without) if without is not None and without is not mine else []
             if ratios and not beats(ratios, self.noise):
                 step = steps[group]
@@ -326,6 +326,11 @@ class _Work:
                 self.note(f"ablation: {group} does not pay again when re-measured ({Stat.of(ratios).median:.3f}x); reverted")
                 confirmed.discard(group)
         return confirmed
+
+    def _without(self, groups: set[str], group: str) -> EngineConfig:
+        """The start with ``groups`` changed as the winner has them, ``group`` left out: the
+        configuration a group's worth is measured against, in both phases."""
+        return compose(self.start, self.winner, groups - {group})
 
     def _step(self, group: str, reverted: EngineConfig, entries: list[Candidate]) -> Step:
         changes = self.changed[group]
