@@ -40,6 +40,21 @@ def engine(model_path: Path):
         yield eng
 
 
+@pytest.fixture(scope="session")
+def server_binary():
+    """The llama-server `make test` builds into .venv/bin (scripts/install_server.sh)."""
+    from tuner.server import ServerBinary
+
+    return ServerBinary.find()
+
+
+@pytest.fixture(scope="session")
+def server_engine(model_path: Path, server_binary):
+    from tuner.server import ServerEngine
+
+    return ServerEngine(model_path, server_binary, timeout_s=120)
+
+
 @pytest.fixture
 def small() -> Workload:
     return SMALL

@@ -18,11 +18,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
 # Lowest first. A module may import modules of its own layer or below, never above.
 LAYERS: list[set[str]] = [
     {"tuner.errors"},
-    {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.devices", "tuner.hardware", "tuner.telemetry", "tuner.llama_log", "tuner.sampling"},
-    {"tuner.engine", "tuner.vocab", "tuner.llama_params"},  # the only llama.cpp drivers: contexts (and their parameters); a vocabulary alone
+    {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.devices", "tuner.hardware", "tuner.telemetry", "tuner.llama_log", "tuner.sampling",
+     "tuner.server_flags"},
+    {"tuner.engine", "tuner.vocab", "tuner.llama_params", "tuner.server"},  # the llama.cpp drivers: contexts (and their parameters); a vocabulary alone; llama-server
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload", "tuner.baseline"},
-    {"tuner.worker", "tuner.preset", "tuner.user_requests", "tuner.targets", "tuner.placement"},
+    {"tuner.worker", "tuner.server_worker", "tuner.preset", "tuner.user_requests", "tuner.targets", "tuner.placement"},
     {"tuner.study._storage", "tuner.study._trials", "tuner.study.noise"},
     {"tuner.study.confirm", "tuner.study.explain"},
     {"tuner.study._objective", "tuner.study.ablation"},

@@ -25,11 +25,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.config import KV_TYPE_NAMES, KV_TYPES
+from tuner.config import KV_TYPE_NAMES, KV_TYPES, EngineConfig
 from tuner.errors import ModelError, OutputError
 from tuner.preset import Preset
 from tuner.stats import UNITS
-from tuner.targets import SPLIT_MODES, baseline_words, carry_over, defaults_for, left_out, target, targets_own, value_text
+from tuner.server_flags import SERVER_FLAGS, load_flags, server_args, server_value
+from tuner.targets import baseline_words, carry_over, defaults_for, left_out, target, targets_own, value_text
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -46,25 +47,6 @@ __all__ = [
 ]
 
 DEFAULT_FORMAT = "yaml"
-
-# preset key -> llama-server flag, in the order written (llama.cpp common/arg.cpp).
-SERVER_FLAGS = {
-    "n_ctx": "-c",
-    "n_batch": "-b",
-    "n_ubatch": "-ub",
-    "n_threads": "-t",
-    "n_threads_batch": "-tb",
-    "flash_attn": "-fa",
-    "n_gpu_layers": "-ngl",
-    "type_k": "-ctk",
-    "type_v": "-ctv",
-    "temperature": "--temp",
-    "top_k": "--top-k",
-    "top_p": "--top-p",
-    "min_p": "--min-p",
-    "repeat_penalty": "--repeat-penalty",
-    "seed": "-s",
-}
 
 # preset key -> ollama PARAMETER (json tags of ollama's api.Options / api.Runner).
 OLLAMA_PARAMS = {
@@ -107,20 +89,23 @@ def to_yaml(preset: Preset) -> str:
 
 def to_llama_server(preset: Preset) -> str:
     """A runnable ``llama-server`` command line, after ``#`` lines that say what it was measured
-    against (a valid shell script).
+    against (a valid shell script). A preset measured on llama-server (``tune start --engine
+    llama-server``) gets exactly the flags it was measured with (:func:`tuner.server_flags.server_args`).
 
     The flags in :data:`SERVER_FLAGS` are written where the preset's value is not llama-server's
     default here; load-time settings (mmap/mlock, KV offload, split mode, main GPU) only where
     they differ from it. ``-np 1``: the preset was measured one request at a time, with the whole
     context for it; llama-server's default is 4 slots sharing one KV cache of n_ctx cells.
     """
-    values = _target_values(preset, "llama-server")
-    words = ["llama-server", "-m", _one_line(preset.model)]
-    for key, flag in SERVER_FLAGS.items():
-        if key in values:
-            words += [flag, _server_value(key, values[key])]
-    words += _server_load_flags(values)
-    words += ["-np", "1"]
+    if measured_on(preset) == "llama-server":  # the flags it ran with, every one of them
+        words = ["llama-server", "-m", _one_line(preset.model), *server_args(EngineConfig.from_dict({**preset.engine, **preset.sampling}))]
+    else:
+        values = _target_values(preset, "llama-server")
+        words = ["llama-server", "-m", _one_line(preset.model)]
+        for key, flag in SERVER_FLAGS.items():
+            if key in values:
+                words += [flag, server_value(key, values[key])]
+        words += [*load_flags(values), "-np", "1"]
     n_ctx = preset.engine.get("n_ctx") or 0
     context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
     pool = f"one {n_ctx}-token KV cache" if n_ctx else "one KV cache"
@@ -201,6 +186,8 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
     lines = measured_lines(preset)
     if not lines:
         return []
+    if measured_on(preset) == name:
+        return [*lines, *_same_engine_lines(preset)]
     who, values = target(name).words, _values(preset)
     kept = targets_own(preset.measured, values, name)
     defaults = defaults_for(name, values, kept)
@@ -217,8 +204,23 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
             f"left to {who}'s own defaults (the preset does not change them; measured with llama-cpp-python's): "
             + ", ".join(f"{key} {value_text(key, value)}" + (f" (there {value_text(key, defaults[key])})" if key in defaults else "") for key, value in own.items())
         )
-    lines.append(f"measured in llama-cpp-python; {who} runs its own build and defaults: re-measure there")
+    lines.append(f"measured in {measured_on(preset)}; {who} runs its own build and defaults: re-measure there")
     return lines
+
+
+def measured_on(preset: Preset) -> str:
+    """The engine a preset was measured on (presets before engines were recorded: llama-cpp-python)."""
+    return str((preset.provenance.get("engine") or {}).get("name", "llama-cpp-python"))
+
+
+def _same_engine_lines(preset: Preset) -> list[str]:
+    """What a preset says on the engine that measured it: the changes, or that none paid."""
+    changes = preset.measured.get("changes")
+    if changes == {}:
+        return ["no change measurably paid: these are the engine's own defaults here, written out"]
+    if changes:
+        return ["changes from the defaults, each measured to pay: " + ", ".join(f"{key} {c['from']} -> {c['to']}" for key, c in changes.items())]
+    return []
 
 
 def save(text: str, path: str | Path) -> Path:
@@ -264,44 +266,6 @@ def _target_values(preset: Preset, name: str) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key not in skip}
 
 
-def _server_value(key: str, value: Any) -> str:
-    if key == "flash_attn":
-        return "on" if value else "off"  # current llama.cpp: -fa takes on|off|auto
-    if key == "n_gpu_layers" and value == -1:
-        return "all"  # current llama.cpp reads -ngl -1 as "auto"
-    if key in ("type_k", "type_v"):
-        return KV_TYPE_NAMES[value]
-    return str(value)
-
-
-def _server_load_flags(values: dict[str, Any]) -> list[str]:
-    """llama-server flags for load-time settings that differ from the shared defaults."""
-    flags = []
-    mmap, mlock = values.get("use_mmap", True), values.get("use_mlock", False)
-    if mlock:
-        flags += ["--load-mode", "mlock"]  # llama-server's mlock mode maps and locks the model
-    elif not mmap:
-        flags += ["--load-mode", "none"]
-    if values.get("offload_kqv") is False:
-        flags.append("-nkvo")
-    if values.get("op_offload") is False:
-        flags.append("--no-op-offload")
-    if values.get("swa_full"):
-        flags.append("--swa-full")  # llama-server's default is a window-sized SWA cache
-    if values.get("split_mode", 1) != 1:
-        flags += ["-sm", _split_mode(values["split_mode"])]
-    if values.get("main_gpu"):
-        flags += ["-mg", str(values["main_gpu"])]
-    return flags
-
-
-def _split_mode(mode: int) -> str:
-    try:
-        return SPLIT_MODES[mode]
-    except KeyError:
-        raise OutputError(f"split_mode={mode} has no llama-server name", "use 0 (none), 1 (layer) or 2 (row) in the preset") from None
-
-
 def _modelfile_header(preset: Preset) -> list[str]:
     prov = preset.provenance
     origin = f"study '{prov['study']}', trial #{prov['trial']}" if "study" in prov else "a hand-written preset"
@@ -324,10 +288,13 @@ def measured_lines(preset: Preset) -> list[str]:
     if metric != "decode_tok_s" and metric in measured:
         lines.append(f"measured {measured[metric]['median']} ± {measured[metric].get('iqr', '?')} {UNITS.get(metric, metric)} on the "
                      f"{(measured.get('workload') or {}).get('name', '?')} workload ({source})")
-    lines.append(f"measured {decode['median']} ± {decode.get('iqr', '?')} decode tok/s (median ± IQR) with llama-cpp-python {version} on {machine}")
+    engine = measured_on(preset)
+    if engine == "llama-server":
+        version = (prov.get("engine") or {}).get("version", "?")
+    lines.append(f"measured {decode['median']} ± {decode.get('iqr', '?')} decode tok/s (median ± IQR) with {engine} {version} on {machine}")
     ratio = measured.get("vs_yours") if measured.get("starting_point") == "yours" else measured.get("vs_defaults")
     if ratio is not None:
-        lines.append(f"{ratio}x {baseline_words(measured)} on this machine ({source})")
+        lines.append(f"{ratio}x {baseline_words(measured, engine)} on this machine ({source})")
     return lines
 
 

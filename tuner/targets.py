@@ -26,6 +26,7 @@ from typing import Any
 
 from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.hardware import physical_cores
+from tuner.server_flags import SPLIT_MODES
 
 __all__ = ["TARGETS", "Target", "baseline_words", "carry_over", "defaults_for", "left_out", "target", "targets_own", "value_text"]
 
@@ -35,7 +36,6 @@ __all__ = ["TARGETS", "Target", "baseline_words", "carry_over", "defaults_for", 
 REQUIRED = ("n_ctx",)
 
 F16 = KV_TYPES["f16"]
-SPLIT_MODES = {0: "none", 1: "layer", 2: "row"}  # LLAMA_SPLIT_MODE_* -> llama-server's -sm names
 
 
 @dataclass(frozen=True)
@@ -119,13 +119,14 @@ def targets_own(measured: dict[str, Any], values: dict[str, Any], name: str) -> 
     return {key: value for key, value in values.items() if key not in kept}
 
 
-def baseline_words(measured: dict[str, Any]) -> str:
+def baseline_words(measured: dict[str, Any], engine: str = "llama-cpp-python") -> str:
     """What a preset's ratio was measured against, in words: "llama-cpp-python's defaults
-    (n_threads 1)", with the values the preset changes as the baseline had them."""
+    (n_threads 1)" (or the ``engine``'s that measured it), with the values the preset changes as
+    the baseline had them."""
     start = measured.get("starting_point", "defaults")
     changes = measured.get("changes") or {}
     was = ", ".join(f"{key} {change['from']}" for key, change in changes.items())
-    words = "your settings (--baseline)" if start == "yours" else "llama-cpp-python's defaults"
+    words = "your settings (--baseline)" if start == "yours" else f"{engine}'s defaults"
     layers = (measured.get("placement") or {}).get("n_gpu_layers")
     if layers and start != "yours":
         words += f" with n_gpu_layers {layers}"

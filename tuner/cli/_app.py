@@ -18,6 +18,8 @@ from tuner.errors import ModelError, StudyError, TunerError
 __all__ = [
     "check_timeout",
     "ConfirmOpt",
+    "EngineOpt",
+    "ServerBinOpt",
     "DepthOpt",
     "JsonOpt",
     "WorkloadOpt",
@@ -33,6 +35,7 @@ __all__ = [
     "interruptible",
     "main",
     "study_model",
+    "study_worker",
     "worker",
     "workload",
 ]
@@ -70,6 +73,11 @@ RepeatsOpt = typer.Option(3, "--repeats", help="Timed repetitions of every reque
 NoQualityOpt = typer.Option(False, "--no-quality", help="Skip the quality proxy (speed only; no quality floor).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object (fields: docs/json.md).")
 TimeoutOpt = typer.Option(600.0, "--trial-timeout", help="Seconds a trial may take before its worker is killed and the trial fails.")
+DEFAULT_ENGINE = "llama-cpp-python"
+EngineOpt = typer.Option(
+    DEFAULT_ENGINE, "--engine", help="What measures the trials: llama-cpp-python (in a worker process) or llama-server (a server process per configuration)."
+)
+ServerBinOpt = typer.Option(None, "--server-bin", help="The llama-server binary [default: the study's; else llama-server on PATH, else beside this Python].")
 ConfirmOpt = typer.Option(
     3, "--confirm-rounds", help="Interleaved rounds re-measuring the top candidates and the defaults at the end (0: skip)."
 )
@@ -120,11 +128,41 @@ def targets(max_ttft_ms: Optional[float], min_decode_tok_s: Optional[float]) -> 
     return LatencyTargets(max_ttft_ms=max_ttft_ms, min_decode_tok_s=min_decode_tok_s)
 
 
-def worker(model_path: Path, timeout_s: float) -> Any:
-    """Measurements run in a worker process: a llama.cpp abort or OOM fails one trial, not the command."""
+def worker(model_path: Path, timeout_s: float, engine: str = DEFAULT_ENGINE, server_bin: Optional[str] = None) -> Any:
+    """What measures the trials: llama-cpp-python in a worker process (a llama.cpp abort or OOM
+    fails one trial, not the command), or llama-server, a server process per configuration."""
+    from tuner.errors import ConfigError
+    from tuner.server_worker import ENGINES
+
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine '{engine}' (--engine)", f"use one of: {', '.join(ENGINES)}")
+    if engine == "llama-server":
+        from tuner.server import ServerBinary
+        from tuner.server_worker import ServerRunner
+
+        return ServerRunner(model_path, ServerBinary.find(server_bin), timeout_s=timeout_s)
+    if server_bin is not None:
+        raise ConfigError("--server-bin is for --engine llama-server", "add --engine llama-server, or leave out --server-bin")
     from tuner.worker import Worker
 
     return Worker(model_path, timeout_s=timeout_s)
+
+
+def study_worker(study_obj: Any, model_path: Path, timeout_s: float, server_bin: Optional[str] = None) -> Any:
+    """The engine a study was measured on, again: the same binary and version for llama-server
+    (figures from two builds do not mix), unless ``--server-bin`` names another of that version."""
+    from tuner.server_worker import engine_record
+
+    record = engine_record(study_obj)
+    if record["name"] != "llama-server":
+        return worker(model_path, timeout_s, record["name"], server_bin)
+    runner = worker(model_path, timeout_s, "llama-server", server_bin or record.get("path"))
+    if runner.binary.version != record.get("version"):
+        raise StudyError(
+            f"study '{study_obj.study_name}' was measured on llama-server {record.get('version')}; {runner.binary.path} is {runner.binary.version}",
+            "pass that build with --server-bin, or start a new study for this one",
+        )
+    return runner
 
 
 def check_timeout(timeout_s: float) -> None:

@@ -196,7 +196,14 @@ def print_confirmation(summary: Any) -> None:
     typer.echo(f"winner: {confirmation.why}")
 
 
-def print_requirement(requirement: Any, space: Any, yours: Any | None) -> None:
+def print_engine(record: dict[str, Any], defaults: Any) -> None:
+    """The engine that measures, and its own defaults here (the study's "defaults" baseline)."""
+    typer.echo(f"engine: {record['name']} {record.get('version', '')} ({record.get('path', '')}), one server process per configuration, -np 1")
+    shown = ("n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn", "swa_full")
+    typer.echo("its defaults here (read from the binary): " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown))
+
+
+def print_requirement(requirement: Any, space: Any, yours: Any | None, engine: str = "llama-cpp-python") -> None:
     """What the preset keeps: the required context, and the starting point it changes."""
     n_ctx = next((p for p in space.params if p.name == "n_ctx"), None)
     if n_ctx is None:
@@ -208,7 +215,7 @@ def print_requirement(requirement: Any, space: Any, yours: Any | None) -> None:
         at = f", run at n_ctx {requirement.n_ctx} instead of its {yours.n_ctx}" if yours.n_ctx not in (None, requirement.n_ctx) else ""
         typer.echo(f"starting point: your settings from {yours.source} (measured as 'yours'{at}); the preset changes them only where a change measurably pays")
     else:
-        typer.echo(f"starting point: llama-cpp-python's defaults at n_ctx {requirement.n_ctx} (--baseline FILE: your own settings); the preset changes them only where a change measurably pays")
+        typer.echo(f"starting point: {engine}'s defaults at n_ctx {requirement.n_ctx} (--baseline FILE: your own settings); the preset changes them only where a change measurably pays")
     from tuner.placement import placement_of, placement_words  # the space module needs yaml: not at CLI start
 
     placed = placement_words(placement_of(space))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +12,8 @@ import typer
 from tuner.cli._app import (
     ConfirmOpt,
     DepthOpt,
+    EngineOpt,
+    ServerBinOpt,
     JsonOpt,
     WorkloadOpt,
     GenOpt,
@@ -25,11 +27,13 @@ from tuner.cli._app import (
     check_timeout,
     interruptible,
     study_model,
+    study_worker,
     targets,
     worker,
     workload,
 )
 from tuner.cli._print import (
+    print_engine,
     print_guide_audit,
     print_importances,
     print_knob_effects,
@@ -69,6 +73,8 @@ def start(
     ),
     no_racing: bool = typer.Option(False, "--no-racing", help="Measure every trial fully (no early stop of clearly slower trials); for audits."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Compute the quality proxy's logits for every trial (no cache); for audits."),
+    engine: str = EngineOpt,
+    server_bin: Optional[str] = ServerBinOpt,
 ) -> None:
     """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""
     from tuner import hardware, models, placement, space as spaces, study as studies
@@ -110,14 +116,18 @@ def start(
         yours=yours.config if yours else None,
     )
     studies.check_new_study(name, storage)
-    with worker(model_path, trial_timeout) as runner:
+    with worker(model_path, trial_timeout, engine, server_bin) as runner:
         runner.start()  # a model llama.cpp cannot load fails here, before any storage is created
+        if engine == "llama-server":  # its own defaults are the baseline, read from the binary
+            spec = replace(spec, engine=runner.record(), defaults=runner.defaults(requirement.n_ctx))
         storage_obj = studies.open_storage(storage)
         typer.echo(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
         typer.echo(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
+        if spec.engine:
+            print_engine(spec.engine, spec.defaults)
         typer.echo(f"space: {search_space.name} ({search_space.source}): {why}")
         print_workload(the_workload)
-        print_requirement(requirement, searched, yours)
+        print_requirement(requirement, searched, yours, engine)
         if the_workload.quality:
             typer.echo(
                 f"objectives: requests/min on the workload (median, maximize) and mean KLD vs the reference (minimize); "
@@ -157,6 +167,7 @@ def resume(
     allow_other_hardware: bool = typer.Option(False, "--allow-other-hardware", help="Resume on a machine with another fingerprint."),
     trial_timeout: float = TimeoutOpt,
     confirm_rounds: int = ConfirmOpt,
+    server_bin: Optional[str] = ServerBinOpt,
 ) -> None:
     """Continue a stopped or crashed study until it holds its target number of trials, then confirm its winner."""
     from tuner import hardware, space as spaces, study as studies
@@ -176,8 +187,9 @@ def resume(
     search_space = spaces.parse_space(recorded_space["text"], source=recorded_space["source"])
     target = trials or int(study_obj.user_attrs["target_trials"])
     done = len(studies.counted_trials(study_obj))
+    runner_obj = study_worker(study_obj, model_path, trial_timeout, server_bin)
     typer.echo(f"resuming study '{name}': {done}/{target} trials done")
-    with worker(model_path, trial_timeout) as runner:
+    with runner_obj as runner:
         result = interruptible(
             lambda: studies.resume_study(
                 study_obj,
@@ -205,6 +217,7 @@ def confirm_(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
     trial_timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
+    server_bin: Optional[str] = ServerBinOpt,
 ) -> None:
     """Re-measure the study's top candidates and the baselines, interleaved, pick the winner, and
     ablate it into the minimal preset."""
@@ -217,7 +230,7 @@ def confirm_(
     storage_obj = studies.open_storage(storage, must_exist=True)
     study_obj = studies.load_study(name, storage_obj)
     studies.check_machine(study_obj, hardware.describe_machine())
-    with worker(study_model(study_obj, model), trial_timeout) as runner:
+    with study_worker(study_obj, study_model(study_obj, model), trial_timeout, server_bin) as runner:
         notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
         result = confirming.confirm(study_obj, runner, rounds=rounds, candidates=candidates, on_note=notes)
         if result is not None and result.winner is not None:
@@ -243,6 +256,7 @@ def explain(
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
     trial_timeout: float = TimeoutOpt,
     as_json: bool = JsonOpt,
+    server_bin: Optional[str] = ServerBinOpt,
 ) -> None:
     """Parameter importances per objective, each knob's measured effect, and the guide audit."""
     from tuner import hardware, study as studies
@@ -265,7 +279,7 @@ def explain(
         the_workload = Workload.from_dict(study_obj.user_attrs["workload"])
         notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
         notes(f"\nguide audit: {len(explaining.GUIDE_CLAIMS)} claims x 2 configurations x {rounds} interleaved rounds (speed only)")
-        with worker(model_path, trial_timeout) as runner:
+        with study_worker(study_obj, model_path, trial_timeout, server_bin) as runner:
             results = explaining.audit_guide(
                 runner, the_workload, rounds=rounds, noise=studies.noise_floor(study_obj), on_note=notes, base=studies.study_defaults(study_obj)
             )

@@ -74,6 +74,8 @@ class StudySpec:
     economies: Economies = field(default_factory=Economies)
     requirement: Requirement | None = None
     yours: EngineConfig | None = None
+    engine: dict[str, Any] | None = None  # what measures (tuner.server_worker.ServerRunner.record); None: llama-cpp-python
+    defaults: EngineConfig | None = None  # that engine's own defaults (None: llama-cpp-python's)
 
     def __post_init__(self) -> None:
         check_trials(self.trials)
@@ -162,11 +164,12 @@ def start_study(
         "placement": placement_of(spec.space),
         "reference": reference,
         "machine": machine,
+        "engine": spec.engine or {"name": "llama-cpp-python"},
         "created": now(),
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    for label, config in baselines_for(requirement.n_ctx, spec.yours, placement_of(spec.space)).items():
+    for label, config in baselines_for(requirement.n_ctx, spec.yours, placement_of(spec.space), spec.defaults).items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
     prepared = _measure_noise(study, runner, spec.workload, on_note)
     space = study_space(study, spec.space)

@@ -155,6 +155,7 @@ def _preset(study: Any, config: EngineConfig, measured: dict[str, Any], number: 
         "baseline": trial.user_attrs.get("baseline"),
         "machine": trial.user_attrs.get("machine"),
         "llama_cpp_version": trial.user_attrs.get("llama_cpp_version"),
+        "engine": study.user_attrs.get("engine") or {"name": "llama-cpp-python"},  # what measured it
         "model_sha256": trial.user_attrs.get("model_sha256"),
         "exported": now(),
     }

@@ -59,7 +59,9 @@ BASELINES: dict[str, EngineConfig] = {
 BASELINE_LABELS = ("defaults", "cpu_defaults", "guide_card", "yours")
 
 
-def baselines_for(n_ctx: int, yours: EngineConfig | None = None, placement: dict[str, int] | None = None) -> dict[str, EngineConfig]:
+def baselines_for(
+    n_ctx: int, yours: EngineConfig | None = None, placement: dict[str, int] | None = None, defaults: EngineConfig | None = None
+) -> dict[str, EngineConfig]:
     """The baselines a study measures, at the context size ``n_ctx`` its application requires.
 
     The defaults are llama-cpp-python's with n_ctx set to the requirement (a user of the defaults
@@ -69,9 +71,11 @@ def baselines_for(n_ctx: int, yours: EngineConfig | None = None, placement: dict
     the same hardware. With a placement, llama-cpp-python's defaults as they are (on the CPU: what
     a user who passes nothing gets) are measured too, as "cpu_defaults", and shown, never compared
     against. "yours" (when given) runs at the requirement, placed as your file says. The guide
-    card stays as the guide wrote it (n_ctx 2048 included).
+    card stays as the guide wrote it (n_ctx 2048 included). ``defaults``: the engine's own when it
+    is not llama-cpp-python (llama-server's, as :meth:`tuner.server.ServerEngine.own_defaults`
+    reads them from the binary).
     """
-    defaults = replace(BASELINES["defaults"], n_ctx=n_ctx)
+    defaults = replace(defaults or BASELINES["defaults"], n_ctx=n_ctx)
     baselines = {"defaults": replace(defaults, **(placement or {}))}
     if placement:
         baselines["cpu_defaults"] = defaults

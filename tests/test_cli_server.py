@@ -1,0 +1,126 @@
+"""A study on llama-server (`tune start --engine llama-server`), end to end: the real binary
+`make test` builds, the real CLI, its export started as a user would start it."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+
+import optuna
+import pytest
+
+from conftest import SMALL, SMALL_ARGS, run_tune
+from tuner.config import EngineConfig
+from tuner.models import model_sha256
+from tuner.preset import Preset
+from tuner.server import free_port
+from tuner.server_flags import server_args
+from tuner.server_worker import ServerRunner
+from tuner.space import load_space
+from tuner.study import StudySpec, open_storage, start_study
+
+
+@pytest.fixture(scope="module")
+def server_study(tmp_path_factory):
+    """'srv': 12 trials on llama-server in <cwd>/studies/tuner.db. Not confirmed (--confirm-rounds
+    0): confirmation and the ablation are the same code on either engine (tests/study/), and they
+    would cost this suite a minute and a half (a server start per configuration and round)."""
+    cwd = tmp_path_factory.mktemp("server-study")
+    result = run_tune(
+        "start", "--engine", "llama-server", "--trials", "12", "--study", "srv", "--seed", "1", "--confirm-rounds", "0", *SMALL_ARGS, cwd=cwd
+    )
+    assert result.returncode == 0, result.stderr
+    return cwd, result.stdout
+
+
+def _study(cwd):
+    return optuna.load_study(study_name="srv", storage=f"sqlite:///{cwd / 'studies' / 'tuner.db'}")
+
+
+def test_a_study_on_llama_server_records_its_engine_and_compares_with_its_defaults(server_study, server_binary):
+    cwd, out = server_study
+    assert "engine: llama-server " in out and "starting point: llama-server's defaults" in out
+    study = _study(cwd)
+    assert study.user_attrs["engine"] == {"name": "llama-server", "path": server_binary.path, "version": server_binary.version, "build": server_binary.build}
+    assert len(study.trials) == 12 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    defaults = next(t for t in study.trials if t.user_attrs.get("baseline") == "defaults").user_attrs["baseline_config"]
+    assert (defaults["n_batch"], defaults["n_ubatch"], defaults["swa_full"]) == (2048, 512, False)  # llama-server's, read from it
+    assert "[ 12/12]" in out
+
+
+def test_the_exported_command_line_starts_the_server_that_was_measured(server_study, server_binary):
+    cwd, _ = server_study
+    assert run_tune("export", "srv", "--out", "preset.yaml", cwd=cwd).returncode == 0
+    preset = Preset.load(cwd / "preset.yaml")
+    assert preset.provenance["engine"]["name"] == "llama-server"
+    exported = run_tune("export", "srv", "--format", "llama-server", cwd=cwd)
+    assert exported.returncode == 0, exported.stderr
+    words = shlex.split(exported.stdout.strip().splitlines()[-1])
+    measured = server_args(EngineConfig.from_dict({**preset.engine, **preset.sampling}))
+    assert words[0] == "llama-server" and words[3:] == measured  # exactly the flags measured
+    port = free_port()
+    server = subprocess.Popen([server_binary.path, *words[1:], "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        props = _props_when_ready(port)
+        assert props["default_generation_settings"]["n_ctx"] == preset.engine["n_ctx"]
+        assert props["total_slots"] == 1
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def _props_when_ready(port: int, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/props")
+            reply = conn.getresponse()
+            if reply.status == 200:
+                return json.loads(reply.read())
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("the exported server never became ready")
+
+
+def test_resume_measures_on_the_binary_the_study_recorded(server_study):
+    cwd, _ = server_study
+    refused = run_tune("resume", "srv", "--server-bin", "/bin/true", cwd=cwd)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "is not llama-server" in refused.stderr
+    resumed = run_tune("resume", "srv", "--trials", "13", "--confirm-rounds", "0", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(_study(cwd).trials) == 13
+
+
+def test_a_server_killed_mid_trial_is_one_failed_trial_and_the_study_goes_on(tmp_path, model_path, server_binary):
+    runner = ServerRunner(model_path, server_binary, timeout_s=60)
+    sessions, started = runner.engine.session, []
+
+    @contextmanager
+    def killed_in_the_fifth(config):  # the noise floor's 3 runs, the guide card, then a search trial
+        with sessions(config) as session:
+            started.append(config)
+            if len(started) == 5:
+                os.kill(session.process._process.pid, signal.SIGKILL)
+            yield session
+
+    runner.engine.session = killed_in_the_fifth
+    spec = StudySpec(
+        model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"), workload=replace(SMALL, quality=False),
+        trials=5, seed=1, engine=runner.record(), defaults=runner.defaults(4096),
+    )
+    with runner:
+        study = start_study(spec, name="k", storage=open_storage(f"sqlite:///{tmp_path / 'k.db'}"), runner=runner, machine={}, confirm_rounds=0)
+    failed = [t for t in study.trials if t.state.name == "FAIL"]
+    assert len(failed) == 1 and "llama-server died (exit code -9)" in failed[0].user_attrs["fail_reason"]
+    assert failed[0].user_attrs["llama_log_tail"]
+    assert len(study.trials) == 5 and sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == 4
+

@@ -1,0 +1,121 @@
+"""llama-server as an engine: the binary, its process and what goes wrong with either.
+
+Every fault here is real (a real binary that is not llama-server, a real port taken, a real
+server killed or never ready); the engine's measurements themselves are specified, for both
+engines alike, in tests/test_engines.py.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+from dataclasses import replace
+
+import pytest
+
+import tuner.server as server_module
+from tuner.config import EngineConfig
+from tuner.errors import ConfigError, EngineError, WorkerFailed
+from tuner.server import ServerBinary, ServerProcess, ServerSession
+
+from conftest import SMALL_ARGS, run_tune
+
+
+def test_a_binary_that_is_not_there_or_not_llama_server_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="not found") as missing:
+        ServerBinary.find(str(tmp_path / "llama-server"))
+    assert "--server-bin" in str(missing.value)
+    with pytest.raises(ConfigError, match="is not llama-server"):
+        ServerBinary.find("/bin/true")
+
+
+def test_the_binary_says_its_version_and_has_every_flag_a_configuration_needs(server_binary):
+    assert "commit" in server_binary.version and server_binary.build.startswith("built with")
+    server_binary.check(server_module.server_args(EngineConfig(swa_full=True, offload_kqv=False)))
+
+
+def test_a_setting_whose_flag_the_binary_lacks_is_refused_by_name(server_binary, model_path):
+    older = replace(server_binary, flags=server_binary.flags - {"-ctk"})
+    with pytest.raises(ConfigError, match="has no -ctk"):
+        ServerProcess(older, model_path, server_module.server_args(EngineConfig()))
+
+
+def test_a_flag_the_binary_refuses_at_start_is_an_engine_error_quoting_its_log(server_binary, model_path):
+    told = replace(server_binary, flags=server_binary.flags | {"--no-such-flag"})
+    process = ServerProcess(told, model_path, ["--no-such-flag"])
+    with pytest.raises(EngineError, match="exited at start") as refused:
+        process.start()
+    assert "--no-such-flag" in refused.value.fix
+    process.close()
+
+
+def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(server_binary, model_path, monkeypatch):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    ports = iter([port])
+    real = server_module.free_port
+    monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or real())
+    process = ServerProcess(server_binary, model_path, ["-c", "512"])
+    try:
+        process.start()
+        assert process.alive() and process.port != port
+    finally:
+        process.close()
+        taken.close()
+
+
+def test_a_port_that_stays_taken_is_an_engine_error_after_the_retries(server_binary, model_path, monkeypatch):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    monkeypatch.setattr(server_module, "free_port", lambda: taken.getsockname()[1])
+    process = ServerProcess(server_binary, model_path, ["-c", "512"])
+    with pytest.raises(EngineError, match="exited at start"):
+        process.start()
+    process.close()
+    taken.close()
+
+
+def test_a_server_killed_mid_session_fails_the_request_with_its_exit_code_and_log(server_binary, model_path):
+    process = ServerProcess(server_binary, model_path, server_module.server_args(EngineConfig(n_ctx=512)))
+    process.start()
+    session = ServerSession(process, EngineConfig(n_ctx=512), timeout_s=30)
+    tokens = session.tokenize("The lighthouse keeper kept a careful log.")
+    os.kill(process._process.pid, signal.SIGKILL)
+    with pytest.raises(WorkerFailed, match=r"died \(exit code -9\)") as died:
+        session.generate(tokens, 4, stop_at_eos=False)
+    assert died.value.log_tail  # what the server logged before it died
+    process.close()
+
+
+def test_a_server_that_never_gets_ready_is_killed_after_its_timeout(server_binary, model_path, tmp_path):
+    """A binary that answers --help like llama-server, then hangs instead of serving."""
+    hung = tmp_path / "llama-server"
+    hung.write_text(f'#!/bin/sh\ncase "$1" in --help|--version) exec "{server_binary.path}" "$1";; esac\nexec sleep 600\n')
+    hung.chmod(hung.stat().st_mode | stat.S_IEXEC)
+    binary = ServerBinary.find(str(hung))
+    process = ServerProcess(binary, model_path, ["-c", "512"], timeout_s=2)
+    with pytest.raises(WorkerFailed, match="not ready after 2 s"):
+        process.start()
+    assert not process.alive()
+    process.close()
+
+
+def test_bad_engine_options_are_one_line_and_create_nothing(tmp_path):
+    cases = {
+        ("--engine", "llama-serve"): "unknown engine 'llama-serve'",
+        ("--server-bin", "/bin/true"): "--server-bin is for --engine llama-server",
+        ("--engine", "llama-server", "--server-bin", "/bin/true"): "/bin/true is not llama-server",
+        ("--engine", "llama-server", "--server-bin", str(tmp_path / "none")): "not found",
+    }
+    for args, said in cases.items():
+        result = run_tune("start", "--trials", "3", *args, *SMALL_ARGS, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], (args, lines)
+    assert not (tmp_path / "studies").exists()
+

@@ -1,0 +1,69 @@
+"""llama-server's flags for a configuration: every setting written out, spellings read from --help."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+from tuner.config import KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, CONTEXT_KEYS, EngineConfig
+from tuner.server_flags import SERVER_FLAGS, help_flags, missing_flags, server_args
+
+# Lines as llama-server's --help writes them (llama.cpp 0c1e570): options, then their text.
+HELP = """\
+----- common params -----
+
+-h,    --help, --usage                  print usage and exit
+-t,    --threads N                      number of CPU threads to use during generation (default: -1)
+-c,    --ctx-size N                     size of the prompt context (default: 0, 0 = loaded from model)
+-fa,   --flash-attn [on|off|auto]       set Flash Attention use ('on', 'off', or 'auto', default: 'auto')
+--swa-full                              use full-size SWA cache (default: false)
+                                        when set without -c/--ctx-size, the shared KV pool is sized to
+--host HOST                             IP addresses to listen on, comma-separated, or UNIX socket paths
+"""
+
+
+def _value(args: list[str], flag: str) -> str:
+    return args[args.index(flag) + 1]
+
+
+def test_every_setting_is_written_out_so_no_default_of_the_binary_decides():
+    args = server_args(EngineConfig(n_ctx=4096))
+    # llama-cpp-python's "engine decides" is resolved here, not left to llama-server's own rule
+    resolved = EngineConfig().effective()
+    assert (_value(args, "-t"), _value(args, "-tb")) == (str(resolved.n_threads), str(resolved.n_threads_batch))
+    for key, flag in SERVER_FLAGS.items():
+        if key != "seed":  # None: a random seed per request, llama-server's default too
+            assert flag in args, key
+    assert _value(args, "-c") == "4096" and _value(args, "-fa") == "off" and _value(args, "-ctk") == "f16"
+    assert "--swa-full" in args  # llama-cpp-python's default; llama-server's is a window-sized cache
+    assert args[-2:] == ["-np", "1"]
+
+
+def test_each_setting_reaches_its_flag():
+    config = EngineConfig(
+        n_ctx=1024, n_batch=256, n_ubatch=128, n_threads=2, n_threads_batch=2, flash_attn=True, n_gpu_layers=-1,
+        type_k=KV_TYPES["q8_0"], type_v=KV_TYPES["q8_0"], offload_kqv=False, op_offload=False, swa_full=False,
+        use_mmap=False, temperature=0.2, top_k=7, top_p=0.5, min_p=0.1, repeat_penalty=1.1, seed=3,
+    )
+    args = server_args(config, slots=4)
+    assert [_value(args, f) for f in ("-c", "-b", "-ub", "-t", "-tb", "-fa", "-ngl", "-ctk", "-ctv")] == [
+        "1024", "256", "128", "2", "2", "on", "all", "q8_0", "q8_0"]
+    assert [_value(args, f) for f in ("--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "-s")] == ["0.2", "7", "0.5", "0.1", "1.1", "3"]
+    assert {"-nkvo", "--no-op-offload"} <= set(args) and "--swa-full" not in args
+    assert _value(args, "--load-mode") == "none" and _value(args, "-np") == "4"
+
+
+def test_every_engine_setting_has_a_server_flag():
+    """A setting the tuner varies that llama-server cannot be given would be measured in one
+    engine and silently dropped in the other."""
+    covered = set(SERVER_FLAGS) | {"use_mmap", "use_mlock", "offload_kqv", "op_offload", "swa_full", "split_mode", "main_gpu"}
+    assert {f.name for f in fields(EngineConfig)} == covered == set(LOAD_KEYS + CONTEXT_KEYS + SAMPLING_KEYS)
+
+
+def test_the_flags_a_binary_has_are_read_from_its_help_options_not_their_text():
+    flags = help_flags(HELP)
+    assert {"-h", "--help", "--usage", "-t", "--threads", "-c", "--ctx-size", "-fa", "--flash-attn", "--swa-full", "--host"} == flags
+    assert "--ctx-size" in flags and "-1" not in flags  # "(default: -1)" is text
+
+
+def test_a_flag_the_binary_lacks_is_named_and_values_are_not_flags():
+    assert missing_flags(["-t", "2", "-c", "512", "--temp", "-0.5", "--kv-unified"], {"-t", "-c"}) == ["--temp", "--kv-unified"]

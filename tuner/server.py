@@ -1,0 +1,431 @@
+"""llama-server as an engine: the binary, one server process per configuration, and a session
+that runs a workload's requests over HTTP, timed by the server's own counters.
+
+:class:`ServerEngine` and :class:`ServerSession` have the shape :func:`tuner.measure.measure`
+drives (``session(config)``; ``tokenize``, ``enter_depth``, ``generate``, ``config``, ``placed``),
+so one measurement owns both engines' warm-up, repetitions, racing and figures.
+
+* **The binary** (:class:`ServerBinary`): found on PATH or beside this Python (``make install``
+  builds one into ``.venv/bin``), checked to be llama-server (its ``--help`` lists ``--host`` and
+  ``--port``), its version recorded, its flags read from ``--help``: a setting whose flag it lacks
+  is refused by name (:func:`tuner.server_flags.missing_flags`), never silently dropped.
+* **A process per configuration** (:class:`ServerProcess`): on 127.0.0.1 and a free port, every
+  setting written out (:func:`tuner.server_flags.server_args`), one slot (``-np 1``: one request
+  at a time, the whole context for it), ready when ``/health`` says so. A server that exits at
+  start is an :class:`~tuner.errors.EngineError` quoting its log (a refused flag, a context that
+  does not fit); a port taken between choosing and binding is retried on another.
+* **Requests** (:meth:`ServerSession.generate`): the prompt as token ids to ``/completion``,
+  streamed; the prompt and decode figures are the server's ``timings`` (prompt_n, prompt_ms,
+  predicted_n, predicted_ms), TTFT and the request time the client's wall clock. A depth is the
+  slot's prompt cache: before each timed request the slot is brought back to exactly the depth's
+  tokens (untimed), so the request evaluates its prompt after a cached depth, as in-process.
+  A server that dies or hangs mid-request is a :class:`~tuner.errors.WorkerFailed` with its log.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from tuner.config import KV_TYPES, EngineConfig
+from tuner.engine import Generation
+from tuner.errors import ConfigError, EngineError, WorkerFailed
+from tuner.llama_log import placement_read_back
+from tuner.server_flags import help_flags, missing_flags, server_args
+
+__all__ = ["DEFAULT_SERVER_BIN", "ServerBinary", "ServerEngine", "ServerProcess", "ServerSession"]
+
+DEFAULT_SERVER_BIN = "llama-server"
+START_TIMEOUT_S = 120.0  # loading a model and warming up; a server not ready by then is hung
+BIND_RETRIES = 3  # a free port can be taken by another process before the server binds it
+LOG_TAIL = 20
+# The log level at which llama.cpp logs the context it created (n_batch, n_ubatch, flash
+# attention): read back like the in-process engine reads its context. About 20 log lines a
+# request instead of 7: no measurable cost. Not a setting: an export leaves it out.
+READ_BACK_ARGS = ("-lv", "4")
+# What llama.cpp logs about the context it created (src/llama-context.cpp), read back like the
+# in-process engine reads its context: "llama_context: n_ctx         = 4096".
+_CONTEXT_LINE = re.compile(r"llama_context: +(n_ctx|n_batch|n_ubatch|flash_attn) += (\S+)")
+_THREADS_LINE = re.compile(r"n_threads = (\d+) \(n_threads_batch = (\d+)\)")
+_BIND_FAILED = ("couldn't bind", "address already in use")
+# EngineConfig's sampling keys -> their names in /props' default_generation_settings.params.
+_SAMPLING_PROPS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty"}
+
+
+@dataclass(frozen=True)
+class ServerBinary:
+    """A llama-server binary: where it is, what it says its version is, the flags it has."""
+
+    path: str
+    version: str  # "0.5.0-dev (build 1, commit 0c1e570)"
+    build: str  # "built with GNU 12.2.0 for Linux x86_64"
+    flags: frozenset[str]
+
+    @classmethod
+    def find(cls, given: str | None = None) -> ServerBinary:
+        """The binary ``given`` (a path or a name on PATH; default ``llama-server``, looked for on
+        PATH, then beside this Python), checked to be llama-server.
+
+        Raises:
+            ConfigError: not found, not runnable, or not llama-server.
+        """
+        name = given or DEFAULT_SERVER_BIN
+        beside = Path(sys.executable).parent / name
+        path = shutil.which(name) or (str(beside) if given is None and os.access(beside, os.X_OK) else None)
+        if path is None:
+            raise ConfigError(
+                f"llama-server binary '{name}' not found (--server-bin)",
+                "run `make install` (it builds one into .venv/bin) or pass --server-bin PATH",
+            )
+        help_text = _run(path, "--help")
+        flags = help_flags(help_text)
+        if not {"--host", "--port", "--ctx-size"} <= flags:
+            raise ConfigError(f"{path} is not llama-server: its --help lists no --host, --port and --ctx-size", "pass --server-bin the path of llama.cpp's llama-server")
+        # "version: 0.5.0-dev (build 1, commit 0c1e570)" / "built with GNU 12.2.0 for Linux x86_64"
+        said = [line.strip() for line in _run(path, "--version").splitlines() if line.strip()]
+        version = next((line.removeprefix("version:").strip() for line in said if line.startswith("version:")), "unknown")
+        build = next((line for line in said if line.startswith("built with")), "")
+        return cls(path=path, version=version, build=build, flags=frozenset(flags))
+
+    def check(self, args: list[str]) -> None:
+        """Refuse ``args`` with a flag this binary does not list.
+
+        Raises:
+            ConfigError: names the flags and the binary.
+        """
+        missing = missing_flags(args, set(self.flags))
+        if missing:
+            raise ConfigError(
+                f"{self.path} ({self.version}) has no {', '.join(missing)} (not in its --help)",
+                "use a newer llama-server, or a search space without that setting",
+            )
+
+
+def _run(path: str, option: str) -> str:
+    try:
+        done = subprocess.run([path, option], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ConfigError(f"cannot run {path} {option}: {exc}", "pass --server-bin the path of llama.cpp's llama-server") from None
+    return done.stdout + done.stderr
+
+
+class ServerProcess:
+    """One llama-server process with one configuration's flags, on 127.0.0.1."""
+
+    def __init__(self, binary: ServerBinary, model_path: str | Path, args: list[str], *, timeout_s: float = START_TIMEOUT_S) -> None:
+        binary.check(args)
+        self.binary = binary
+        self.model_path = str(model_path)
+        self.args = list(args)
+        self.timeout_s = timeout_s
+        self.port = 0
+        self._process: subprocess.Popen[bytes] | None = None
+        fd, name = tempfile.mkstemp(prefix="tuner-llama-server-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
+
+    @property
+    def command(self) -> list[str]:
+        """The command line as started: host, port and the read-back log level included."""
+        return [self.binary.path, "-m", self.model_path, "--host", "127.0.0.1", "--port", str(self.port), *self.args, *READ_BACK_ARGS]
+
+    def start(self) -> None:
+        """Start the server and wait until ``/health`` says it is ready.
+
+        Raises:
+            EngineError: the server exited at start (its last log line says why).
+            WorkerFailed: it was not ready within ``timeout_s`` (killed).
+        """
+        for attempt in range(BIND_RETRIES):
+            self.port = free_port()
+            with open(self.log_path, "wb") as log:
+                self._process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            code = self._wait_ready()
+            if code is None:
+                return
+            tail = self.log_tail()
+            if attempt + 1 < BIND_RETRIES and any(words in line.lower() for line in tail for words in _BIND_FAILED):
+                continue
+            raise EngineError(f"llama-server exited at start (exit code {code})", f"its last log line: {_last(tail)}")
+
+    def _wait_ready(self) -> int | None:
+        """None once ready; the exit code if the process ended first."""
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            code = self._process.poll() if self._process else -1
+            if code is not None:
+                return code
+            if _health(self.port):
+                return None
+            time.sleep(0.05)
+        tail = self.log_tail()
+        self.stop()
+        raise WorkerFailed(f"llama-server was not ready after {self.timeout_s:.0f} s (killed)", tail)
+
+    def alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def exit_code(self) -> int | None:
+        return self._process.poll() if self._process is not None else None
+
+    def log_lines(self) -> list[str]:
+        try:
+            return self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError:
+            return []
+
+    def log_tail(self) -> list[str]:
+        return [line for line in self.log_lines() if line.strip()][-LOG_TAIL:]
+
+    def stop(self) -> None:
+        """Stop the server (SIGTERM, then SIGKILL after 5 s)."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+
+    def close(self) -> None:
+        self.stop()
+        self.log_path.unlink(missing_ok=True)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _health(port: int) -> bool:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", "/health")
+        ok = conn.getresponse().status == 200
+        conn.close()
+    except OSError:
+        return False
+    return ok
+
+
+def _last(tail: list[str]) -> str:
+    return tail[-1].strip() if tail else "(nothing logged)"
+
+
+class ServerSession:
+    """Requests to one running server. Use through :meth:`ServerEngine.session`."""
+
+    def __init__(self, process: ServerProcess, config: EngineConfig, timeout_s: float) -> None:
+        self.process = process
+        self.timeout_s = timeout_s
+        lines = process.log_lines()
+        self.config = _read_back(config.effective(), lines)
+        self.placed: dict[str, Any] = placement_read_back(lines)
+        self._depth: list[int] = []  # the tokens the slot's cache holds before each request
+
+    def props(self) -> dict[str, Any]:
+        """The server's ``/props``: its context size, sampling defaults, build info."""
+        return self._get("/props")
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids as the server's vocabulary makes them, BOS first (like the in-process engine)."""
+        reply = self._post("/tokenize", {"content": text, "add_special": True})
+        return [int(token) for token in reply["tokens"]]
+
+    def enter_depth(self, tokens: list[int]) -> None:
+        """Make the slot's cache hold exactly ``tokens`` (untimed): a request for them that
+        generates nothing. With no depth the next request runs without the prompt cache."""
+        self._depth = list(tokens)
+        if tokens:
+            self._post("/completion", {"prompt": tokens, "n_predict": 0, "id_slot": 0, "cache_prompt": True})
+
+    def generate(self, prompt: list[int], max_tokens: int, *, past: int = 0, stop_at_eos: bool = True, seed: int | None = None) -> Generation:
+        """The request ``prompt`` after the cached depth (``past`` tokens), streamed; with
+        ``stop_at_eos=False`` exactly ``max_tokens`` decode steps, as in-process (the server
+        samples one token more than it decodes, so ``max_tokens + 1`` are asked for)."""
+        if past != len(self._depth):
+            raise ConfigError(f"the session holds a depth of {len(self._depth)} tokens, not {past}", "call enter_depth first")
+        if past + len(prompt) + max_tokens > self.config.n_ctx:
+            raise ConfigError(
+                f"n_ctx={self.config.n_ctx} is too small for {past} cached + {len(prompt)} prompt + {max_tokens} generated tokens",
+                "raise n_ctx or shorten the workload",
+            )
+        if past:
+            self.enter_depth(self._depth)  # the previous request's prompt and tokens are dropped
+        body = {
+            "prompt": [*self._depth, *prompt],
+            "n_predict": max_tokens if stop_at_eos else max_tokens + 1,
+            "ignore_eos": not stop_at_eos,
+            "stream": True,
+            "return_tokens": True,
+            "cache_prompt": bool(past),
+            "id_slot": 0,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        return self._stream(body, past)
+
+    def _stream(self, body: dict[str, Any], past: int) -> Generation:
+        tokens: list[int] = []
+        text: list[str] = []
+        start = time.perf_counter()
+        first = last = start
+        timings: dict[str, Any] = {}
+        for chunk in self._events("/completion", body):
+            if chunk.get("tokens"):
+                now = time.perf_counter()
+                if not tokens:
+                    first = now
+                last = now
+                tokens += [int(t) for t in chunk["tokens"]]
+                text.append(chunk.get("content", ""))
+            if chunk.get("stop"):
+                timings = chunk.get("timings") or {}
+        if not timings or not tokens:
+            raise EngineError("llama-server's reply had no tokens or no timings", f"its last log line: {_last(self.process.log_tail())}")
+        return Generation(
+            tokens=tokens,
+            text="".join(text),
+            n_prompt=int(timings["prompt_n"]),
+            prompt_ms=float(timings["prompt_ms"]),
+            n_eval=max(int(timings["predicted_n"]) - 1, 0),  # decodes: every sampled token but the last
+            eval_ms=float(timings["predicted_ms"]),
+            sample_ms=0.0,  # inside predicted_ms: the server does not count sampling apart
+            n_sample=int(timings["predicted_n"]),
+            ttft_ms=(first - start) * 1000,
+            wall_prompt_ms=(first - start) * 1000,
+            wall_decode_ms=(last - first) * 1000,
+            context_tokens=int(timings.get("cache_n", 0)) + int(timings["prompt_n"]),
+        )
+
+    def _get(self, path: str) -> dict[str, Any]:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.process.port, timeout=self.timeout_s)
+            conn.request("GET", path)
+            reply = json.loads(conn.getresponse().read())
+            conn.close()
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise self._failed(exc) from None
+        return reply
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        events = list(self._events(path, body))
+        return events[-1] if events else {}
+
+    def _events(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The reply's JSON objects: one for a plain reply, one per ``data:`` line when streamed."""
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.process.port, timeout=self.timeout_s)
+            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            if reply.status != 200:
+                message = reply.read().decode("utf-8", errors="replace")
+                raise EngineError(f"llama-server answered {path} with HTTP {reply.status}", message[:300])
+            if not body.get("stream"):
+                yield json.loads(reply.read())
+                return
+            for raw in reply:
+                line = raw.strip()
+                if line.startswith(b"data: ") and line != b"data: [DONE]":
+                    yield json.loads(line[6:])
+            conn.close()
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._failed(exc) from None
+
+    def _failed(self, exc: Exception) -> WorkerFailed:
+        if isinstance(exc, socket.timeout):
+            tail = self.process.log_tail()
+            self.process.stop()
+            return WorkerFailed(f"llama-server did not answer within {self.timeout_s:.0f} s (killed)", tail)
+        time.sleep(0.2)  # a dying server: let it exit, so its exit code is known
+        code = self.process.exit_code()
+        state = f"died (exit code {code})" if code is not None else f"dropped the connection ({type(exc).__name__})"
+        return WorkerFailed(f"llama-server {state} during a request", self.process.log_tail())
+
+
+def _read_back(asked: EngineConfig, lines: list[str]) -> EngineConfig:
+    """The configuration the server runs with, as llama.cpp logged its context (n_ctx, n_batch,
+    n_ubatch, flash attention, threads); what it does not log is taken as asked."""
+    found: dict[str, Any] = {}
+    for line in lines:
+        if match := _CONTEXT_LINE.search(line):
+            key, value = match[1], match[2]
+            if key != "flash_attn":
+                found[key] = int(value)
+            elif value != "auto":  # "auto" is resolved later: "Flash Attention enabled|disabled"
+                found[key] = value in ("enabled", "on", "1", "true")
+        elif "Flash Attention enabled" in line or "Flash Attention disabled" in line:
+            found["flash_attn"] = "enabled" in line
+        elif match := _THREADS_LINE.search(line):
+            found["n_threads"], found["n_threads_batch"] = int(match[1]), int(match[2])
+    return replace(asked, **found)
+
+
+class ServerEngine:
+    """Sessions on llama-server: one server process per configuration, started by
+    :meth:`session` and stopped when the session ends (a context's settings are the server's
+    command line; there is nothing to keep loaded between configurations)."""
+
+    def __init__(self, model_path: str | Path, binary: ServerBinary, *, timeout_s: float = 600.0) -> None:
+        self.model_path = Path(model_path)
+        self.binary = binary
+        self.timeout_s = timeout_s
+        self.last_command: list[str] = []
+
+    @contextmanager
+    def session(self, config: EngineConfig) -> Iterator[ServerSession]:
+        """A running server with ``config``'s settings (``-np 1``), stopped at the end.
+
+        Raises:
+            ConfigError: a setting whose flag the binary lacks.
+            EngineError: the server refused the settings at start.
+            WorkerFailed: it hung at start.
+        """
+        process = ServerProcess(self.binary, self.model_path, server_args(config), timeout_s=min(self.timeout_s, START_TIMEOUT_S))
+        try:
+            process.start()
+            self.last_command = process.command
+            yield ServerSession(process, config, self.timeout_s)
+        finally:
+            process.close()
+
+    def own_defaults(self, n_ctx: int) -> EngineConfig:
+        """llama-server's own defaults on this machine at ``n_ctx`` (and ``-np 1``), as the binary
+        resolves them: started with nothing else set, its log read back (batch sizes, threads,
+        flash attention's "auto", the KV types, a window-sized SWA cache), its sampling from
+        ``/props``. This is the "defaults" a study on llama-server compares against.
+
+        Raises:
+            EngineError / WorkerFailed: the binary cannot start the model.
+        """
+        process = ServerProcess(self.binary, self.model_path, ["-c", str(n_ctx), "-np", "1"], timeout_s=START_TIMEOUT_S)
+        try:
+            process.start()
+            lines = process.log_lines()
+            params = ServerSession(process, EngineConfig(n_ctx=n_ctx), self.timeout_s).props().get("default_generation_settings", {}).get("params", {})
+        finally:
+            process.close()
+        found = _read_back(EngineConfig(n_ctx=n_ctx), lines)
+        kv = re.search(r"K \((\w+)\).*V \((\w+)\)", "\n".join(line for line in lines if "llama_kv_cache: size" in line))
+        kv_types = {"type_k": KV_TYPES.get(kv[1], 1), "type_v": KV_TYPES.get(kv[2], 1)} if kv else {}
+        sampling = {key: round(float(params[name]), 4) for key, name in _SAMPLING_PROPS.items() if name in params}
+        if "top_k" in sampling:
+            sampling["top_k"] = int(sampling["top_k"])
+        return replace(found, swa_full=False, **kv_types, **sampling)
