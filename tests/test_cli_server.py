@@ -16,7 +16,7 @@ from dataclasses import replace
 import optuna
 import pytest
 
-from conftest import SMALL, SMALL_ARGS, run_tune
+from tests.conftest import SMALL, SMALL_ARGS, run_tune
 from tuner.config import EngineConfig
 from tuner.models import model_sha256
 from tuner.preset import Preset

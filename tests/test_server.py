@@ -20,7 +20,7 @@ from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.server import ServerBinary, ServerProcess, ServerSession
 
-from conftest import SMALL_ARGS, run_tune
+from tests.conftest import SMALL_ARGS, run_tune
 
 
 def test_a_binary_that_is_not_there_or_not_llama_server_is_refused(tmp_path):
