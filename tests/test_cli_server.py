@@ -109,7 +109,7 @@ def test_a_server_killed_mid_trial_is_one_failed_trial_and_the_study_goes_on(tmp
         with sessions(config) as session:
             started.append(config)
             if len(started) == 5:
-                os.kill(session.process._process.pid, signal.SIGKILL)
+                os.kill(session.process.pid, signal.SIGKILL)
             yield session
 
     runner.engine.session = killed_in_the_fifth

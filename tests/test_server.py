@@ -85,7 +85,7 @@ def test_a_server_killed_mid_session_fails_the_request_with_its_exit_code_and_lo
     process.start()
     session = ServerSession(process, EngineConfig(n_ctx=512), timeout_s=30)
     tokens = session.tokenize("The lighthouse keeper kept a careful log.")
-    os.kill(process._process.pid, signal.SIGKILL)
+    os.kill(process.pid, signal.SIGKILL)
     with pytest.raises(WorkerFailed, match=r"died \(exit code -9\)") as died:
         session.generate(tokens, 4, stop_at_eos=False)
     assert died.value.log_tail  # what the server logged before it died

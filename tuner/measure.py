@@ -215,7 +215,7 @@ def measure(
             session.generate(prompt_tokens(text, warmup_prompt(workload, effective)), WARMUP_TOKENS, stop_at_eos=False)
         clock.lap("warmup")
         placed = session.placed
-        with Telemetry() as telemetry:
+        with Telemetry(pid=getattr(session, "pid", None)) as telemetry:  # a server's RSS is its own
             runs, stopped = _repetitions(session, workload, text, race, clock)
     quality = None
     if reference is not None and workload.quality and not stopped:

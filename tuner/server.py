@@ -175,6 +175,10 @@ class ServerProcess:
         self.stop()
         raise WorkerFailed(f"llama-server was not ready after {self.timeout_s:.0f} s (killed)", tail)
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None
 
@@ -238,6 +242,7 @@ class ServerSession:
         lines = process.log_lines()
         self.config = _read_back(config.effective(), lines)
         self.placed: dict[str, Any] = placement_read_back(lines)
+        self.pid = process.pid  # the process whose memory a measurement reports
         self._depth: list[int] = []  # the tokens the slot's cache holds before each request
 
     def props(self) -> dict[str, Any]:

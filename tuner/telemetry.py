@@ -18,9 +18,9 @@ __all__ = ["Telemetry"]
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def _rss_bytes() -> int:
+def _rss_bytes(pid: int | None = None) -> int:
     try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
+        with open(f"/proc/{pid or 'self'}/statm", encoding="ascii") as handle:
             return int(handle.read().split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
         return 0
@@ -32,10 +32,12 @@ class Telemetry:
     Args:
         interval_s: sampling period.
         nvml: the pynvml module (tests pass a stand-in); None imports the real one.
+        pid: the process whose RSS is sampled (a llama-server's); None: this one.
     """
 
-    def __init__(self, interval_s: float = 0.05, *, nvml: Any = None) -> None:
+    def __init__(self, interval_s: float = 0.05, *, nvml: Any = None, pid: int | None = None) -> None:
         self.interval_s = interval_s
+        self.pid = pid
         self._nvml = nvml
         self._gpus: list[_Gpu] = []
         self._stop = threading.Event()
@@ -94,7 +96,7 @@ class Telemetry:
             self._sample()
 
     def _sample(self) -> None:
-        self._rss_peak = max(self._rss_peak, _rss_bytes())
+        self._rss_peak = max(self._rss_peak, _rss_bytes(self.pid))
         for gpu in self._gpus:
             gpu.sample(self._nvml)
 

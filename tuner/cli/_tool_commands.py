@@ -11,11 +11,13 @@ import typer
 
 from tuner.cli._app import (
     DepthOpt,
+    EngineOpt,
     GenOpt,
     ModelOpt,
     NoQualityOpt,
     PromptOpt,
     RepeatsOpt,
+    ServerBinOpt,
     StorageOpt,
     TimeoutOpt,
     WorkloadOpt,
@@ -41,11 +43,14 @@ def bench(
     repeats: int = RepeatsOpt,
     no_quality: bool = NoQualityOpt,
     trial_timeout: float = TimeoutOpt,
+    engine: str = EngineOpt,
+    server_bin: Optional[str] = ServerBinOpt,
 ) -> None:
     """Measure one configuration (llama-cpp-python defaults unless --preset/--set say otherwise)
     on a workload (a preset's own workload by default, else chat).
 
     It runs in a worker process, like a trial: a llama.cpp abort is one error line, not a crash.
+    With --engine llama-server, in a llama-server started with every setting written out.
     """
     from dataclasses import replace
 
@@ -70,7 +75,7 @@ def bench(
         the_workload = replace(Workload.from_dict(loaded.measured["workload"]), repeats=repeats, quality=not no_quality)
     else:
         the_workload = workload(workload_name, prompt_tokens, gen_tokens, depth, repeats=repeats, no_quality=no_quality, model_path=model_path)
-    with worker(model_path, trial_timeout) as runner:
+    with worker(model_path, trial_timeout, engine, server_bin) as runner:
         reference = runner.reference(models.model_sha256(model_path)) if the_workload.quality else None
         result = runner.measure(config, the_workload)
     if as_json:
