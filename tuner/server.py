@@ -414,8 +414,8 @@ class ServerEngine:
     def own_defaults(self, n_ctx: int) -> EngineConfig:
         """llama-server's own defaults on this machine at ``n_ctx`` (and ``-np 1``), as the binary
         resolves them: started with nothing else set, its log read back (batch sizes, threads,
-        flash attention's "auto", the KV types, a window-sized SWA cache), its sampling from
-        ``/props``. This is the "defaults" a study on llama-server compares against.
+        flash attention's "auto", the layers "-ngl auto" offloads, the KV types, a window-sized
+        SWA cache), its sampling from ``/props``. This is the "defaults" a study on llama-server compares against.
 
         Raises:
             EngineError / WorkerFailed: the binary cannot start the model.
@@ -433,4 +433,7 @@ class ServerEngine:
         sampling = {key: round(float(params[name]), 4) for key, name in _SAMPLING_PROPS.items() if name in params}
         if "top_k" in sampling:
             sampling["top_k"] = int(sampling["top_k"])
-        return replace(found, swa_full=False, **kv_types, **sampling)
+        placed = placement_read_back(lines)  # -ngl auto: what it offloaded (nothing logged: a CPU build)
+        layers = placed.get("offloaded_layers") or 0
+        n_gpu_layers = -1 if layers and layers == placed.get("layers") else layers
+        return replace(found, n_gpu_layers=n_gpu_layers, swa_full=False, **kv_types, **sampling)
