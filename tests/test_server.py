@@ -19,6 +19,7 @@ import tuner.server as server_module
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.server import ServerBinary, ServerProcess, ServerSession
+from tuner.server_worker import ServerRunner
 
 from tests.conftest import SMALL_ARGS, run_tune
 
@@ -36,10 +37,14 @@ def test_the_binary_says_its_version_and_has_every_flag_a_configuration_needs(se
     server_binary.check(server_module.server_args(EngineConfig(swa_full=True, offload_kqv=False)))
 
 
-def test_a_setting_whose_flag_the_binary_lacks_is_refused_by_name(server_binary, model_path):
+def test_a_setting_whose_flag_the_binary_lacks_is_refused_by_name_before_any_trial(server_binary, model_path):
+    """Every configuration is written with every flag: a binary without one could run no trial,
+    so a study on it is refused when it starts, naming the flag."""
     older = replace(server_binary, flags=server_binary.flags - {"-ctk"})
     with pytest.raises(ConfigError, match="has no -ctk"):
         ServerProcess(older, model_path, server_module.server_args(EngineConfig()))
+    with ServerRunner(model_path, older) as runner, pytest.raises(ConfigError, match="has no -ctk"):
+        runner.start()
 
 
 def test_a_flag_the_binary_refuses_at_start_is_an_engine_error_quoting_its_log(server_binary, model_path):

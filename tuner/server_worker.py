@@ -21,6 +21,7 @@ from tuner.config import EngineConfig
 from tuner.measure import Measurement, RaceBound, measure
 from tuner.quality import Quality
 from tuner.server import ServerBinary, ServerEngine
+from tuner.server_flags import server_args
 from tuner.worker import DEFAULT_TRIAL_TIMEOUT_S, Worker, check_timeout
 from tuner.workload import Workload
 
@@ -47,7 +48,14 @@ class ServerRunner:
         self._has_reference = False
 
     def start(self) -> None:
-        """Load the model in the quality worker now (a model llama.cpp cannot load fails here)."""
+        """Check the binary has every flag a configuration is written with (an older one that
+        lacks one could run no trial: refused now, by name), then load the model in the quality
+        worker (a model llama.cpp cannot load fails here).
+
+        Raises:
+            ConfigError: a flag the binary lacks.
+        """
+        self.binary.check(server_args(EngineConfig(swa_full=True, offload_kqv=False, op_offload=False)))
         self.worker.start()
 
     def defaults(self, n_ctx: int) -> EngineConfig:
