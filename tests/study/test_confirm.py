@@ -245,6 +245,10 @@ def test_confirmation_with_nothing_to_compare_stores_nothing(tmp_path, model_pat
     assert confirm(study, InProcess(engine)) is None  # only the defaults ran
     assert "confirmation" not in study.user_attrs
     assert best_preset(study).config() == EngineConfig(n_ctx=4096).effective()  # the defaults (at the required context) stand
+    # one trial compares nothing: no noise floor was measured for it; a resume to more measures one
+    assert "noise_floor" not in study.user_attrs
+    study = resume_study(study, runner=InProcess(engine), space=load_space("cpu"), trials=2, confirm_rounds=0)
+    assert study.user_attrs["noise_floor"]["label"] == "defaults" and len(study.trials) == 2
 
 
 def test_a_library_confirmation_refuses_what_the_cli_refuses(confirmed, engine):

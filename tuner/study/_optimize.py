@@ -3,7 +3,8 @@ ablation last.
 
 A study is an Optuna study in an RDB storage (SQLite by default) whose study-level user_attrs
 record what it tunes (model file and sha256, workload, required context, search space, machine)
-and whose trials record every measurement. Before the first trial the noise floor is measured;
+and whose trials record every measurement. Before the first trial the noise floor is measured
+(a one-trial study's when a resume gives it more);
 the first trials are the baselines (see :func:`tuner.study.baselines_for`: the defaults, the
 guide card, and the user's own settings when given); after the last, the winner is confirmed by
 re-measurement (:mod:`tuner.study.confirm`) and ablated into the minimal preset
@@ -37,15 +38,7 @@ from tuner.study.ablation import ablate
 from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, refresh_if_unchanged
 from tuner.study.noise import DRIFT_EVERY, drift_due, floor_config, follow_drift, measure_noise_floor, noise_floor, race_rule
 
-__all__ = [
-    "Progress",
-    "check_quality_version",
-    "StudySpec",
-    "check_machine",
-    "check_trials",
-    "resume_study",
-    "start_study",
-]
+__all__ = ["Progress", "StudySpec", "check_machine", "check_quality_version", "check_trials", "resume_study", "start_study"]
 
 # What a study optimizes: what the user waits for (requests per minute on the workload), and
 # (with the quality proxy) fidelity to the reference. Studies made before workloads optimized
@@ -171,7 +164,8 @@ def start_study(
         study.set_user_attr(key, value)
     for label, config in baselines_for(requirement.n_ctx, spec.yours, placement_of(spec.space), spec.defaults).items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
-    prepared = _measure_noise(study, runner, spec.workload, on_note)
+    # One trial (the starting point alone) compares nothing: its floor waits for a resume to more.
+    prepared = _measure_noise(study, runner, spec.workload, on_note) if spec.trials > 1 else _no_floor(on_note)
     space = study_space(study, spec.space)
     ran = _run(study, spec.trials, runner, space, spec.workload, on_progress, confirm_rounds, prepared, on_note)
     return _confirm(study, runner, confirm_rounds, ran, False, on_note)
@@ -250,6 +244,12 @@ def _add_seconds(study: Any, part: str, seconds: float) -> None:
     spent = dict(study.user_attrs.get("seconds") or {})
     spent[part] = round(spent.get(part, 0.0) + seconds, 3)
     study.set_user_attr("seconds", spent)
+
+
+def _no_floor(on_note: Callable[[str], None] | None) -> dict[str, Any]:
+    if on_note:
+        on_note("noise floor: not measured (one trial compares nothing; a resume to more trials measures it)")
+    return {}
 
 
 def _measure_noise(study: Any, runner: Runner, workload: Workload, on_note: Callable[[str], None] | None) -> dict[str, Any]:
