@@ -70,8 +70,10 @@ def test_a_workload_that_does_not_fit_the_context_is_refused(any_engine):
 
 def test_a_configuration_llama_cpp_refuses_is_an_engine_error(any_engine, small):
     """A real refusal: a KV cache for 2^26 tokens cannot be allocated."""
-    with pytest.raises(EngineError):
+    with pytest.raises(EngineError) as refused:
         measure(any_engine, EngineConfig(n_ctx=2**26), small)
+    said = str(refused.value)
+    assert "could not create a context for n_ctx=67108864" in said or "llama-server exited at start" in said
 
 
 def test_both_engines_generate_the_same_greedy_text(engine, server_engine):

@@ -203,7 +203,7 @@ def test_llama_server_export_names_its_baseline_and_the_slots_it_implies(study):
     header = text.splitlines()[:-1]
     assert any("x llama-cpp-python's defaults" in line and "on this machine" in line for line in header), header
     assert any(line.startswith("# -np 1: one slot with all ") and "4 slots sharing one" in line for line in header)
-    assert header[-2].endswith("llama-server runs its own build and defaults: re-measure there")
+    assert header[-2].endswith("llama-server runs its own build and defaults: re-measure there (tune start --engine llama-server)")
 
 
 def test_llama_server_line_for_full_offload_and_quantized_kv(study):

@@ -204,7 +204,8 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
             f"left to {who}'s own defaults (the preset does not change them; measured with llama-cpp-python's): "
             + ", ".join(f"{key} {value_text(key, value)}" + (f" (there {value_text(key, defaults[key])})" if key in defaults else "") for key, value in own.items())
         )
-    lines.append(f"measured in {measured_on(preset)}; {who} runs its own build and defaults: re-measure there")
+    how = " (tune start --engine llama-server)" if name == "llama-server" else ""
+    lines.append(f"measured in {measured_on(preset)}; {who} runs its own build and defaults: re-measure there{how}")
     return lines
 
 
