@@ -153,9 +153,13 @@ def study_worker(study_obj: Any, model_path: Path, timeout_s: float, server_bin:
     (figures from two builds do not mix), unless ``--server-bin`` names another of that version."""
     from tuner.server_worker import engine_record
 
+    from tuner.errors import ConfigError
+
     record = engine_record(study_obj)
     if record["name"] != "llama-server":
-        return worker(model_path, timeout_s, record["name"], server_bin)
+        if server_bin is not None:
+            raise ConfigError(f"study '{study_obj.study_name}' was measured on {record['name']}: --server-bin does not apply", "leave out --server-bin")
+        return worker(model_path, timeout_s, record["name"])
     runner = worker(model_path, timeout_s, "llama-server", server_bin or record.get("path"))
     if runner.binary.version != record.get("version"):
         raise StudyError(
