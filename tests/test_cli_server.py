@@ -17,7 +17,6 @@ import optuna
 import pytest
 
 from tests.conftest import SMALL, SMALL_ARGS, run_tune
-from tuner.config import EngineConfig
 from tuner.models import model_sha256
 from tuner.preset import Preset
 from tuner.server import free_port
@@ -63,7 +62,7 @@ def test_the_exported_command_line_starts_the_server_that_was_measured(server_st
     exported = run_tune("export", "srv", "--format", "llama-server", cwd=cwd)
     assert exported.returncode == 0, exported.stderr
     words = shlex.split(exported.stdout.strip().splitlines()[-1])
-    measured = server_args(EngineConfig.from_dict({**preset.engine, **preset.sampling}))
+    measured = server_args(preset.config())
     assert words[0] == "llama-server" and words[3:] == measured  # exactly the flags measured
     port = free_port()
     server = subprocess.Popen([server_binary.path, *words[1:], "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.config import KV_TYPE_NAMES, KV_TYPES, EngineConfig
+from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import Preset
 from tuner.stats import UNITS
@@ -98,7 +98,7 @@ def to_llama_server(preset: Preset) -> str:
     context for it; llama-server's default is 4 slots sharing one KV cache of n_ctx cells.
     """
     if measured_on(preset) == "llama-server":  # the flags it ran with, every one of them
-        words = ["llama-server", "-m", _one_line(preset.model), *server_args(EngineConfig.from_dict({**preset.engine, **preset.sampling}))]
+        words = ["llama-server", "-m", _one_line(preset.model), *server_args(preset.config())]
     else:
         values = _target_values(preset, "llama-server")
         words = ["llama-server", "-m", _one_line(preset.model)]

@@ -392,7 +392,6 @@ class ServerEngine:
         self.model_path = Path(model_path)
         self.binary = binary
         self.timeout_s = timeout_s
-        self.last_command: list[str] = []
 
     @contextmanager
     def session(self, config: EngineConfig) -> Iterator[ServerSession]:
@@ -406,7 +405,6 @@ class ServerEngine:
         process = ServerProcess(self.binary, self.model_path, server_args(config), timeout_s=min(self.timeout_s, START_TIMEOUT_S))
         try:
             process.start()
-            self.last_command = process.command
             yield ServerSession(process, config, self.timeout_s)
         finally:
             process.close()
@@ -423,8 +421,9 @@ class ServerEngine:
         process = ServerProcess(self.binary, self.model_path, ["-c", str(n_ctx), "-np", "1"], timeout_s=START_TIMEOUT_S)
         try:
             process.start()
-            lines = process.log_lines()
-            params = ServerSession(process, EngineConfig(n_ctx=n_ctx), self.timeout_s).props().get("default_generation_settings", {}).get("params", {})
+            session = ServerSession(process, EngineConfig(n_ctx=n_ctx), self.timeout_s)
+            lines, placed = process.log_lines(), session.placed
+            params = session.props().get("default_generation_settings", {}).get("params", {})
         finally:
             process.close()
         found = _read_back(EngineConfig(n_ctx=n_ctx), lines)
@@ -433,7 +432,6 @@ class ServerEngine:
         sampling = {key: round(float(params[name]), 4) for key, name in _SAMPLING_PROPS.items() if name in params}
         if "top_k" in sampling:
             sampling["top_k"] = int(sampling["top_k"])
-        placed = placement_read_back(lines)  # -ngl auto: what it offloaded (nothing logged: a CPU build)
-        layers = placed.get("offloaded_layers") or 0
+        layers = placed.get("offloaded_layers") or 0  # -ngl auto: what it offloaded (nothing logged: a CPU build)
         n_gpu_layers = -1 if layers and layers == placed.get("layers") else layers
         return replace(found, n_gpu_layers=n_gpu_layers, swa_full=False, **kv_types, **sampling)
