@@ -1,11 +1,12 @@
 """How the `tune` commands print: tables, progress lines, summaries, confirmation, importances.
 
 Every function here takes library objects (a study, a summary, a progress event) and writes text
-with ``typer.echo``; none of them measures or changes anything.
+with :func:`say` (lines a terminal does not wrap); none of them measures or changes anything.
 """
 
 from __future__ import annotations
 
+import textwrap
 from typing import Any, Optional
 
 import typer
@@ -33,13 +34,25 @@ __all__ = [
 
 
 LINE_WIDTH = 160  # progress lines a terminal does not wrap; the full reasons are in `tune show`
+MIN_LAST_COLUMN = 24  # a table's last column wraps to at least this width, however wide the rest
+
+
+def say(text: str = "") -> None:
+    """Print ``text`` with each line longer than LINE_WIDTH folded at spaces onto indented lines."""
+    lines = []
+    for line in text.split("\n"):
+        if len(line) <= LINE_WIDTH:
+            lines.append(line)
+        else:
+            lines += textwrap.wrap(line, LINE_WIDTH, subsequent_indent="  ", break_on_hyphens=False, break_long_words=False)
+    typer.echo("\n".join(lines))
 
 
 def print_progress(p: Any) -> None:
     """One line per finished trial: the objective in its unit, decode and prompt speed, quality,
     the best so far and the ETA; an infeasible trial's line gives its reason instead of its decode
     and prompt speeds, and a reason (infeasible, stopped, failed) is cut to fit LINE_WIDTH."""
-    typer.echo(progress_line(p))
+    say(progress_line(p))
 
 
 def progress_line(p: Any) -> str:
@@ -71,11 +84,11 @@ def _fit(start: str, reason: str, end: str) -> str:
 
 def print_workload(workload: Any) -> None:
     """The workload a study or a bench measures: its shapes, their weights, where they come from."""
-    typer.echo(f"workload: {workload.name} — {len(workload.shapes)} request shape(s), {workload.repeats} timed requests each per trial (after a short warm-up pass)")
+    say(f"workload: {workload.name} — {len(workload.shapes)} request shape(s), {workload.repeats} timed requests each per trial (after a short warm-up pass)")
     for shape, weight in zip(workload.shapes, workload.weights):
-        typer.echo(f"  {weight:4.0%}  {shape.describe()}")
+        say(f"  {weight:4.0%}  {shape.describe()}")
     if workload.source.get("kind") == "jsonl":
-        typer.echo(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
+        say(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
 
 
 def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = True) -> None:
@@ -85,7 +98,7 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
 
     summary = summarize(study_obj)
     unit = UNITS.get(summary.metric, summary.metric)
-    typer.echo(f"\n{summary.complete} completed, {summary.failed} failed of target {summary.target}")
+    say(f"\n{summary.complete} completed, {summary.failed} failed of target {summary.target}")
     changes = summary.minimal is not None and bool(summary.ablation.steps)  # else the minimal preset is the best row
     shown = ([summary.minimal] if changes else []) + ([summary.best] if summary.best else []) + list(summary.baselines.values())
     with_yours = "yours" in summary.baselines
@@ -107,49 +120,49 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
                 f"{row.ttft.median:.0f}",
                 quality_cell(row),
                 telemetry_cell(row.telemetry),
-                settings(row.config),
             ]
         )
     if rows:
-        header = ["config", "trial", f"{unit} (median ± IQR)", "vs defaults", *(["vs yours"] if with_yours else []), "decode tok/s", "prompt tok/s", "TTFT ms", "quality", "memory", "settings"]
+        header = ["config", "trial", f"{unit} (median ± IQR)", "vs defaults", *(["vs yours"] if with_yours else []), "decode tok/s", "prompt tok/s", "TTFT ms", "quality", "memory"]
         if summary.metric == "decode_tok_s":  # a study made before workloads: one column says it all
             header, rows = header[:4] + header[5:], [r[:4] + r[5:] for r in rows]
-        typer.echo(table(header, rows))
+        say(table(header, rows))
+        say(table(["config", "settings"], [[row.label, settings(row.config)] for row in shown]))
         if summary.confirmation is not None:
-            typer.echo(
+            say(
                 f"(confirmed figures: medians and IQR of {summary.confirmation.rounds} interleaved re-measurement rounds, "
                 "ratios paired round by round; each trial's own reading is in the confirmation table)"
             )
         else:
             n = study_obj.user_attrs.get("workload", {}).get("repeats", "?")
-            typer.echo(f"(each trial's own reading: median and interquartile range over {n} repetitions after a warm-up pass)")
+            say(f"(each trial's own reading: median and interquartile range over {n} repetitions after a warm-up pass)")
         print_shapes(shown)
     if summary.best is None and summary.infeasible:
-        typer.echo(f"no trial is feasible ({summary.infeasible} completed trials miss the quality floor or a latency target)")
+        say(f"no trial is feasible ({summary.infeasible} completed trials miss the quality floor or a latency target)")
     elif summary.best is not None and summary.infeasible:
         picked = "confirmed by re-measurement" if summary.confirmation else "fastest"
-        typer.echo(f"best = {picked} of {summary.feasible} feasible trials ({summary.infeasible} outside the quality floor or the latency targets)")
+        say(f"best = {picked} of {summary.feasible} feasible trials ({summary.infeasible} outside the quality floor or the latency targets)")
     if summary.noise:
-        typer.echo(f"noise floor: ±{summary.noise:.1%} between readings side by side (closer differences are ties)")
+        say(f"noise floor: ±{summary.noise:.1%} between readings side by side (closer differences are ties)")
         if summary.drift.readings:
-            typer.echo(f"drift: {summary.drift.describe(UNITS.get(summary.metric, summary.metric))}; single readings minutes apart ±{summary.reading_noise:.1%}")
+            say(f"drift: {summary.drift.describe(UNITS.get(summary.metric, summary.metric))}; single readings minutes apart ±{summary.reading_noise:.1%}")
     elif summary.noise_error:
-        typer.echo(f"noise floor: not measured ({summary.noise_error}); ties rest on the rounds' own spread")
+        say(f"noise floor: not measured ({summary.noise_error}); ties rest on the rounds' own spread")
     print_confirmation(summary)
     print_ablation(summary)
     print_time(summary)
     if summary.quality_note:
-        typer.echo(summary.quality_note)
+        say(summary.quality_note)
     for number, reason in summary.failures[:5]:
-        typer.echo(f"failed trial #{number}: {reason}")
+        say(f"failed trial #{number}: {reason}")
     if export_hint and summary.best:
-        typer.echo(f"\nexport the preset: tune export {summary.name}" + (f" --storage '{redacted(storage)}'" if storage else "") + " --out preset.yaml")
+        say(f"\nexport the preset: tune export {summary.name}" + (f" --storage '{redacted(storage)}'" if storage else "") + " --out preset.yaml")
 
 
 def print_time(summary: Any) -> None:
     """Where the study's time went, and what racing and the quality cache saved it."""
     for i, line in enumerate(summary.time_lines):
-        typer.echo(f"time: {line}" if i == 0 else f"  {line}")
+        say(f"time: {line}" if i == 0 else f"  {line}")
 
 
 def print_shapes(rows: list[Any]) -> None:
@@ -163,8 +176,8 @@ def print_shapes(rows: list[Any]) -> None:
             cells.append([label, row.label, *values])
             label = ""  # the shape is named on its first line only
     if cells:
-        typer.echo("per request shape (medians):")
-        typer.echo(table(["shape", "config", *SHAPE_COLUMNS], cells))
+        say("per request shape (medians):")
+        say(table(["shape", "config", *SHAPE_COLUMNS], cells))
 
 
 def print_confirmation(summary: Any) -> None:
@@ -172,7 +185,7 @@ def print_confirmation(summary: Any) -> None:
     confirmation = summary.confirmation
     if confirmation is None:
         if summary.unconfirmed_note:
-            typer.echo(summary.unconfirmed_note)
+            say(summary.unconfirmed_note)
         return
     d = confirmation.defaults.value
     rows = [["defaults", "-", f"{d.median:.1f} ± {d.iqr:.1f}", "1.00x", "-"]]
@@ -191,16 +204,16 @@ def print_confirmation(summary: Any) -> None:
             ]
         )
     unit = UNITS.get(confirmation.metric, confirmation.metric)
-    typer.echo(f"\nconfirmation ({confirmation.rounds} interleaved rounds, speed only):")
-    typer.echo(table(["config", "trial read", f"confirmed {unit} (median ± IQR)", "vs defaults (range)", "mean KLD"], rows))
-    typer.echo(f"winner: {confirmation.why}")
+    say(f"\nconfirmation ({confirmation.rounds} interleaved rounds, speed only):")
+    say(table(["config", "trial read", f"confirmed {unit} (median ± IQR)", "vs defaults (range)", "mean KLD"], rows))
+    say(f"winner: {confirmation.why}")
 
 
 def print_engine(record: dict[str, Any], defaults: Any) -> None:
     """The engine that measures, and its own defaults here (the study's "defaults" baseline)."""
-    typer.echo(f"engine: {record['name']} {record.get('version', '')} ({record.get('path', '')}), one server process per configuration, -np 1")
+    say(f"engine: {record['name']} {record.get('version', '')} ({record.get('path', '')}), one server process per configuration, -np 1")
     shown = ("n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn", "swa_full")
-    typer.echo("its defaults here (read from the binary): " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown))
+    say("its defaults here (read from the binary): " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown))
 
 
 def print_requirement(requirement: Any, space: Any, yours: Any | None, engine: str = "llama-cpp-python") -> None:
@@ -210,17 +223,17 @@ def print_requirement(requirement: Any, space: Any, yours: Any | None, engine: s
         searched = f"fixed at {space.fixed.get('n_ctx', requirement.n_ctx)}"
     else:
         searched = "searched: " + (", ".join(str(c) for c in n_ctx.choices) if n_ctx.choices else f"{n_ctx.low}-{n_ctx.high}")
-    typer.echo(f"context: n_ctx {requirement.n_ctx} required ({requirement.why}); {searched}; the preset never carries less")
+    say(f"context: n_ctx {requirement.n_ctx} required ({requirement.why}); {searched}; the preset never carries less")
     if yours is not None:
         at = f", run at n_ctx {requirement.n_ctx} instead of its {yours.n_ctx}" if yours.n_ctx not in (None, requirement.n_ctx) else ""
-        typer.echo(f"starting point: your settings from {yours.source} (measured as 'yours'{at}); the preset changes them only where a change measurably pays")
+        say(f"starting point: your settings from {yours.source} (measured as 'yours'{at}); the preset changes them only where a change measurably pays")
     else:
-        typer.echo(f"starting point: {engine}'s defaults at n_ctx {requirement.n_ctx} (--baseline FILE: your own settings); the preset changes them only where a change measurably pays")
+        say(f"starting point: {engine}'s defaults at n_ctx {requirement.n_ctx} (--baseline FILE: your own settings); the preset changes them only where a change measurably pays")
     from tuner.placement import placement_of, placement_words  # the space module needs yaml: not at CLI start
 
     placed = placement_words(placement_of(space))
     if placed:  # on a GPU: ratios compare settings on the same hardware, never a GPU with a CPU
-        typer.echo(f"placement: {placed} in the defaults too, as in the candidates; 'cpu_defaults' (every layer on the CPU) is shown, never compared against")
+        say(f"placement: {placed} in the defaults too, as in the candidates; 'cpu_defaults' (every layer on the CPU) is shown, never compared against")
 
 
 def print_ablation(summary: Any) -> None:
@@ -233,17 +246,18 @@ def print_ablation(summary: Any) -> None:
 
     start = start_words(ablation.start)
     if not ablation.steps:
-        typer.echo(f"\nablation: the confirmed winner is {start} itself; the preset changes nothing")
+        say(f"\nablation: the confirmed winner is {start} itself; the preset changes nothing")
         return
-    typer.echo(
+    say(
         f"\nablation (what each change from {start} to the winner #{ablation.winner} is worth: the winner over the winner "
         f"with that change reverted, paired round by round):"
     )
-    rows = [[step.group, step.change_text, step.worth_text, "kept" if step.kept else "reverted"] for step in ablation.steps]
+    # from -> to last: a sampling change names several values and wraps there
+    rows = [[step.group, step.worth_text, "kept" if step.kept else "reverted", step.change_text] for step in ablation.steps]
     if rows:
-        typer.echo(table(["group", "from -> to", "worth (range)", "verdict"], rows))
+        say(table(["group", "worth (range)", "verdict", "from -> to"], rows))
         for step in ablation.steps:
-            typer.echo(f"  {step.group}: {step.why}")
+            say(f"  {step.group}: {step.why}")
     kept = ", ".join(step.group for step in ablation.kept) or "nothing"
     line = f"minimal preset: {start} + {kept}"
     minimal = summary.minimal
@@ -252,11 +266,13 @@ def print_ablation(summary: Any) -> None:
     if minimal is not None and minimal.ratio_vs_yours is not None:
         line += f", {minimal.ratio_vs_yours:.2f}x yours"
     versus = winner_vs_minimal(ablation)
-    typer.echo(line + f", {ablation.rounds} interleaved rounds" + (f"; {versus}" if versus else ""))
+    say(line + f", {ablation.rounds} interleaved rounds")
+    if versus:
+        say(f"  {versus}")
     if ablation.note:
-        typer.echo(f"note: {ablation.note}")
+        say(f"note: {ablation.note}")
     for worse in ablation.worse:
-        typer.echo(f"note: {worse}")
+        say(f"note: {worse}")
 
 
 def print_importances(scores: dict[str, dict[str, float]], completed: int) -> None:
@@ -264,12 +280,12 @@ def print_importances(scores: dict[str, dict[str, float]], completed: int) -> No
     from tuner.study.explain import MIN_TRIALS_FOR_IMPORTANCE
 
     for objective, knobs in scores.items():
-        typer.echo(f"\nimportance for {objective} (optuna PED-ANOVA over the effective settings of {completed} completed searched trials):")
+        say(f"\nimportance for {objective} (optuna PED-ANOVA over the effective settings of {completed} completed searched trials):")
         if not knobs:
-            typer.echo(f"  needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials with differing settings")
+            say(f"  needs at least {MIN_TRIALS_FOR_IMPORTANCE} completed trials with differing settings")
             continue
         rows = [[knob, f"{score:.3f}", "#" * round(score * 40)] for knob, score in knobs.items() if score > 0]
-        typer.echo(table(["knob", "importance", ""], rows))
+        say(table(["knob", "importance", ""], rows))
 
 
 def print_knob_effects(effects: list[Any], metric: str) -> None:
@@ -279,8 +295,8 @@ def print_knob_effects(effects: list[Any], metric: str) -> None:
         [e.knob, e.group, e.trials, f"{e.speed_median:.1f}", f"{e.kld_median:.4f}" if e.kld_median is not None else "-"]
         for e in effects
     ]
-    typer.echo("\nper-knob effect (trials grouped by the value that ran; knobs move together, so these are hints):")
-    typer.echo(table(["knob", "value", "trials", f"median {UNITS.get(metric, metric)}", "median KLD"], rows))
+    say("\nper-knob effect (trials grouped by the value that ran; knobs move together, so these are hints):")
+    say(table(["knob", "value", "trials", f"median {UNITS.get(metric, metric)}", "median KLD"], rows))
 
 
 def print_guide_audit(stored: dict[str, Any]) -> None:
@@ -301,8 +317,8 @@ def print_guide_audit(stored: dict[str, Any]) -> None:
                 claim.verdict,
             ]
         )
-    typer.echo(f"\nthe guide's claims, measured here (AFTER / BEFORE on llama-cpp-python's defaults, {stored['rounds']} interleaved rounds):")
-    typer.echo(table(["guide says", "decode ratio (range)", "prompt ratio (range)", "verdict"], rows))
+    say(f"\nthe guide's claims, measured here (AFTER / BEFORE on llama-cpp-python's defaults, {stored['rounds']} interleaved rounds):")
+    say(table(["guide says", "decode ratio (range)", "prompt ratio (range)", "verdict"], rows))
 
 
 def print_pareto(study_obj: Any) -> None:
@@ -328,8 +344,8 @@ def print_pareto(study_obj: Any) -> None:
                 settings(row.config),
             ]
         )
-    typer.echo("\nPareto front (feasible; faster or closer to the reference than every other trial):")
-    typer.echo(table(["trial", UNITS.get(summary.metric, summary.metric), "mean KLD", "p99 KLD", "top-1", "accuracy", "gen NLL", "settings"], rows))
+    say("\nPareto front (feasible; faster or closer to the reference than every other trial):")
+    say(table(["trial", UNITS.get(summary.metric, summary.metric), "mean KLD", "p99 KLD", "top-1", "accuracy", "gen NLL", "settings"], rows))
 
 
 def settings(cfg: dict[str, Any]) -> str:
@@ -375,10 +391,19 @@ def kv(cfg: dict[str, Any]) -> str:
     return EngineConfig.from_dict(cfg).kv_type
 
 
-def table(header: list[str], rows: list[list[Any]]) -> str:
+def table(header: list[str], rows: list[list[Any]], width: int = LINE_WIDTH) -> str:
+    """Columns padded to their widest cell. A row that would pass ``width`` carries its last cell
+    on indented lines (split at spaces), so a terminal wraps no table."""
     cells = [header] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    indent = sum(w + 2 for w in widths[:-1])
+    widths[-1] = min(widths[-1], max(width - indent, MIN_LAST_COLUMN))
+    lines = []
+    for row in cells:
+        head = "".join(c.ljust(w + 2) for c, w in zip(row[:-1], widths))
+        parts = textwrap.wrap(row[-1], widths[-1], break_on_hyphens=False) or [""]
+        lines.append((head + parts[0]).rstrip())
+        lines += [" " * indent + part for part in parts[1:]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 

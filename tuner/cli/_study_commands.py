@@ -41,6 +41,7 @@ from tuner.cli._print import (
     print_requirement,
     print_summary,
     print_workload,
+    say,
 )
 from tuner.errors import StudyError
 
@@ -121,23 +122,21 @@ def start(
         if engine == "llama-server":  # its own defaults are the baseline, read from the binary
             spec = replace(spec, engine=runner.record(), defaults=runner.defaults(requirement.n_ctx))
         storage_obj = studies.open_storage(storage)
-        typer.echo(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
-        typer.echo(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
+        say(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
+        say(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
         if spec.engine:
             print_engine(spec.engine, spec.defaults)
-        typer.echo(f"space: {search_space.name} ({search_space.source}): {why}")
+        say(f"space: {search_space.name} ({search_space.source}): {why}")
         print_workload(the_workload)
         print_requirement(requirement, searched, yours, engine)
         if the_workload.quality:
-            typer.echo(
-                f"objectives: requests/min on the workload (median, maximize) and mean KLD vs the reference (minimize); "
-                f"feasible when KLD <= {budget.kld_mean} and task accuracy >= {budget.accuracy_floor:.0%} of greedy"
-            )
+            say("objectives: requests/min on the workload (median, maximize) and mean KLD vs the reference (minimize)")
+            say(f"  feasible when KLD <= {budget.kld_mean} and task accuracy >= {budget.accuracy_floor:.0%} of greedy")
         else:
-            typer.echo("objective: requests/min on the workload (median); no quality proxy (--no-quality)")
+            say("objective: requests/min on the workload (median); no quality proxy (--no-quality)")
         if limits:
-            typer.echo(f"latency targets: {limits.describe()} (a trial that misses one is infeasible)")
-        typer.echo(
+            say(f"latency targets: {limits.describe()} (a trial that misses one is infeasible)")
+        say(
             f"economies: racing {'off' if no_racing else 'on'} (a trial whose first repetition is clearly slower than the best stops), "
             f"quality cache {'off' if no_cache else 'on'}"
         )
@@ -149,7 +148,7 @@ def start(
                 runner=runner,
                 machine=machine.to_dict(),
                 on_progress=print_progress,
-                on_note=typer.echo,
+                on_note=say,
                 confirm_rounds=confirm_rounds,
             ),
             name,
@@ -188,7 +187,7 @@ def resume(
     target = trials or int(study_obj.user_attrs["target_trials"])
     done = len(studies.counted_trials(study_obj))
     runner_obj = study_worker(study_obj, model_path, trial_timeout, server_bin)
-    typer.echo(f"resuming study '{name}': {done}/{target} trials done")
+    say(f"resuming study '{name}': {done}/{target} trials done")
     with runner_obj as runner:
         result = interruptible(
             lambda: studies.resume_study(
@@ -199,7 +198,7 @@ def resume(
                 machine=machine,
                 allow_other_hardware=allow_other_hardware,
                 on_progress=print_progress,
-                on_note=typer.echo,
+                on_note=say,
                 confirm_rounds=confirm_rounds,
             ),
             name,
@@ -231,7 +230,7 @@ def confirm_(
     study_obj = studies.load_study(name, storage_obj)
     studies.check_machine(study_obj, hardware.describe_machine())
     with study_worker(study_obj, study_model(study_obj, model), trial_timeout, server_bin) as runner:
-        notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
+        notes = (lambda _line: None) if as_json else say  # stdout stays one JSON object
         result = confirming.confirm(study_obj, runner, rounds=rounds, candidates=candidates, on_note=notes)
         if result is not None and result.winner is not None:
             if study_obj.user_attrs.get("reference"):  # the minimal preset's quality is computed against it
@@ -277,7 +276,7 @@ def explain(
         print_knob_effects(effects, studies.speed_objective(study_obj))
     if audit_guide:
         the_workload = Workload.from_dict(study_obj.user_attrs["workload"])
-        notes = (lambda _line: None) if as_json else typer.echo  # stdout stays one JSON object
+        notes = (lambda _line: None) if as_json else say  # stdout stays one JSON object
         notes(f"\nguide audit: {len(explaining.GUIDE_CLAIMS)} claims x 2 configurations x {rounds} interleaved rounds (speed only)")
         with study_worker(study_obj, model_path, trial_timeout, server_bin) as runner:
             results = explaining.audit_guide(
@@ -298,4 +297,4 @@ def explain(
     if stored:
         print_guide_audit(stored)
     elif not audit_guide:
-        typer.echo(f"\nthe guide's per-knob claims are not audited yet: tune explain {name} --audit-guide")
+        say(f"\nthe guide's per-knob claims are not audited yet: tune explain {name} --audit-guide")

@@ -246,15 +246,18 @@ def race_rule(noise: float) -> str:
     first = FIRST_STOP_FACTOR * margin
     # A stop after one repetition needs a gap of 3 margins; at a noise of 17% or more that is the
     # whole reading, so none can stop there (the bound is 0), and the rule says so.
-    why = f"twice the noise, at least {RACE_MIN_MARGIN:.0%}"
+    # Said in under LINE_WIDTH characters, whatever the percentages.
+    why = f"2x the noise, min {RACE_MIN_MARGIN:.0%}"
+    if margin >= 1:  # no reading falls 100% below anything: racing is off in effect
+        return f"racing: no trial can stop early (the noise, ±{noise:.0%}, is too wide)"
     if first >= 1:
         return (
             f"racing: a trial stops after 2 repetitions when both read {margin:.0%} below the incumbent's lowest repetition "
-            f"({why}); never after 1 (the noise is too wide for one reading)"
+            f"({why}); never after 1 (too noisy)"
         )
     return (
         f"racing: a trial stops after 1 repetition when it reads {first:.0%} below the incumbent's lowest "
-        f"repetition, after 2 when both read {margin:.0%} below it ({why})"
+        f"repetition, after 2 when both read {margin:.0%} below ({why})"
     )
 
 
