@@ -69,6 +69,22 @@ def test_a_progress_line_fits_160_characters_whatever_its_reason():
     assert "PRUNED: stopped early: 33.3 < 51.4 requests/min after 1 repetition  best" in short  # short reasons are whole
 
 
+def test_a_table_row_too_wide_for_a_terminal_carries_its_last_cell_on_indented_lines(capsys):
+    from tuner.cli._print import say, table
+
+    change = "temperature 0.8 -> 0.1, top_k 40 -> 19, top_p 0.95 -> 0.93, min_p 0.05 -> 0.025, repeat_penalty 1 -> 1.1"
+    lines = table(["group", "worth (range)", "from -> to"], [["sampling", "0.992x (0.43-1.08)", change], ["threads", "1.4x", "n_threads 1 -> 2"]], width=80).splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    indent = lines[0].index("from -> to")
+    assert lines[2].startswith("sampling") and lines[2][indent:].startswith("temperature 0.8 -> 0.1")
+    continued = [line for line in lines[3:] if not line.startswith("threads")]
+    assert continued and all(line[:indent].strip() == "" for line in continued)  # under its own column
+    assert " ".join(line[indent:] for line in [lines[2], *continued]) == change  # nothing lost or reordered
+    say("drift: " + "#4 read 41.0, re-read 40.3; " * 10)
+    said = capsys.readouterr().out.splitlines()
+    assert len(said) == 2 and all(len(line) <= 160 for line in said) and said[1].startswith("  ") and said[1][2] != " "
+
+
 def test_start_measures_the_noise_floor_first_and_confirms_the_winner_last(workdir):
     out = (workdir / "start.out").read_text()
     assert out.index("noise floor: ±") < out.index("[  1/3]")  # before the first trial
