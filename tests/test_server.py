@@ -73,6 +73,37 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(server_bi
         taken.close()
 
 
+def test_another_program_answering_health_on_the_port_is_not_taken_for_the_server(server_binary, model_path, monkeypatch):
+    """A real HTTP server that holds the port and answers /health 200: ours cannot bind there and
+    exits; it is retried on another port, never mistaken for the one that answered."""
+    import http.server
+    import threading
+
+    class Healthy(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"status": "ok"}')
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Healthy)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    port = other.server_address[1]
+    ports = iter([port])
+    real = server_module.free_port
+    monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or real())
+    process = ServerProcess(server_binary, model_path, ["-c", "512"])
+    try:
+        process.start()
+        assert process.alive() and process.port != port
+    finally:
+        process.close()
+        other.shutdown()
+        other.server_close()
+
+
 def test_a_port_that_stays_taken_is_an_engine_error_after_the_retries(server_binary, model_path, monkeypatch):
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

@@ -11,7 +11,8 @@ so one measurement owns both engines' warm-up, repetitions, racing and figures.
   is refused by name (:func:`tuner.server_flags.missing_flags`), never silently dropped.
 * **A process per configuration** (:class:`ServerProcess`): on 127.0.0.1 and a free port, every
   setting written out (:func:`tuner.server_flags.server_args`), one slot (``-np 1``: one request
-  at a time, the whole context for it), ready when ``/health`` says so. A server that exits at
+  at a time, the whole context for it), ready when ``/health`` says so and its log says it
+  listens on that port (another program may answer there). A server that exits at
   start is an :class:`~tuner.errors.EngineError` quoting its log (a refused flag, a context that
   does not fit); a port taken between choosing and binding is retried on another.
 * **Requests** (:meth:`ServerSession.generate`): the prompt as token ids to ``/completion``,
@@ -168,12 +169,17 @@ class ServerProcess:
             code = self._process.poll() if self._process else -1
             if code is not None:
                 return code
-            if _health(self.port):
+            if _health(self.port) and self._listening():
                 return None
             time.sleep(0.05)
         tail = self.log_tail()
         self.stop()
         raise WorkerFailed(f"llama-server was not ready after {self.timeout_s:.0f} s (killed)", tail)
+
+    def _listening(self) -> bool:
+        """Our process says it listens on our port. /health alone can be another program's: one
+        that took the port before our server bound it (ours then exits, and is retried)."""
+        return any(f"listening on http://127.0.0.1:{self.port}" in line for line in self.log_lines())
 
     @property
     def pid(self) -> int | None:
@@ -321,38 +327,36 @@ class ServerSession:
         )
 
     def _get(self, path: str) -> dict[str, Any]:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.process.port, timeout=self.timeout_s)
-            conn.request("GET", path)
-            reply = json.loads(conn.getresponse().read())
-            conn.close()
-        except (OSError, http.client.HTTPException, ValueError) as exc:
-            raise self._failed(exc) from None
-        return reply
+        return next(self._events(path, None), {})
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         events = list(self._events(path, body))
         return events[-1] if events else {}
 
-    def _events(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        """The reply's JSON objects: one for a plain reply, one per ``data:`` line when streamed."""
+    def _events(self, path: str, body: dict[str, Any] | None) -> Iterator[dict[str, Any]]:
+        """The reply's JSON objects (a GET without ``body``): one for a plain reply, one per
+        ``data:`` line when streamed. The one place a request's failures are told apart."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.process.port, timeout=self.timeout_s)
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", self.process.port, timeout=self.timeout_s)
-            conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
+            if body is None:
+                conn.request("GET", path)
+            else:
+                conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
             reply = conn.getresponse()
             if reply.status != 200:
                 message = reply.read().decode("utf-8", errors="replace")
                 raise EngineError(f"llama-server answered {path} with HTTP {reply.status}", message[:300])
-            if not body.get("stream"):
+            if not (body or {}).get("stream"):
                 yield json.loads(reply.read())
                 return
             for raw in reply:
                 line = raw.strip()
                 if line.startswith(b"data: ") and line != b"data: [DONE]":
                     yield json.loads(line[6:])
-            conn.close()
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException, ValueError) as exc:
             raise self._failed(exc) from None
+        finally:
+            conn.close()
 
     def _failed(self, exc: Exception) -> WorkerFailed:
         if isinstance(exc, socket.timeout):
