@@ -129,3 +129,34 @@ def test_a_server_killed_mid_trial_is_one_failed_trial_and_the_study_goes_on(tmp
     assert failed[0].user_attrs["llama_log_tail"]
     assert len(study.trials) == 5 and sum(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials) == 4
 
+
+
+def test_a_setting_the_binary_has_no_flag_for_is_not_searched_and_the_study_says_so(tmp_path, server_binary):
+    """An older or trimmed llama-server, made here from the real one: a wrapper whose --help has
+    no --min-p and which refuses it, as a build without it does. The study runs: min_p is not
+    searched, every trial runs it at the binary's own value, the header says so; resume too."""
+    old = tmp_path / "old-llama-server"
+    old.write_text(
+        "#!/bin/bash\n"
+        f"real={shlex.quote(server_binary.path)}\n"
+        'for arg in "$@"; do\n'
+        '    if [ "$arg" = --help ]; then "$real" --help | grep -v -e --min-p; exit 0; fi\n'
+        '    if [ "$arg" = --min-p ]; then echo "error: invalid argument: --min-p" >&2; exit 1; fi\n'
+        "done\n"
+        'exec "$real" "$@"\n'
+    )
+    old.chmod(0o755)
+    common = ["--confirm-rounds", "0"]
+    started = run_tune(
+        "start", "--engine", "llama-server", "--server-bin", str(old), "--trials", "3", "--study", "old", "--seed", "1",
+        "--no-racing", "--no-quality", *common, *SMALL_ARGS, cwd=tmp_path,
+    )
+    assert started.returncode == 0, started.stderr
+    assert "not searched, this llama-server has no flag for: min_p (no --min-p: its own 0.05)" in started.stdout
+    resumed = run_tune("resume", "old", "--trials", "4", *common, cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    study = optuna.load_study(study_name="old", storage=f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}")
+    assert study.user_attrs["engine"]["lacks"] == {"min_p": 0.05}
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 4 and not any("min_p" in t.params for t in complete)
+    assert {t.user_attrs["measurement"]["effective"]["min_p"] for t in complete} == {0.05}

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import fields
 
+import pytest
+
 from tuner.config import KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, CONTEXT_KEYS, EngineConfig
-from tuner.server_flags import SERVER_FLAGS, help_flags, missing_flags, server_args
+from tuner.errors import ConfigError
+from tuner.server_flags import SERVER_FLAGS, check_lacking, help_flags, lacking_settings, missing_flags, server_args
 
 # Lines as llama-server's --help writes them (llama.cpp 0c1e570): options, then their text.
 HELP = """\
@@ -67,3 +70,18 @@ def test_the_flags_a_binary_has_are_read_from_its_help_options_not_their_text():
 
 def test_a_flag_the_binary_lacks_is_named_and_values_are_not_flags():
     assert missing_flags(["-t", "2", "-c", "512", "--temp", "-0.5", "--kv-unified"], {"-t", "-c"}) == ["--temp", "--kv-unified"]
+
+
+def test_a_setting_the_binary_has_no_flag_for_is_left_out_and_refused_at_another_value():
+    """A build without --min-p runs min_p at its own value: the flag is not written, a
+    configuration asking that value runs, one asking another is refused by name (it would run
+    at the binary's value, labelled with another)."""
+    flags = {flag for flag in SERVER_FLAGS.values() if flag != "--min-p"}
+    assert lacking_settings(flags) == ["min_p"]
+    assert lacking_settings(flags - {"-c"}) == ["min_p"]  # the context is always written (find checks --ctx-size)
+    args = server_args(EngineConfig(n_ctx=512, min_p=0.05), lacking=["min_p"])
+    assert "--min-p" not in args and _value(args, "--top-p") == "0.95"
+    check_lacking(EngineConfig(n_ctx=512, min_p=0.05), {"min_p": 0.05}, "old-server")
+    with pytest.raises(ConfigError, match=r"old-server has no --min-p: it runs min_p at 0.05, not 0.1") as refused:
+        check_lacking(EngineConfig(n_ctx=512, min_p=0.1), {"min_p": 0.05}, "old-server")
+    assert "leave min_p at 0.05" in refused.value.fix

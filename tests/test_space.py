@@ -132,3 +132,17 @@ def test_bad_space_files_are_rejected_clearly(tmp_path, text, message):
 def test_unknown_space_name():
     with pytest.raises(SpaceError, match="neither a built-in space"):
         load_space("gpu9000")
+
+
+def test_fixing_takes_knobs_out_of_the_search_and_their_bounds_come_from_the_fixed_value():
+    """What an engine has no flag for (tuner.server_flags.lacking_settings) runs at its own value:
+    the knob is not searched, and a knob bounded by it (n_ubatch <= n_batch) reads the fixed one."""
+    space = load_space("cpu").fixing({"n_batch": 256, "type_k": 1, "type_v": 1, "min_p": 0.0})
+    names = [p.name for p in space.params]
+    assert not {"n_batch", "kv_type", "min_p"} & set(names) and "n_ubatch" in names
+    study = optuna.create_study()
+    for _ in range(5):
+        config, values = space.suggest(study.ask())
+        assert config.n_batch == 256 and config.n_ubatch <= 256 and (config.type_k, config.min_p) == (1, 0.0)
+        assert "n_batch" not in values
+    assert load_space("cpu").fixing({}) == load_space("cpu")

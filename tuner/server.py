@@ -7,8 +7,9 @@ so one measurement owns both engines' warm-up, repetitions, racing and figures.
 
 * **The binary** (:class:`ServerBinary`): found on PATH or beside this Python (``make install``
   builds one into ``.venv/bin``), checked to be llama-server (its ``--help`` lists ``--host`` and
-  ``--port``), its version recorded, its flags read from ``--help``: a setting whose flag it lacks
-  is refused by name (:func:`tuner.server_flags.missing_flags`), never silently dropped.
+  ``--port``), its version recorded, its flags read from ``--help``. A setting whose flag it lacks
+  is not searched: every configuration runs it at the binary's own default, and one that asks
+  for another value is refused by name, never silently run at the default.
 * **A process per configuration** (:class:`ServerProcess`): on 127.0.0.1 and a free port, every
   setting written out (:func:`tuner.server_flags.server_args`), one slot (``-np 1``: one request
   at a time, the whole context for it), ready when ``/health`` says so and its log says it
@@ -45,7 +46,7 @@ from tuner.config import KV_TYPES, EngineConfig
 from tuner.engine import Generation
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.llama_log import placement_read_back
-from tuner.server_flags import help_flags, missing_flags, server_args
+from tuner.server_flags import check_lacking, help_flags, lacking_settings, missing_flags, server_args
 
 __all__ = ["DEFAULT_SERVER_BIN", "ServerBinary", "ServerEngine", "ServerProcess", "ServerSession"]
 
@@ -396,17 +397,22 @@ class ServerEngine:
         self.model_path = Path(model_path)
         self.binary = binary
         self.timeout_s = timeout_s
+        # setting -> the value this binary runs it at, for the settings it has no flag for; set
+        # from its own defaults (:meth:`own_defaults`), or from the study that recorded them
+        self.lacks: dict[str, Any] = {}
 
     @contextmanager
     def session(self, config: EngineConfig) -> Iterator[ServerSession]:
         """A running server with ``config``'s settings (``-np 1``), stopped at the end.
 
         Raises:
-            ConfigError: a setting whose flag the binary lacks.
+            ConfigError: a setting the binary has no flag for, asked at another value than its own.
             EngineError: the server refused the settings at start.
             WorkerFailed: it hung at start.
         """
-        process = ServerProcess(self.binary, self.model_path, server_args(config), timeout_s=min(self.timeout_s, START_TIMEOUT_S))
+        check_lacking(config, self.lacks, f"{self.binary.path} ({self.binary.version})")
+        args = server_args(config, lacking=self.lacks)
+        process = ServerProcess(self.binary, self.model_path, args, timeout_s=min(self.timeout_s, START_TIMEOUT_S))
         try:
             process.start()
             yield ServerSession(process, config, self.timeout_s)
@@ -438,4 +444,7 @@ class ServerEngine:
             sampling["top_k"] = int(sampling["top_k"])
         layers = placed.get("offloaded_layers") or 0  # -ngl auto: what it offloaded (nothing logged: a CPU build)
         n_gpu_layers = -1 if layers and layers == placed.get("layers") else layers
-        return replace(found, n_gpu_layers=n_gpu_layers, swa_full=False, **kv_types, **sampling)
+        own = replace(found, n_gpu_layers=n_gpu_layers, swa_full=False, **kv_types, **sampling)
+        resolved = own.effective().to_dict()
+        self.lacks = {key: resolved[key] for key in lacking_settings(self.binary.flags)}
+        return own

@@ -11,12 +11,15 @@ llama.cpp's common/arg.cpp; a binary's own ``--help`` decides which of them it h
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from typing import Any
 
 from tuner.config import KV_TYPE_NAMES, EngineConfig
 from tuner.errors import ConfigError
 
-__all__ = ["SERVER_FLAGS", "SPLIT_MODES", "help_flags", "load_flags", "missing_flags", "server_args", "server_value"]
+__all__ = [
+    "SERVER_FLAGS", "SPLIT_MODES", "check_lacking", "help_flags", "lacking_settings", "lacking_words", "load_flags", "missing_flags", "server_args", "server_value",
+]
 
 # preset key -> llama-server flag, in the order written (llama.cpp common/arg.cpp).
 SERVER_FLAGS = {
@@ -82,16 +85,42 @@ def split_mode_name(mode: int) -> str:
         raise ConfigError(f"split_mode={mode} has no llama-server name", "use 0 (none), 1 (layer) or 2 (row)") from None
 
 
-def server_args(config: EngineConfig, slots: int = 1) -> list[str]:
+def server_args(config: EngineConfig, slots: int = 1, lacking: Collection[str] = ()) -> list[str]:
     """Every setting of ``config`` as llama-server flags (resolved: no "the engine decides"),
     and ``-np slots``. Written out whether or not it is llama-server's default, so a measurement
-    runs exactly the configuration it is labelled with, whatever the binary's defaults are."""
+    runs exactly the configuration it is labelled with, whatever the binary's defaults are;
+    except the settings ``lacking`` a flag in this binary, which run at its own default (see
+    :func:`lacking_settings`)."""
     values = config.effective().to_dict()
     args = []
     for key, flag in SERVER_FLAGS.items():
-        if values.get(key) is not None:
+        if values.get(key) is not None and key not in lacking:
             args += [flag, server_value(key, values[key])]
     return [*args, *load_flags(values), "-np", str(slots)]
+
+
+def lacking_settings(flags: Collection[str]) -> list[str]:
+    """The settings whose flag a binary's ``--help`` (``flags``) does not list: an older or
+    trimmed build. They are not searched; every configuration runs them at the binary's default."""
+    return [key for key, flag in SERVER_FLAGS.items() if flag not in flags and key != "n_ctx"]  # the context is never left out
+
+
+def check_lacking(config: EngineConfig, lacks: dict[str, Any], binary: str) -> None:
+    """Refuse ``config`` where it asks a setting ``binary`` has no flag for at another value than
+    the binary's own (``lacks``): it would run at the binary's value, labelled with another.
+
+    Raises:
+        ConfigError: names the flag, both values and the binary.
+    """
+    values = config.effective().to_dict()
+    for key, own in lacks.items():
+        if values.get(key) is not None and values[key] != own:
+            raise ConfigError(f"{binary} has no {SERVER_FLAGS[key]}: it runs {key} at {own}, not {values[key]}", f"use a newer llama-server, or leave {key} at {own}")
+
+
+def lacking_words(lacks: dict[str, Any]) -> str:
+    """``lacks`` (setting -> the binary's own value) in words, for the study's header."""
+    return ", ".join(f"{key} (no {SERVER_FLAGS[key]}: its own {value})" for key, value in lacks.items())
 
 
 def help_flags(help_text: str) -> set[str]:

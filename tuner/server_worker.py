@@ -21,7 +21,7 @@ from tuner.config import EngineConfig
 from tuner.measure import Measurement, RaceBound, measure
 from tuner.quality import Quality
 from tuner.server import ServerBinary, ServerEngine
-from tuner.server_flags import server_args
+from tuner.server_flags import lacking_settings, server_args
 from tuner.worker import DEFAULT_TRIAL_TIMEOUT_S, Worker, check_timeout
 from tuner.workload import Workload
 
@@ -48,14 +48,16 @@ class ServerRunner:
         self._has_reference = False
 
     def start(self) -> None:
-        """Check the binary has every flag a configuration is written with (an older one that
-        lacks one could run no trial: refused now, by name), then load the model in the quality
-        worker (a model llama.cpp cannot load fails here).
+        """Check the binary has every flag a configuration is written with, but those of the
+        settings it runs at its own default (:func:`tuner.server_flags.lacking_settings`): one
+        without -np or a load flag could run no trial, and is refused now, by name. Then load the
+        model in the quality worker (a model llama.cpp cannot load fails here).
 
         Raises:
             ConfigError: a flag the binary lacks.
         """
-        self.binary.check(server_args(EngineConfig(swa_full=True, offload_kqv=False, op_offload=False)))
+        every = server_args(EngineConfig(swa_full=True, offload_kqv=False, op_offload=False), lacking=lacking_settings(self.binary.flags))
+        self.binary.check(every)
         self.worker.start()
 
     def defaults(self, n_ctx: int) -> EngineConfig:
@@ -64,7 +66,10 @@ class ServerRunner:
 
     def record(self) -> dict[str, Any]:
         """What a study records of its engine: the name, the binary and its version."""
-        return {"name": self.name, "path": self.binary.path, "version": self.binary.version, "build": self.binary.build}
+        record = {"name": self.name, "path": self.binary.path, "version": self.binary.version, "build": self.binary.build}
+        if self.engine.lacks:  # known once its defaults are read: the settings it runs at its own
+            record["lacks"] = dict(self.engine.lacks)
+        return record
 
     def reference(self, model_sha256: str, *, use_cache: bool = True) -> dict[str, float]:
         scores = self.worker.reference(model_sha256, use_cache=use_cache)

@@ -163,6 +163,14 @@ class SearchSpace:
             fixed.setdefault("n_ctx", n_ctx)
         return replace(self, params=tuple(params), fixed=fixed)
 
+    def fixing(self, settings: dict[str, Any]) -> SearchSpace:
+        """This space with ``settings`` (EngineConfig keys and values) fixed and their knobs not
+        searched: what an engine has no flag for runs at its own value (a type_k or type_v
+        takes kv_type out of the search)."""
+        knobs = {"kv_type" if key in ("type_k", "type_v") else key for key in settings}
+        fixed = {key: value for key, value in self.fixed.items() if key not in knobs}
+        return replace(self, params=tuple(p for p in self.params if p.name not in knobs), fixed={**fixed, **settings})
+
     def suggest(self, trial: Any) -> tuple[EngineConfig, dict[str, Any]]:
         """Suggest one configuration through ``trial`` (an optuna Trial or FixedTrial).
 
@@ -174,7 +182,7 @@ class SearchSpace:
             if any(values.get(knob, self.fixed.get(knob)) != want for knob, want in param.when.items()):
                 values[param.name] = param.otherwise
                 continue
-            bound = values[param.at_most] if param.at_most else None
+            bound = values.get(param.at_most, self.fixed.get(param.at_most)) if param.at_most else None  # fixed: see fixing
             values[param.name] = param.suggest(trial, bound)
         return to_config({**self.fixed, **values}), values
 

@@ -166,6 +166,7 @@ def study_worker(study_obj: Any, model_path: Path, timeout_s: float, server_bin:
             f"study '{study_obj.study_name}' was measured on llama-server {record.get('version')}; {runner.binary.path} is {runner.binary.version}",
             "pass that build with --server-bin, or start a new study for this one",
         )
+    runner.engine.lacks = dict(record.get("lacks") or {})  # what that build ran at its own defaults
     return runner
 
 

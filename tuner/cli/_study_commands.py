@@ -120,13 +120,18 @@ def start(
     with worker(model_path, trial_timeout, engine, server_bin) as runner:
         runner.start()  # a model llama.cpp cannot load fails here, before any storage is created
         if engine == "llama-server":  # its own defaults are the baseline, read from the binary
-            spec = replace(spec, engine=runner.record(), defaults=runner.defaults(requirement.n_ctx))
+            defaults = runner.defaults(requirement.n_ctx)  # first: the record names what it has no flag for
+            spec = replace(spec, engine=runner.record(), defaults=defaults)
         storage_obj = studies.open_storage(storage)
         say(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
         say(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
         if spec.engine:
             print_engine(spec.engine, spec.defaults)
         say(f"space: {search_space.name} ({search_space.source}): {why}")
+        if spec.engine and spec.engine.get("lacks"):
+            from tuner.server_flags import lacking_words
+
+            say(f"  not searched, this llama-server has no flag for: {lacking_words(spec.engine['lacks'])}")
         print_workload(the_workload)
         print_requirement(requirement, searched, yours, engine)
         if the_workload.quality:

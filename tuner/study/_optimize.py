@@ -210,7 +210,8 @@ def resume_study(
 
 def study_space(study: Any, space: SearchSpace) -> SearchSpace:
     """The space as the study searches it: n_ctx at or above the required context (a study made
-    before requirements resumes with its own rule, so its distributions stay the same)."""
+    before requirements keeps its own rule), what its llama-server has no flag for fixed."""
+    space = space.fixing((study.user_attrs.get("engine") or {}).get("lacks") or {})
     requirement = study.user_attrs.get("requirement")
     if requirement is None:
         return space.for_workload(Workload.from_dict(study.user_attrs["workload"]).tokens_needed)
