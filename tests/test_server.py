@@ -65,7 +65,14 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(server_bi
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()
-    port = taken.getsockname()[1]
+    try:
+        _starts_elsewhere_when_offered_first(taken.getsockname()[1], server_binary, model_path, monkeypatch)
+    finally:
+        taken.close()
+
+
+def _starts_elsewhere_when_offered_first(port: int, server_binary, model_path, monkeypatch) -> None:
+    """A server whose first free port is ``port`` ends up started, and on another port."""
     ports = iter([port])
     real = server_module.free_port
     monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or real())
@@ -75,7 +82,6 @@ def test_a_port_taken_before_the_server_binds_it_is_retried_on_another(server_bi
         assert process.alive() and process.port != port
     finally:
         process.close()
-        taken.close()
 
 
 def test_another_program_answering_health_on_the_port_is_not_taken_for_the_server(server_binary, model_path, monkeypatch):
@@ -95,16 +101,9 @@ def test_another_program_answering_health_on_the_port_is_not_taken_for_the_serve
 
     other = http.server.HTTPServer(("127.0.0.1", 0), Healthy)
     threading.Thread(target=other.serve_forever, daemon=True).start()
-    port = other.server_address[1]
-    ports = iter([port])
-    real = server_module.free_port
-    monkeypatch.setattr(server_module, "free_port", lambda: next(ports, None) or real())
-    process = ServerProcess(server_binary, model_path, ["-c", "512"])
     try:
-        process.start()
-        assert process.alive() and process.port != port
+        _starts_elsewhere_when_offered_first(other.server_address[1], server_binary, model_path, monkeypatch)
     finally:
-        process.close()
         other.shutdown()
         other.server_close()
 
