@@ -17,7 +17,7 @@ configuration it is compared to (:func:`tuner.study.confirm.interleave`):
    forward from a start with 8 threads on 2 cores, smaller batch sizes read 1.10x; on top of the
    winner's 2 threads they do nothing.) No decision rests on one round: transients of -30% in a
    single reading were seen on this project's machines. When the rounds disagree on a decision (a
-   win that some round reads as a loss, or a tie that some round reads as a clear win), up to
+   win that some round reads as a tie or a loss, or a tie that some round reads as a clear win), up to
    :data:`EXTRA_ROUNDS` more rounds are measured before it is taken (:func:`tuner.study.noise.settled`).
 2. **Every keep is re-measured, and the minimal preset must tie the winner.** The minimal
    preset is measured beside itself without each kept group (:meth:`_Work._rechecked`); a group
