@@ -160,3 +160,6 @@ def test_a_setting_the_binary_has_no_flag_for_is_not_searched_and_the_study_says
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert len(complete) == 4 and not any("min_p" in t.params for t in complete)
     assert {t.user_attrs["measurement"]["effective"]["min_p"] for t in complete} == {0.05}
+    shown = run_tune("show", "old", cwd=tmp_path)
+    assert shown.returncode == 0 and f"engine: llama-server {server_binary.version}" in shown.stdout, shown.stderr
+    assert "not searched, this llama-server has no flag for: min_p (no --min-p: its own 0.05)" in shown.stdout

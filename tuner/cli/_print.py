@@ -216,6 +216,14 @@ def print_engine(record: dict[str, Any], defaults: Any) -> None:
     say("its defaults here (read from the binary): " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown))
 
 
+def print_lacks(record: dict[str, Any]) -> None:
+    """The settings a llama-server study does not search: its binary has no flag for them."""
+    if record.get("lacks"):
+        from tuner.server_flags import lacking_words
+
+        say(f"  not searched, this llama-server has no flag for: {lacking_words(record['lacks'])}")
+
+
 def print_requirement(requirement: Any, space: Any, yours: Any | None, engine: str = "llama-cpp-python") -> None:
     """What the preset keeps: the required context, and the starting point it changes."""
     n_ctx = next((p for p in space.params if p.name == "n_ctx"), None)

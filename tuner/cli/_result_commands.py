@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from tuner.cli._app import JsonOpt, StorageOpt, app
-from tuner.cli._print import print_pareto, print_summary, print_workload, table
+from tuner.cli._print import print_lacks, print_pareto, print_summary, print_workload, table
 from tuner.stats import UNITS
 from tuner.workload import LatencyTargets, Workload
 
@@ -70,6 +70,10 @@ def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[
     attrs = study_obj.user_attrs
     typer.echo(f"study '{name}': model {Path(attrs['model_path']).name} (sha256 {attrs['model_sha256'][:12]}…)")
     typer.echo(f"machine: {(attrs.get('machine') or {}).get('cpu_model', '?')}; space: {attrs['space']['name']}")
+    engine = attrs.get("engine") or {}
+    if engine.get("name") == "llama-server":  # a llama-cpp-python study says nothing: the default engine
+        typer.echo(f"engine: llama-server {engine.get('version', '')} ({engine.get('path', '')})")
+        print_lacks(engine)
     print_workload(Workload.from_dict(attrs["workload"]))
     if attrs.get("latency_targets"):
         typer.echo(f"latency targets: {LatencyTargets(**attrs['latency_targets']).describe()}")

@@ -37,6 +37,7 @@ from tuner.cli._print import (
     print_guide_audit,
     print_importances,
     print_knob_effects,
+    print_lacks,
     print_progress,
     print_requirement,
     print_summary,
@@ -128,10 +129,7 @@ def start(
         if spec.engine:
             print_engine(spec.engine, spec.defaults)
         say(f"space: {search_space.name} ({search_space.source}): {why}")
-        if spec.engine and spec.engine.get("lacks"):
-            from tuner.server_flags import lacking_words
-
-            say(f"  not searched, this llama-server has no flag for: {lacking_words(spec.engine['lacks'])}")
+        print_lacks(spec.engine or {})
         print_workload(the_workload)
         print_requirement(requirement, searched, yours, engine)
         if the_workload.quality:
