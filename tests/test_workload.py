@@ -113,6 +113,8 @@ def test_latency_targets_become_constraints_on_the_worst_shape():
         ('{"prompt": "hi", "messages": [], "max_tokens": 4}', "line 2 needs exactly one of 'prompt' and 'messages'"),
         ('{"messages": [{"role": "robot", "content": "x"}], "max_tokens": 4}', "line 2: each message needs a role"),
         ('[1, 2]', "line 2 is not a JSON object"),
+        ('{"prompt": "hi", "max_tokens": 4, "stop": [""]}', "line 2: 'stop' must be a string or a list of non-empty strings"),
+        ('{"prompt": "hi", "max_tokens": 4, "stop": 3}', "line 2: 'stop' must be a string or a list of non-empty strings"),
     ],
 )
 def test_a_bad_request_line_is_named_by_its_number(tmp_path, line, message):
@@ -120,6 +122,13 @@ def test_a_bad_request_line_is_named_by_its_number(tmp_path, line, message):
     path.write_text('{"prompt": "Hello", "max_tokens": 8}\n' + line + "\n")
     with pytest.raises(ConfigError, match=message):
         read_requests(path)
+
+
+def test_a_request_keeps_the_applications_stop_strings(tmp_path):
+    path = tmp_path / "my.jsonl"
+    path.write_text('{"prompt": "Hello", "max_tokens": 8, "stop": "\\n"}\n{"messages": [{"role": "user", "content": "x"}], "max_tokens": 4, "stop": ["```", "END"]}\n')
+    (plain, chat), _ = read_requests(path)
+    assert plain.stop == ("\n",) and chat.stop == ("```", "END")
 
 
 def test_the_users_requests_become_at_most_a_handful_of_weighted_shapes(tmp_path, model_path):

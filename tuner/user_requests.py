@@ -1,9 +1,10 @@
 """The user's own requests (a JSONL file) turned into a workload: their token counts, measured.
 
 One request per line, either ``{"prompt": "...", "max_tokens": N}`` or OpenAI-style
-``{"messages": [{"role": ..., "content": ...}, ...], "max_tokens": N}``. Messages are rendered
-with the model's own chat template from its GGUF metadata, as llama-cpp-python does, and every
-request is tokenized with the model's vocabulary (loaded alone: no weights, no compute).
+``{"messages": [{"role": ..., "content": ...}, ...], "max_tokens": N}``, with the application's
+``"stop"`` strings where it has them. Messages are rendered with the model's own chat template from
+its GGUF metadata, as llama-cpp-python does, and every request is tokenized with the model's
+vocabulary (loaded alone: no weights, no compute).
 
 A request's shape: for ``messages``, ``depth`` is the conversation before the last message (what a
 server with a prompt cache holds from the previous turn: the system prompt, earlier turns) and
@@ -38,6 +39,7 @@ class Request:
     max_tokens: int
     prompt: str | None = None
     messages: tuple[dict[str, str], ...] = ()
+    stop: tuple[str, ...] = ()  # where the application ends the answer (OpenAI's "stop"), besides the model's own end
 
 
 class Tokenizer(Protocol):
@@ -82,17 +84,21 @@ def _request(raw: str, number: int, path: Path) -> Request:
         raise ConfigError(f"{where}: max_tokens must be a positive integer (got {max_tokens!r})", "say how many tokens the answer may have")
     if ("prompt" in item) == ("messages" in item):
         raise ConfigError(f"{where} needs exactly one of 'prompt' and 'messages'", example)
+    stop = item.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop):
+        raise ConfigError(f"{where}: 'stop' must be a string or a list of non-empty strings (got {item['stop']!r})", 'e.g. "stop": ["\\n\\n"]')
     if "prompt" in item:
         if not isinstance(item["prompt"], str) or not item["prompt"]:
             raise ConfigError(f"{where}: 'prompt' must be a non-empty string", example)
-        return Request(number, max_tokens, prompt=item["prompt"])
+        return Request(number, max_tokens, prompt=item["prompt"], stop=tuple(stop))
     messages = item["messages"]
     if not isinstance(messages, list) or not messages:
         raise ConfigError(f"{where}: 'messages' must be a non-empty list", example)
     for message in messages:
         if not isinstance(message, dict) or message.get("role") not in ROLES or not isinstance(message.get("content"), str):
             raise ConfigError(f"{where}: each message needs a role ({', '.join(sorted(ROLES))}) and a string content", example)
-    return Request(number, max_tokens, messages=tuple({"role": m["role"], "content": m["content"]} for m in messages))
+    return Request(number, max_tokens, messages=tuple({"role": m["role"], "content": m["content"]} for m in messages), stop=tuple(stop))
 
 
 def shape_of(request: Request, tokenizer: Tokenizer) -> Shape:
