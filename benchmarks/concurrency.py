@@ -1,10 +1,11 @@
 """Parallel slots: N users at once on llama-server, `-np N` against `-np 1`, side by side.
 
 N clients (threads) each hold a conversation of their own (the workload's text from another offset,
-so no two share a prompt) and send the workload's request shapes one after another, all N starting
-together: each request carries its depth + prompt tokens (what the slot it lands on still caches is
-not evaluated again: llama-server's prompt cache), streamed, `ignore_eos` so each request is as
-long as its shape says. Time to first token and the request time are the client's wall clock.
+so no two share a prompt: tuner.measure.user_tokens, as in a study's requests at once) and send the
+workload's request shapes one after another, all N starting together: each request carries its
+depth + prompt tokens (what the slot it lands on still caches is not evaluated again: llama-server's
+prompt cache), streamed, `ignore_eos` so each request is as long as its shape says. Time to first
+token and the request time are the client's wall clock.
 
 Both servers give each slot the same context: `-np 1 -c C` and `-np N -c N*C` (llama-server splits
 `-c` among its slots), from the same binary, every other setting its own default, started as a
@@ -34,18 +35,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server_parity import post, start  # noqa: E402
 
-from tuner.measure import WORKLOAD_TEXT, prompt_tokens  # noqa: E402
+from tuner.measure import WORKLOAD_TEXT, user_tokens  # noqa: E402
 from tuner.models import default_model_path  # noqa: E402
-from tuner.server import ServerBinary  # noqa: E402
+from tuner.server_binary import ServerBinary  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
 from tuner.workload import load_profile  # noqa: E402
-
-
-def conversation(text: list[int], client: int, length: int) -> list[int]:
-    """Client ``client``'s tokens: BOS, then the text's body from its own offset."""
-    body = text[1:]
-    shift = (client * 37) % len(body)
-    return prompt_tokens([text[0], *body[shift:], *body[:shift]], length)
 
 
 def one_request(port: int, tokens: list[int], gen: int) -> tuple[float, float]:
@@ -65,7 +59,7 @@ def one_round(port: int, text: list[int], shapes: list, clients: int) -> tuple[f
     def client(number: int) -> None:
         gate.wait()
         for shape in shapes:
-            ttft, _ = one_request(port, conversation(text, number, shape.depth + shape.prompt), shape.gen)
+            ttft, _ = one_request(port, user_tokens(text, number, shape.depth + shape.prompt), shape.gen)
             with lock:
                 ttfts.append(ttft)
 

@@ -31,7 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tuner.export import to_llama_server  # noqa: E402
 from tuner.measure import WORKLOAD_TEXT, prompt_tokens  # noqa: E402
 from tuner.preset import Preset  # noqa: E402
-from tuner.server import ServerBinary, free_port  # noqa: E402
+from tuner.server import free_port  # noqa: E402
+from tuner.server_binary import ServerBinary  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
 from tuner.workload import Workload, requests_per_min  # noqa: E402
 

@@ -43,7 +43,7 @@ def engine(model_path: Path):
 @pytest.fixture(scope="session")
 def server_binary():
     """The llama-server `make test` builds into .venv/bin (scripts/install_server.sh)."""
-    from tuner.server import ServerBinary
+    from tuner.server_binary import ServerBinary
 
     return ServerBinary.find()
 
@@ -152,9 +152,10 @@ def simulated_measurement(config, workload: Workload, speed: float, quality=None
     )
 
 
-def run_tune(*args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real `tune` CLI in a subprocess (exit codes and stderr exactly as a user sees them)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def run_tune(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `tune` CLI in a subprocess (exit codes and stderr exactly as a user sees them),
+    with ``env`` added to this process's environment."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "tuner.cli", *args],
         cwd=cwd,

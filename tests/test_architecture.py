@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "tuner"
 LAYERS: list[set[str]] = [
     {"tuner.errors"},
     {"tuner.config", "tuner.stats", "tuner.gguf", "tuner.models", "tuner.devices", "tuner.hardware", "tuner.telemetry", "tuner.llama_log", "tuner.sampling",
-     "tuner.server_flags"},
+     "tuner.server_flags", "tuner.server_binary"},
     {"tuner.engine", "tuner.vocab", "tuner.llama_params", "tuner.server"},  # the llama.cpp drivers: contexts (and their parameters); a vocabulary alone; llama-server
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload", "tuner.baseline"},

@@ -253,6 +253,15 @@ def test_usage_errors_exit_2(tmp_path):
     assert result.returncode == 2
 
 
+def test_help_shows_each_option_default_in_words(tmp_path):
+    # Rich reads "[default: ...]" in a help text as markup and drops it ("Study name ."): each
+    # option's default is written in parentheses, and every one reaches the reader.
+    result = run_tune("start", "--help", cwd=tmp_path, env={"COLUMNS": "400"})
+    assert result.returncode == 0
+    for default in ("(default: from the model file name)", "(default: from the hardware)", "(default: sqlite:///studies/tuner.db)", "(default: chat)"):
+        assert default in result.stdout
+
+
 def test_doctor_json_describes_this_machine(tmp_path):
     import os
 

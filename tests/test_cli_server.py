@@ -163,3 +163,43 @@ def test_a_setting_the_binary_has_no_flag_for_is_not_searched_and_the_study_says
     shown = run_tune("show", "old", cwd=tmp_path)
     assert shown.returncode == 0 and f"engine: llama-server {server_binary.version}" in shown.stdout, shown.stderr
     assert "not searched, this llama-server has no flag for: min_p (no --min-p: its own 0.05)" in shown.stdout
+
+
+def test_requests_at_once_search_the_slots_and_export_them_with_a_context_each(tmp_path, server_binary):
+    """--concurrency 2: the slots are searched (1 or 2), the trials measure two users at once, and
+    the export starts a server with the winner's slots, each with the preset's whole context."""
+    result = run_tune(
+        "start", "--engine", "llama-server", "--concurrency", "2", "--trials", "4", "--study", "np", "--seed", "2", "--confirm-rounds", "0",
+        "--no-quality", "--depth", "32", "--trial-timeout", "120", *SMALL_ARGS, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "2 users at once" in result.stdout and "slots (-np) searched 1-2" in result.stdout
+    study = optuna.load_study(study_name="np", storage=f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}")
+    searched = [t for t in study.trials if not t.user_attrs.get("baseline")]
+    assert searched and all(t.params["n_parallel"] in (1, 2) for t in searched)
+    assert study.user_attrs["workload"]["concurrency"] == 2
+    for trial in (t for t in searched if t.state.name == "COMPLETE"):  # each slot read back with the context asked
+        effective = trial.user_attrs["measurement"]["effective"]
+        assert (effective["n_ctx"], effective["n_parallel"]) == (trial.params["n_ctx"], trial.params["n_parallel"])
+    assert run_tune("export", "np", "--out", "preset.yaml", cwd=tmp_path).returncode == 0
+    preset = Preset.load(tmp_path / "preset.yaml")
+    slots = preset.config().n_parallel
+    assert "n_parallel" not in preset.engine  # llama_cpp.Llama(**engine) has no slots
+    exported = run_tune("export", "np", "--format", "llama-server", cwd=tmp_path).stdout.strip().splitlines()
+    words = shlex.split(exported[-1])
+    assert words[words.index("-np") + 1] == str(slots) and words[words.index("-c") + 1] == str(4096 * slots)
+    port = free_port()
+    server = subprocess.Popen([server_binary.path, *words[1:], "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        props = _props_when_ready(port)
+        assert props["total_slots"] == slots and props["default_generation_settings"]["n_ctx"] == 4096
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=10)
+
+
+def test_requests_at_once_in_llama_cpp_python_is_one_line(tmp_path):
+    refused = run_tune("start", "--concurrency", "4", "--trials", "3", *SMALL_ARGS, cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+    assert "--concurrency 4 needs --engine llama-server" in refused.stderr
+    assert not (tmp_path / "studies").exists()  # nothing created

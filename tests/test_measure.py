@@ -19,6 +19,13 @@ def test_workload_refuses_too_few_repetitions():
         Workload(warmup=0)
 
 
+def test_requests_at_once_are_refused_in_process_where_llama_serves_one_at_a_time(engine):
+    with pytest.raises(ConfigError, match="llama_cpp.Llama serves one at a time"):
+        measure(engine, EngineConfig(n_ctx=512), Workload.single(16, 4, concurrency=2, quality=False))
+    with pytest.raises(ConfigError, match="concurrency=0"):
+        Workload.single(16, 4, concurrency=0)
+
+
 def test_prompt_tokens_have_exact_length():
     assert prompt_tokens([1, 5, 6, 7], 10) == [1, 5, 6, 7, 5, 6, 7, 5, 6, 7]
     assert prompt_tokens([1, 5, 6, 7], 3) == [1, 5, 6]

@@ -17,6 +17,14 @@ def test_roundtrip(tmp_path):
     assert "seed" not in loaded.sampling  # None is left out: create_completion picks a random seed
 
 
+def test_llama_servers_slots_have_a_section_of_their_own_written_only_when_more_than_one(tmp_path):
+    one = Preset.from_config("/m.gguf", EngineConfig(n_ctx=2048))
+    assert "server" not in one.save(tmp_path / "one.yaml").read_text()
+    two = Preset.load(Preset.from_config("/m.gguf", EngineConfig(n_ctx=2048, n_parallel=2)).save(tmp_path / "two.yaml"))
+    assert two.server == {"n_parallel": 2} and "n_parallel" not in two.engine  # llama_cpp.Llama(**engine) has no slots
+    assert two.config().n_parallel == 2 and two.config().n_ctx == 2048
+
+
 def test_a_value_shared_between_sections_is_written_out_in_full_not_as_an_alias(tmp_path):
     shape = {"name": "first-turn", "depth": 64, "prompt": 32, "gen": 48}
     measured = {"workload": {"shapes": [shape]}, "shapes": [{"shape": shape, "ttft_ms": 68.0}]}
@@ -33,6 +41,8 @@ def test_a_value_shared_between_sections_is_written_out_in_full_not_as_an_alias(
         ("model: m.gguf\nsampling: {temp: 0.5}\n", "unknown sampling key 'temp'"),
         ("model: m.gguf\nengine: {n_ctx: big}\n", "n_ctx='big' has the wrong type"),
         ("model: m.gguf\nextras: 1\n", "unknown top-level key 'extras'"),
+        ("model: m.gguf\nserver: {slots: 2}\n", "unknown server key 'slots'"),
+        ("model: m.gguf\nserver: {n_parallel: 0}\n", "n_parallel=0 must be at least 1"),
         ("engine: {}\n", "'model' must be"),
         ("model: m.gguf\nengine: [1, 2]\n", "'engine' must be a mapping"),
         ("model: m.gguf\nengine: {n_ctx: 512\n", "YAML syntax error"),

@@ -18,8 +18,10 @@ import pytest
 import tuner.server as server_module
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
-from tuner.server import ServerBinary, ServerProcess, ServerSession
+from tuner.server import ServerProcess, ServerSession
+from tuner.server_binary import ServerBinary
 from tuner.server_worker import ServerRunner
+from tuner.workload import Workload
 
 from tests.conftest import SMALL_ARGS, run_tune
 
@@ -159,3 +161,28 @@ def test_bad_engine_options_are_one_line_and_create_nothing(tmp_path):
         assert len(lines) == 1 and lines[0].startswith("error: ") and said in lines[0], (args, lines)
     assert not (tmp_path / "studies").exists()
 
+
+
+def test_requests_at_once_give_each_user_a_slot_of_its_own_with_the_whole_context(server_engine):
+    """Two users at once on two slots: -c is doubled so each slot holds n_ctx, read back from the
+    server; a repetition is one round of both users, and requests/min is what the server
+    completed in it."""
+    from tuner.measure import measure
+
+    together = Workload.single(16, 8, depth=32, repeats=3, quality=False, concurrency=2)
+    result = measure(server_engine, EngineConfig(n_ctx=512, n_threads=2, n_parallel=2), together)
+    assert (result.config.n_ctx, result.config.n_parallel) == (512, 2)
+    assert len(result.requests_per_min.samples) == 3 and not result.flags
+    shape = result.shapes[0]
+    assert len(shape.request_ms.samples) == 3  # a round of two users counts once
+    # requests/min: two requests completed per round; the request time is the slowest user's wait
+    assert all(60_000 / rate < wait <= 2 * 60_000 / rate for rate, wait in zip(result.requests_per_min.samples, shape.request_ms.samples))
+
+
+def test_each_user_sends_a_conversation_of_its_own():
+    from tuner.measure import prompt_tokens, user_tokens
+
+    text = list(range(1, 60))
+    users = [user_tokens(text, user, 80) for user in range(3)]
+    assert users[0] == prompt_tokens(text, 80)  # one user alone: the workload as it always was
+    assert all(len(u) == 80 and u[0] == 1 for u in users) and len({tuple(u) for u in users}) == 3

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from tuner.config import KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, CONTEXT_KEYS, EngineConfig
+from tuner.config import KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, SERVER_KEYS, CONTEXT_KEYS, EngineConfig
 from tuner.errors import ConfigError
 from tuner.server_flags import SERVER_FLAGS, check_lacking, help_flags, lacking_settings, missing_flags, server_args
 
@@ -45,21 +45,21 @@ def test_each_setting_reaches_its_flag():
     config = EngineConfig(
         n_ctx=1024, n_batch=256, n_ubatch=128, n_threads=2, n_threads_batch=2, flash_attn=True, n_gpu_layers=-1,
         type_k=KV_TYPES["q8_0"], type_v=KV_TYPES["q8_0"], offload_kqv=False, op_offload=False, swa_full=False,
-        use_mmap=False, temperature=0.2, top_k=7, top_p=0.5, min_p=0.1, repeat_penalty=1.1, seed=3,
+        use_mmap=False, temperature=0.2, top_k=7, top_p=0.5, min_p=0.1, repeat_penalty=1.1, seed=3, n_parallel=4,
     )
-    args = server_args(config, slots=4)
+    args = server_args(config)
     assert [_value(args, f) for f in ("-c", "-b", "-ub", "-t", "-tb", "-fa", "-ngl", "-ctk", "-ctv")] == [
-        "1024", "256", "128", "2", "2", "on", "all", "q8_0", "q8_0"]
+        "4096", "256", "128", "2", "2", "on", "all", "q8_0", "q8_0"]
     assert [_value(args, f) for f in ("--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "-s")] == ["0.2", "7", "0.5", "0.1", "1.1", "3"]
     assert {"-nkvo", "--no-op-offload"} <= set(args) and "--swa-full" not in args
-    assert _value(args, "--load-mode") == "none" and _value(args, "-np") == "4"
+    assert _value(args, "--load-mode") == "none" and _value(args, "-np") == "4"  # 4 slots of 1024 tokens each: -c 4096
 
 
 def test_every_engine_setting_has_a_server_flag():
     """A setting the tuner varies that llama-server cannot be given would be measured in one
     engine and silently dropped in the other."""
-    covered = set(SERVER_FLAGS) | {"use_mmap", "use_mlock", "offload_kqv", "op_offload", "swa_full", "split_mode", "main_gpu"}
-    assert {f.name for f in fields(EngineConfig)} == covered == set(LOAD_KEYS + CONTEXT_KEYS + SAMPLING_KEYS)
+    covered = set(SERVER_FLAGS) | {"use_mmap", "use_mlock", "offload_kqv", "op_offload", "swa_full", "split_mode", "main_gpu", "n_parallel"}
+    assert {f.name for f in fields(EngineConfig)} == covered == set(LOAD_KEYS + CONTEXT_KEYS + SAMPLING_KEYS + SERVER_KEYS)
 
 
 def test_the_flags_a_binary_has_are_read_from_its_help_options_not_their_text():

@@ -146,3 +146,17 @@ def test_fixing_takes_knobs_out_of_the_search_and_their_bounds_come_from_the_fix
         assert config.n_batch == 256 and config.n_ubatch <= 256 and (config.type_k, config.min_p) == (1, 0.0)
         assert "n_batch" not in values
     assert load_space("cpu").fixing({}) == load_space("cpu")
+
+
+def test_requests_at_once_search_the_slots_from_one_to_the_users():
+    space = load_space("cpu", cores=2)
+    assert space.with_slots(1) is space
+    slots = next(p for p in space.with_slots(3).params if p.name == "n_parallel")
+    assert slots.choices == (1, 2, 3)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    seen = set()
+    for _ in range(30):
+        config, values = space.with_slots(3).suggest(study.ask())
+        assert config.n_parallel == values["n_parallel"]
+        seen.add(config.n_parallel)
+    assert seen == {1, 2, 3}

@@ -4,7 +4,9 @@ Settings are split the way llama.cpp splits them:
 
 * load-time params need a model reload (:data:`LOAD_KEYS`),
 * context params need only a new context (:data:`CONTEXT_KEYS`),
-* sampling params need neither (:data:`SAMPLING_KEYS`).
+* sampling params need neither (:data:`SAMPLING_KEYS`),
+* server settings exist only in llama-server (:data:`SERVER_KEYS`: its parallel slots), not in
+  ``llama_cpp.Llama``, which serves one request at a time.
 
 llama-cpp-python's ``Llama(**kwargs)`` silently ignores unknown keywords and its ctypes structs
 accept misspelled attribute names, so :class:`EngineConfig` rejects every unknown key loudly.
@@ -27,6 +29,7 @@ __all__ = [
     "KV_TYPE_NAMES",
     "LOAD_KEYS",
     "SAMPLING_KEYS",
+    "SERVER_KEYS",
     "EngineConfig",
 ]
 
@@ -45,6 +48,7 @@ CONTEXT_KEYS = (
     "swa_full",
 )
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+SERVER_KEYS = ("n_parallel",)
 
 # ggml type ids of the KV-cache types people use (llama_cpp.GGML_TYPE_*).
 KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -88,6 +92,9 @@ class EngineConfig:
     min_p: float = 0.05
     repeat_penalty: float = 1.0
     seed: int | None = None
+    # llama-server's parallel slots (-np): requests decoded together in one batch. n_ctx is what
+    # each slot (each request) gets; the server is started with n_ctx x n_parallel in all.
+    n_parallel: int = 1
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -176,6 +183,7 @@ class EngineConfig:
         need(self.top_k >= 0, f"top_k={self.top_k} is negative", "use 0 (off) or more")
         need(0 <= self.top_p <= 1, f"top_p={self.top_p} is outside [0, 1]", "use a value between 0 and 1")
         need(0 <= self.min_p <= 1, f"min_p={self.min_p} is outside [0, 1]", "use a value between 0 and 1")
+        need(self.n_parallel >= 1, f"n_parallel={self.n_parallel} must be at least 1", "use 1 slot (one request at a time) or more")
         need(self.repeat_penalty > 0, f"repeat_penalty={self.repeat_penalty} must be positive", "use 1.0 for no penalty")
 
 

@@ -53,6 +53,9 @@ class Generation:
     wall_prompt_ms: float
     wall_decode_ms: float  # wall: first token sampled -> last token sampled
     context_tokens: int = 0  # llama.cpp: positions in the KV cache when the first token was sampled
+    # requests at once (llama-server), 0 when requests come one at a time (tuner.measure.served):
+    served_ms: float = 0.0  # the server's time per request, the round's wall time over its requests
+    waited_ms: float = 0.0  # the slowest user's time from sending the request to its last token
 
 
 class Session:

@@ -95,7 +95,9 @@ def to_llama_server(preset: Preset) -> str:
     The flags in :data:`SERVER_FLAGS` are written where the preset's value is not llama-server's
     default here; load-time settings (mmap/mlock, KV offload, split mode, main GPU) only where
     they differ from it. ``-np 1``: the preset was measured one request at a time, with the whole
-    context for it; llama-server's default is 4 slots sharing one KV cache of n_ctx cells.
+    context for it; llama-server's default is 4 slots sharing one KV cache of n_ctx cells. A
+    preset measured with requests at once (``--concurrency``) carries its slots: ``-np N`` with
+    ``-c`` N times the context each request needs.
     """
     if measured_on(preset) == "llama-server":  # the flags it ran with, every one of them
         words = ["llama-server", "-m", _one_line(preset.model), *server_args(preset.config())]
@@ -106,13 +108,17 @@ def to_llama_server(preset: Preset) -> str:
             if key in values:
                 words += [flag, server_value(key, values[key])]
         words += [*load_flags(values), "-np", "1"]
-    n_ctx = preset.engine.get("n_ctx") or 0
+    n_ctx, n_slots = preset.engine.get("n_ctx") or 0, preset.config().n_parallel
     context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
     pool = f"one {n_ctx}-token KV cache" if n_ctx else "one KV cache"
     slots = (
         f"-np 1: one slot with {context}, one request at a time, as measured; llama-server's default "
         f"is 4 slots sharing {pool} (4 concurrent requests share it): measure -np there before raising it"
     )
+    users = int((preset.measured.get("workload") or {}).get("concurrency", 1))
+    if n_slots > 1 or users > 1:
+        slots = (f"-np {n_slots}: {n_slots} slot(s) of {n_ctx} tokens each (-c {n_ctx * n_slots} in all), measured with {users} users at once"
+                 + ("; with fewer slots than users, requests wait for a slot" if n_slots < users else ", decoded together"))
     header = [f"# {line}" for line in [*claim_lines(preset, "llama-server"), slots]]
     return "\n".join([*header, shlex.join(words)]) + "\n"
 

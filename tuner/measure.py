@@ -19,6 +19,11 @@ repetition is below ``after_first``, or that of the better of the two below ``af
 measurement stops there (``stopped`` says why) and the quality proxy does not run. Otherwise the
 remaining repetitions follow. How the bounds are set is :mod:`tuner.study.noise`'s business.
 
+Requests at once (``workload.concurrency`` N, llama-server only): a repetition of a shape is N
+users sending it together, each with a conversation of its own (:func:`user_tokens`), its depth
+put back in its slot first (untimed); the round counts as one repetition (:func:`served`): the
+objective is the requests the server completes per minute, TTFT the slowest user's.
+
 Rates come from llama.cpp's own counters (llama_perf_context, llama_perf_sampler); wall-clock
 times are kept beside them as a cross-check, and the end-to-end request time (what the user
 waits for) is wall-clock: time to first token + generation time. The quality proxy runs in a
@@ -39,7 +44,7 @@ from tuner.stats import Stat
 from tuner.telemetry import Telemetry
 from tuner.workload import Shape, Workload, requests_per_min
 
-__all__ = ["TIME_PARTS", "RaceBound", "WARMUP_TOKENS", "warmup_prompt", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms"]
+__all__ = ["TIME_PARTS", "RaceBound", "WARMUP_TOKENS", "warmup_prompt", "WORKLOAD_TEXT", "Measurement", "ShapeFigures", "aggregate", "clamps", "measure", "request_ms", "served", "served_ms", "user_tokens"]
 
 # The text every trial evaluates: fixed, so trials compare like with like. Written for this
 # project; repeated as needed to reach a shape's depth + prompt length.
@@ -209,6 +214,8 @@ def measure(
     clock = _Clock()
     with engine.session(config) as session:
         effective = session.config  # what llama.cpp runs with, read back from the context
+        if workload.concurrency > 1 and not hasattr(session, "generate_together"):
+            raise ConfigError(f"{workload.concurrency} requests at once (--concurrency): llama_cpp.Llama serves one at a time", "measure requests at once with --engine llama-server")
         text = session.tokenize(WORKLOAD_TEXT)
         clock.lap("setup")
         for _ in range(workload.warmup):
@@ -251,19 +258,25 @@ class _Clock:
 
 
 def _repetitions(
-    session: Session, workload: Workload, text: list[int], race: RaceBound | None, clock: _Clock
+    session: Any, workload: Workload, text: list[int], race: RaceBound | None, clock: _Clock
 ) -> tuple[list[list[Generation]], str]:
     """Every shape's repetitions: the first of each shape, the second (last shape first), each
     followed by its racing check, then the rest."""
     requests = []
     for shape in workload.shapes:
-        tokens = prompt_tokens(text, shape.depth + shape.prompt)
-        requests.append((tokens[: shape.depth], tokens[shape.depth :]))
+        tokens = [user_tokens(text, user, shape.depth + shape.prompt) for user in range(workload.concurrency)]
+        requests.append([(t[: shape.depth], t[shape.depth :]) for t in tokens])
     runs: list[list[Generation]] = [[] for _ in workload.shapes]
     cached: list[int | None] = [None]  # the shape whose depth the KV cache holds
 
     def run(index: int) -> None:
-        shape, (depth, prompt) = workload.shapes[index], requests[index]
+        if workload.concurrency > 1:
+            session.enter_depths([depth for depth, _ in requests[index]])  # where each user's previous turn left it
+            clock.lap("prefill")
+            runs[index].append(served(*session.generate_together(requests[index], workload.shapes[index].gen)))
+            clock.lap("timed")
+            return
+        shape, ((depth, prompt),) = workload.shapes[index], requests[index]
         if cached[0] != index:
             session.enter_depth(depth)
             cached[0] = index
@@ -272,7 +285,7 @@ def _repetitions(
         clock.lap("timed")
 
     def objective(repetition: int) -> float:
-        return requests_per_min([request_ms(r[repetition]) for r in runs], workload.weights)
+        return requests_per_min([served_ms(r[repetition]) for r in runs], workload.weights)
 
     shapes = list(range(len(workload.shapes)))
     for index in shapes:
@@ -316,7 +329,7 @@ def _disagreements(runs: list[list[Generation]], workload: Workload) -> list[str
     for shape, gens in zip(workload.shapes, runs):
         for number, g in enumerate(gens, start=1):
             pairs = (("decode", g.eval_ms + g.sample_ms, g.wall_decode_ms), ("prompt", g.prompt_ms, g.wall_prompt_ms))
-            for what, counted, wall in pairs:
+            for what, counted, wall in pairs[: 1 if g.served_ms else 2]:  # at once, a user's wait for a slot is in its wall prompt time
                 if wall > 0 and abs(counted / wall - 1) > COUNTER_WALL_LIMIT:
                     flags.append(f"{shape.name or 'shape'} repetition {number}: llama.cpp counted {counted:.1f} ms of {what}, the wall clock {wall:.1f} ms")
     return flags
@@ -347,7 +360,7 @@ def aggregate(runs: list[list[Generation]], workload: Workload, **rest: Any) -> 
         for shape, gens in zip(workload.shapes, runs)
     ]
     return Measurement(
-        requests_per_min=per_rep(lambda rep: requests_per_min([request_ms(g) for g in rep], weights)),
+        requests_per_min=per_rep(lambda rep: requests_per_min([served_ms(g) for g in rep], weights)),
         prompt_tok_s=per_rep(lambda rep: sum(g.n_prompt for g in rep) / sum(g.prompt_ms for g in rep) * 1000),
         decode_tok_s=per_rep(lambda rep: sum(g.n_eval for g in rep) / sum(g.eval_ms + g.sample_ms for g in rep) * 1000),
         eval_tok_s=per_rep(lambda rep: sum(g.n_eval for g in rep) / sum(g.eval_ms for g in rep) * 1000),
@@ -374,8 +387,47 @@ def clamps(asked: EngineConfig, effective: EngineConfig) -> dict[str, tuple[Any,
 
 
 def request_ms(generation: Generation) -> float:
-    """What the user waits for: time to first token + the rest of the generation (wall clock)."""
-    return generation.ttft_ms + generation.wall_decode_ms
+    """What the user waits for: time to first token + the rest of the generation (wall clock);
+    with requests at once (:func:`served`), the slowest user's wait."""
+    return generation.waited_ms or generation.ttft_ms + generation.wall_decode_ms
+
+
+def served_ms(generation: Generation) -> float:
+    """The objective's time per request: what the user waits for, one request at a time; with
+    requests at once, the server's time per request (the round's wall time over its requests),
+    so requests/min is what the server completes."""
+    return generation.served_ms or request_ms(generation)
+
+
+def served(generations: list[Generation], seconds: float) -> Generation:
+    """One round of requests sent at once, as one repetition: the tokens and the time the server
+    counted, summed over the users (rates are per user); the slowest user's time to first token
+    and wait; ``served_ms`` the round's wall time over its requests."""
+    first = generations[0]
+    return Generation(
+        tokens=first.tokens,
+        text=first.text,
+        n_prompt=sum(g.n_prompt for g in generations),
+        prompt_ms=sum(g.prompt_ms for g in generations),
+        n_eval=sum(g.n_eval for g in generations),
+        eval_ms=sum(g.eval_ms for g in generations),
+        sample_ms=sum(g.sample_ms for g in generations),
+        n_sample=sum(g.n_sample for g in generations),
+        ttft_ms=max(g.ttft_ms for g in generations),
+        wall_prompt_ms=sum(g.wall_prompt_ms for g in generations),
+        wall_decode_ms=sum(g.wall_decode_ms for g in generations),
+        context_tokens=first.context_tokens,
+        served_ms=seconds * 1000 / len(generations),
+        waited_ms=max(request_ms(g) for g in generations),
+    )
+
+
+def user_tokens(text_tokens: list[int], user: int, length: int) -> list[int]:
+    """User ``user``'s request tokens with requests at once: the BOS-led text from an offset of its
+    own, so no two users share a prompt (user 0's is :func:`prompt_tokens`)."""
+    body = text_tokens[1:] or text_tokens
+    shift = (user * 37) % len(body)
+    return prompt_tokens([text_tokens[0], *body[shift:], *body[:shift]], length)
 
 
 def warmup_prompt(workload: Workload, config: EngineConfig) -> int:

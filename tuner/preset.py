@@ -5,6 +5,7 @@
     model: /path/to/model.gguf
     engine:   {...}   # keywords for llama_cpp.Llama(model_path=model, **engine)
     sampling: {...}   # keywords for Llama.create_completion(prompt, **sampling)
+    server:   {...}   # llama-server only, when it was measured with requests at once: n_parallel (-np)
     measured: {...}   # medians, spread and ratios behind the choice
     provenance: {...} # study, trial, machine, llama_cpp version, date
 
@@ -21,13 +22,13 @@ from typing import Any
 
 import yaml
 
-from tuner.config import CONTEXT_KEYS, KV_TYPE_NAMES, LOAD_KEYS, SAMPLING_KEYS, EngineConfig
+from tuner.config import CONTEXT_KEYS, KV_TYPE_NAMES, LOAD_KEYS, SAMPLING_KEYS, SERVER_KEYS, EngineConfig
 from tuner.engine import Engine
 from tuner.errors import ConfigError, PresetError
 
 __all__ = ["Preset", "engine_from_preset"]
 
-SECTIONS = ("model", "engine", "sampling", "measured", "provenance")
+SECTIONS = ("model", "engine", "sampling", "server", "measured", "provenance")
 # An engine section's KV-type line, e.g. "  type_k: 8" (the engine section is indented by two).
 _KV_LINE = re.compile(r"^  (type_k|type_v): (" + "|".join(str(i) for i in KV_TYPE_NAMES) + r")$", re.MULTILINE)
 
@@ -47,6 +48,7 @@ class Preset:
     model: str
     engine: dict[str, Any]
     sampling: dict[str, Any]
+    server: dict[str, Any] = field(default_factory=dict)  # written only when not llama-server's one slot
     measured: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -56,12 +58,13 @@ class Preset:
         effective = config.effective()
         engine = {key: getattr(effective, key) for key in LOAD_KEYS + CONTEXT_KEYS}
         sampling = {key: getattr(effective, key) for key in SAMPLING_KEYS if getattr(effective, key) is not None}
-        return cls(model=str(model), engine=engine, sampling=sampling, **extra)
+        server = {"n_parallel": effective.n_parallel} if effective.n_parallel != 1 else {}
+        return cls(model=str(model), engine=engine, sampling=sampling, server=server, **extra)
 
     def config(self) -> EngineConfig:
         """The engine config this preset describes."""
         try:
-            return EngineConfig.from_dict({**self.engine, **self.sampling}, where="preset")
+            return EngineConfig.from_dict({**self.engine, **self.sampling, **self.server}, where="preset")
         except ConfigError as exc:
             raise PresetError(f"preset: {exc.what}", exc.fix) from None
 
@@ -80,7 +83,7 @@ class Preset:
         KV-cache types stay ggml ids (what ``llama_cpp.Llama(type_k=...)`` takes), each named in
         a comment: ``type_k: 8  # q8_0``.
         """
-        data = {name: getattr(self, name) for name in SECTIONS}
+        data = {name: getattr(self, name) for name in SECTIONS if name != "server" or self.server}
         text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
         return _KV_LINE.sub(lambda m: f"{m.group(0)}  # {KV_TYPE_NAMES[int(m.group(2))]}", text)
 
@@ -112,7 +115,7 @@ class Preset:
         if not isinstance(data.get("model"), str) or not data["model"]:
             raise PresetError(f"{source}: 'model' must be the path of a .gguf file", "add model: /path/to/model.gguf")
         sections = {}
-        for name, allowed in (("engine", LOAD_KEYS + CONTEXT_KEYS), ("sampling", SAMPLING_KEYS)):
+        for name, allowed in (("engine", LOAD_KEYS + CONTEXT_KEYS), ("sampling", SAMPLING_KEYS), ("server", SERVER_KEYS)):
             section = data.get(name) or {}
             if not isinstance(section, dict):
                 raise PresetError(f"{source}: '{name}' must be a mapping", "see `tune export` output")
@@ -126,6 +129,7 @@ class Preset:
             model=data["model"],
             engine=sections["engine"],
             sampling=sections["sampling"],
+            server=sections["server"],
             measured=dict(data.get("measured") or {}),
             provenance=dict(data.get("provenance") or {}),
         )

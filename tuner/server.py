@@ -30,15 +30,14 @@ import http.client
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
-import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -46,11 +45,11 @@ from tuner.config import KV_TYPES, EngineConfig
 from tuner.engine import Generation
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.llama_log import placement_read_back
-from tuner.server_flags import check_lacking, help_flags, lacking_settings, missing_flags, server_args
+from tuner.server_binary import ServerBinary
+from tuner.server_flags import check_lacking, lacking_settings, server_args
 
-__all__ = ["DEFAULT_SERVER_BIN", "ServerBinary", "ServerEngine", "ServerProcess", "ServerSession"]
+__all__ = ["ServerEngine", "ServerProcess", "ServerSession", "free_port"]
 
-DEFAULT_SERVER_BIN = "llama-server"
 START_TIMEOUT_S = 120.0  # loading a model and warming up; a server not ready by then is hung
 BIND_RETRIES = 3  # a free port can be taken by another process before the server binds it
 LOG_TAIL = 20
@@ -60,68 +59,12 @@ LOG_TAIL = 20
 READ_BACK_ARGS = ("-lv", "4")
 # What llama.cpp logs about the context it created (src/llama-context.cpp), read back like the
 # in-process engine reads its context: "llama_context: n_ctx         = 4096".
-_CONTEXT_LINE = re.compile(r"llama_context: +(n_ctx|n_batch|n_ubatch|flash_attn) += (\S+)")
+# With slots, n_ctx is the shared total and n_ctx_seq what each slot (each request) gets.
+_CONTEXT_LINE = re.compile(r"llama_context: +(n_ctx_seq|n_seq_max|n_batch|n_ubatch|flash_attn) += (\S+)")
 _THREADS_LINE = re.compile(r"n_threads = (\d+) \(n_threads_batch = (\d+)\)")
 _BIND_FAILED = ("couldn't bind", "address already in use")
 # EngineConfig's sampling keys -> their names in /props' default_generation_settings.params.
 _SAMPLING_PROPS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "repeat_penalty": "repeat_penalty"}
-
-
-@dataclass(frozen=True)
-class ServerBinary:
-    """A llama-server binary: where it is, what it says its version is, the flags it has."""
-
-    path: str
-    version: str  # "0.5.0-dev (build 1, commit 0c1e570)"
-    build: str  # "built with GNU 12.2.0 for Linux x86_64"
-    flags: frozenset[str]
-
-    @classmethod
-    def find(cls, given: str | None = None) -> ServerBinary:
-        """The binary ``given`` (a path or a name on PATH; default ``llama-server``, looked for on
-        PATH, then beside this Python), checked to be llama-server.
-
-        Raises:
-            ConfigError: not found, not runnable, or not llama-server.
-        """
-        name = given or DEFAULT_SERVER_BIN
-        beside = Path(sys.executable).parent / name
-        path = shutil.which(name) or (str(beside) if given is None and os.access(beside, os.X_OK) else None)
-        if path is None:
-            raise ConfigError(
-                f"llama-server binary '{name}' not found (--server-bin)",
-                "run `make install` (it builds one into .venv/bin) or pass --server-bin PATH",
-            )
-        help_text = _run(path, "--help")
-        flags = help_flags(help_text)
-        if not {"--host", "--port", "--ctx-size"} <= flags:
-            raise ConfigError(f"{path} is not llama-server: its --help lists no --host, --port and --ctx-size", "pass --server-bin the path of llama.cpp's llama-server")
-        # "version: 0.5.0-dev (build 1, commit 0c1e570)" / "built with GNU 12.2.0 for Linux x86_64"
-        said = [line.strip() for line in _run(path, "--version").splitlines() if line.strip()]
-        version = next((line.removeprefix("version:").strip() for line in said if line.startswith("version:")), "unknown")
-        build = next((line for line in said if line.startswith("built with")), "")
-        return cls(path=path, version=version, build=build, flags=frozenset(flags))
-
-    def check(self, args: list[str]) -> None:
-        """Refuse ``args`` with a flag this binary does not list.
-
-        Raises:
-            ConfigError: names the flags and the binary.
-        """
-        missing = missing_flags(args, set(self.flags))
-        if missing:
-            raise ConfigError(
-                f"{self.path} ({self.version}) has no {', '.join(missing)} (not in its --help)",
-                "use a newer llama-server, or a search space without that setting",
-            )
-
-
-def _run(path: str, option: str) -> str:
-    try:
-        done = subprocess.run([path, option], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ConfigError(f"cannot run {path} {option}: {exc}", "pass --server-bin the path of llama.cpp's llama-server") from None
-    return done.stdout + done.stderr
 
 
 class ServerProcess:
@@ -294,6 +237,44 @@ class ServerSession:
             body["seed"] = seed
         return self._stream(body, past)
 
+    def enter_depths(self, depths: list[list[int]]) -> None:
+        """Each user's depth into a slot (untimed, one after another): its previous turn. The
+        server picks the slot, as it does for any client: the least recently used one, and for a
+        user's next request the one holding its conversation (prompt similarity). Where users
+        share a slot, it keeps the last one's, and the others evaluate theirs again, as they would.
+        (Pinned with ``id_slot``, two users on one slot with a window-sized SWA cache made this
+        build spin, creating and superseding one context checkpoint, until killed; the server's
+        own choice did not, and it is what users get.)"""
+        for depth in depths:
+            if depth:
+                self._post("/completion", {"prompt": depth, "n_predict": 0, "cache_prompt": True})
+
+    def generate_together(self, requests: list[tuple[list[int], list[int]]], max_tokens: int) -> tuple[list[Generation], float]:
+        """``requests`` (each one user's depth and prompt, after :meth:`enter_depths`) sent at
+        once, each exactly ``max_tokens`` long, on the slots the server picks. Returns the
+        generations and the seconds from the first request sent to the last answer."""
+        results: list[Generation | None] = [None] * len(requests)
+        errors: list[Exception] = []
+
+        def send(user: int) -> None:
+            depth, prompt = requests[user]
+            body = {"prompt": [*depth, *prompt], "n_predict": max_tokens + 1, "ignore_eos": True, "stream": True,
+                    "return_tokens": True, "cache_prompt": True}
+            try:
+                results[user] = self._stream(body, len(depth))
+            except Exception as exc:  # noqa: BLE001 -- re-raised in the caller's thread below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=send, args=(user,)) for user in range(len(requests))]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return [g for g in results if g is not None], time.perf_counter() - start
+
     def _stream(self, body: dict[str, Any], past: int) -> Generation:
         tokens: list[int] = []
         text: list[str] = []
@@ -371,14 +352,15 @@ class ServerSession:
 
 
 def _read_back(asked: EngineConfig, lines: list[str]) -> EngineConfig:
-    """The configuration the server runs with, as llama.cpp logged its context (n_ctx, n_batch,
-    n_ubatch, flash attention, threads); what it does not log is taken as asked."""
+    """The configuration the server runs with, as llama.cpp logged its context (each slot's
+    n_ctx, the slots, n_batch, n_ubatch, flash attention, threads); what it does not log is taken
+    as asked."""
     found: dict[str, Any] = {}
     for line in lines:
         if match := _CONTEXT_LINE.search(line):
             key, value = match[1], match[2]
             if key != "flash_attn":
-                found[key] = int(value)
+                found[{"n_ctx_seq": "n_ctx", "n_seq_max": "n_parallel"}.get(key, key)] = int(value)
             elif value != "auto":  # "auto" is resolved later: "Flash Attention enabled|disabled"
                 found[key] = value in ("enabled", "on", "1", "true")
         elif "Flash Attention enabled" in line or "Flash Attention disabled" in line:

@@ -85,18 +85,20 @@ def split_mode_name(mode: int) -> str:
         raise ConfigError(f"split_mode={mode} has no llama-server name", "use 0 (none), 1 (layer) or 2 (row)") from None
 
 
-def server_args(config: EngineConfig, slots: int = 1, lacking: Collection[str] = ()) -> list[str]:
+def server_args(config: EngineConfig, lacking: Collection[str] = ()) -> list[str]:
     """Every setting of ``config`` as llama-server flags (resolved: no "the engine decides"),
-    and ``-np slots``. Written out whether or not it is llama-server's default, so a measurement
-    runs exactly the configuration it is labelled with, whatever the binary's defaults are;
-    except the settings ``lacking`` a flag in this binary, which run at its own default (see
-    :func:`lacking_settings`)."""
+    and its slots (``-np n_parallel``). Written out whether or not it is llama-server's default,
+    so a measurement runs exactly the configuration it is labelled with, whatever the binary's
+    defaults are; except the settings ``lacking`` a flag in this binary, which run at its own
+    default (see :func:`lacking_settings`). ``-c`` is shared by the slots, so it is n_ctx (what
+    each request gets) times the slots."""
     values = config.effective().to_dict()
+    values["n_ctx"] *= values["n_parallel"]
     args = []
     for key, flag in SERVER_FLAGS.items():
         if values.get(key) is not None and key not in lacking:
             args += [flag, server_value(key, values[key])]
-    return [*args, *load_flags(values), "-np", str(slots)]
+    return [*args, *load_flags(values), "-np", str(values["n_parallel"])]
 
 
 def lacking_settings(flags: Collection[str]) -> list[str]:

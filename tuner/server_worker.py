@@ -20,7 +20,8 @@ from typing import Any
 from tuner.config import EngineConfig
 from tuner.measure import Measurement, RaceBound, measure
 from tuner.quality import Quality
-from tuner.server import ServerBinary, ServerEngine
+from tuner.server import ServerEngine
+from tuner.server_binary import ServerBinary
 from tuner.server_flags import lacking_settings, server_args
 from tuner.worker import DEFAULT_TRIAL_TIMEOUT_S, Worker, check_timeout
 from tuner.workload import Workload

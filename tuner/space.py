@@ -55,6 +55,7 @@ KNOB_TYPES: dict[str, type] = {
     "top_p": float,
     "min_p": float,
     "repeat_penalty": float,
+    "n_parallel": int,  # llama-server's slots: added by with_slots when requests come at once
 }
 TOP_KEYS = {"name", "description", "params", "fixed"}
 SPEC_KEYS = {"choices", "low", "high", "log", "step", "at_most", "when", "otherwise", "oversubscribe"}
@@ -170,6 +171,15 @@ class SearchSpace:
         knobs = {"kv_type" if key in ("type_k", "type_v") else key for key in settings}
         fixed = {key: value for key, value in self.fixed.items() if key not in knobs}
         return replace(self, params=tuple(p for p in self.params if p.name not in knobs), fixed={**fixed, **settings})
+
+    def with_slots(self, concurrency: int) -> SearchSpace:
+        """With ``concurrency`` requests at once (llama-server), its slots searched too, from 1 to
+        ``concurrency``: more slots decode more requests together, each with n_ctx of its own
+        (the server's -c grows with them); one request at a time leaves the space as it is."""
+        if concurrency <= 1 or any(p.name == "n_parallel" for p in self.params):
+            return self
+        slots = Param(name="n_parallel", choices=tuple(range(1, concurrency + 1)))
+        return replace(self, params=(*self.params, slots), fixed={k: v for k, v in self.fixed.items() if k != "n_parallel"})
 
     def suggest(self, trial: Any) -> tuple[EngineConfig, dict[str, Any]]:
         """Suggest one configuration through ``trial`` (an optuna Trial or FixedTrial).

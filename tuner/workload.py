@@ -82,6 +82,9 @@ class Workload:
     warmup: int = 1
     quality: bool = True  # also run the quality proxy (tuner.quality) in the same context
     source: dict[str, Any] = field(default_factory=dict)
+    # requests in flight at once (--concurrency): each shape's request is sent by this many users
+    # together; the objective is then the requests the server completes per minute (llama-server)
+    concurrency: int = 1
 
     def __post_init__(self) -> None:
         if not self.shapes:
@@ -89,6 +92,8 @@ class Workload:
         object.__setattr__(self, "shapes", tuple(self.shapes))
         if self.repeats < MIN_ROUNDS:
             raise ConfigError(f"repeats={self.repeats} (--repeats) is too few for a median and spread", f"use {MIN_ROUNDS} or more repetitions")
+        if not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1:
+            raise ConfigError(f"concurrency={self.concurrency!r} (--concurrency) must be a whole number of requests, at least 1", "use 1 (one request at a time) or more")
         if self.warmup < 1:
             raise ConfigError(f"warmup={self.warmup}: the first pass on a new context reads wrong", "use 1 or more warm-up passes")
 
@@ -124,7 +129,7 @@ class Workload:
     def from_dict(cls, values: dict[str, Any]) -> Workload:
         """The inverse of :meth:`to_dict`; also reads a study recorded before workloads had shapes
         (``prompt_tokens``/``gen_tokens``: one shape at depth 0)."""
-        options = {key: int(values[key]) for key in ("repeats", "warmup") if key in values}
+        options = {key: int(values[key]) for key in ("repeats", "warmup", "concurrency") if key in values}
         quality = bool(values.get("quality", True))
         if "shapes" not in values:
             return cls.single(int(values["prompt_tokens"]), int(values["gen_tokens"]), quality=quality, **options)

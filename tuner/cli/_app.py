@@ -59,12 +59,12 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 # Shared options
 
 ModelOpt = typer.Option(None, "--model", "-m", help="GGUF model file (default: the embedded gemma-3-270m Q4_K_M).")
-StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL of the study storage [default: sqlite:///studies/tuner.db].")
+StorageOpt = typer.Option(None, "--storage", help="SQLAlchemy URL of the study storage (default: sqlite:///studies/tuner.db).")
 WorkloadOpt = typer.Option(
     None,
     "--workload",
     "-w",
-    help="What to tune for: a profile (chat, rag, summarize, code, long-chat), a profile .yaml, or your requests as .jsonl [default: chat].",
+    help="What to tune for: a profile (chat, rag, summarize, code, long-chat), a profile .yaml, or your requests as .jsonl (default: chat).",
 )
 PromptOpt = typer.Option(None, "--prompt-tokens", help="Instead of --workload: one request shape with this many new prompt tokens.")
 GenOpt = typer.Option(None, "--gen-tokens", help="Instead of --workload: one request shape generating this many tokens.")
@@ -77,7 +77,7 @@ DEFAULT_ENGINE = "llama-cpp-python"
 EngineOpt = typer.Option(
     DEFAULT_ENGINE, "--engine", help="What measures the trials: llama-cpp-python (in a worker process) or llama-server (a server process per configuration)."
 )
-ServerBinOpt = typer.Option(None, "--server-bin", help="The llama-server binary [default: the study's; else llama-server on PATH, else beside this Python].")
+ServerBinOpt = typer.Option(None, "--server-bin", help="The llama-server binary (default: the study's; else llama-server on PATH, else beside this Python).")
 ConfirmOpt = typer.Option(
     3, "--confirm-rounds", help="Interleaved rounds re-measuring the top candidates and the defaults at the end (0: skip)."
 )
@@ -122,6 +122,17 @@ def workload(
     return load_profile(name or DEFAULT_PROFILE, **options)
 
 
+def with_concurrency(the_workload: Any, concurrency: int, engine: str) -> Any:
+    """The workload with ``concurrency`` requests at once, which only llama-server serves."""
+    from dataclasses import replace
+
+    from tuner.errors import ConfigError
+
+    if concurrency > 1 and engine != "llama-server":
+        raise ConfigError(f"--concurrency {concurrency} needs --engine llama-server: llama_cpp.Llama serves one request at a time", "add --engine llama-server, or leave out --concurrency")
+    return replace(the_workload, concurrency=concurrency)
+
+
 def targets(max_ttft_ms: Optional[float], min_decode_tok_s: Optional[float]) -> Any:
     from tuner.workload import LatencyTargets
 
@@ -137,7 +148,7 @@ def worker(model_path: Path, timeout_s: float, engine: str = DEFAULT_ENGINE, ser
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine '{engine}' (--engine)", f"use one of: {', '.join(ENGINES)}")
     if engine == "llama-server":
-        from tuner.server import ServerBinary
+        from tuner.server_binary import ServerBinary
         from tuner.server_worker import ServerRunner
 
         return ServerRunner(model_path, ServerBinary.find(server_bin), timeout_s=timeout_s)

@@ -87,6 +87,9 @@ def print_workload(workload: Any) -> None:
     say(f"workload: {workload.name} — {len(workload.shapes)} request shape(s), {workload.repeats} timed requests each per trial (after a short warm-up pass)")
     for shape, weight in zip(workload.shapes, workload.weights):
         say(f"  {weight:4.0%}  {shape.describe()}")
+    if workload.concurrency > 1:
+        say(f"  {workload.concurrency} users at once: each shape's request sent by {workload.concurrency} users together, each with its own conversation; "
+            f"requests/min is what the server completes, TTFT the slowest user's; slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own")
     if workload.source.get("kind") == "jsonl":
         say(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
 
@@ -358,12 +361,12 @@ def print_pareto(study_obj: Any) -> None:
 
 def settings(cfg: dict[str, Any]) -> str:
     """A configuration in one short cell: threads, context, batch sizes, layers offloaded (-1:
-    all), attention and KV cache, sampling."""
-    layers = cfg.get("n_gpu_layers", 0)
+    all), attention and KV cache, sampling, llama-server's slots (when more than one)."""
+    layers, slots = cfg.get("n_gpu_layers", 0), cfg.get("n_parallel", 1)
     return (
         f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
         f"ngl={'all' if layers == -1 else layers} fa={'on' if cfg['flash_attn'] else 'off'} kv={kv(cfg)} "
-        f"T={cfg['temperature']:.2f} top_k={cfg['top_k']}"
+        f"T={cfg['temperature']:.2f} top_k={cfg['top_k']}" + (f" np={slots}" if slots != 1 else "")
     )
 
 

@@ -84,12 +84,12 @@ def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[
 @app.command()
 def export(
     name: str = typer.Argument(..., help="Study name."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the preset here [default: print it]."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the preset here (default: print it)."),
     storage: Optional[str] = StorageOpt,
     fmt: str = typer.Option(
         "yaml", "--format", help="yaml (the preset the engine loads), json (llama-cpp-python server config), llama-server or ollama."
     ),
-    full: bool = typer.Option(False, "--full", help="The raw confirmed winner, every searched value kept [default: the minimal preset]."),
+    full: bool = typer.Option(False, "--full", help="The raw confirmed winner, every searched value kept (default: the minimal preset)."),
 ) -> None:
     """Export the study's preset (the minimal one: your starting point plus the changes that pay),
     as a preset YAML that the engine loads, or in a server's own format."""

@@ -29,6 +29,7 @@ from tuner.cli._app import (
     study_model,
     study_worker,
     targets,
+    with_concurrency,
     worker,
     workload,
 )
@@ -51,9 +52,9 @@ from tuner.errors import StudyError
 def start(
     model: Optional[Path] = ModelOpt,
     trials: int = typer.Option(50, "--trials", "-n", help="Trials in the study, the two baselines included."),
-    study: Optional[str] = typer.Option(None, "--study", help="Study name [default: from the model file name]."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name (default: from the model file name)."),
     storage: Optional[str] = StorageOpt,
-    space: Optional[str] = typer.Option(None, "--space", help="Search space: cpu, rtx4090 or a YAML file [default: from the hardware]."),
+    space: Optional[str] = typer.Option(None, "--space", help="Search space: cpu, rtx4090 or a YAML file (default: from the hardware)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Sampler seed, for a reproducible sequence of trials."),
     workload_name: Optional[str] = WorkloadOpt,
     prompt_tokens: Optional[int] = PromptOpt,
@@ -68,7 +69,7 @@ def start(
     no_quality: bool = NoQualityOpt,
     confirm_rounds: int = ConfirmOpt,
     n_ctx: Optional[int] = typer.Option(
-        None, "--n-ctx", help="The context size your application needs; the preset never carries less [default: your --baseline's, else 4096 capped at the model's training context]."
+        None, "--n-ctx", help="The context size your application needs; the preset never carries less (default: your --baseline's, else 4096 capped at the model's training context)."
     ),
     baseline: Optional[Path] = typer.Option(
         None, "--baseline", help="Your current settings (a preset, or a YAML/JSON mapping of llama_cpp.Llama and sampling keywords): measured as 'yours', the starting point of the preset."
@@ -77,6 +78,9 @@ def start(
     no_cache: bool = typer.Option(False, "--no-cache", help="Compute the quality proxy's logits for every trial (no cache); for audits."),
     engine: str = EngineOpt,
     server_bin: Optional[str] = ServerBinOpt,
+    concurrency: int = typer.Option(
+        1, "--concurrency", help="Requests at once: each request shape sent by this many users together; the objective is then the requests completed per minute, and llama-server's slots (-np) are searched from 1 to it (--engine llama-server)."
+    ),
 ) -> None:
     """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""
     from tuner import hardware, models, placement, space as spaces, study as studies
@@ -93,6 +97,7 @@ def start(
     check_timeout(trial_timeout)
     model_path = models.resolve_model(model)
     the_workload = workload(workload_name, prompt_tokens, gen_tokens, depth, repeats=repeats, no_quality=no_quality, model_path=model_path)
+    the_workload = with_concurrency(the_workload, concurrency, engine)
     yours = load_baseline(baseline) if baseline is not None else None
     model_info = read_gguf_info(model_path)
     requirement = required_n_ctx(n_ctx, yours.n_ctx if yours else None, train_ctx=model_info.context_length, needed=the_workload.tokens_needed)
@@ -163,7 +168,7 @@ def start(
 @app.command()
 def resume(
     name: str = typer.Argument(..., help="Study name (see `tune list`)."),
-    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Target trial count [default: the study's own]."),
+    trials: Optional[int] = typer.Option(None, "--trials", "-n", help="Target trial count (default: the study's own)."),
     storage: Optional[str] = StorageOpt,
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="The study's model file, if it has moved."),
     allow_other_hardware: bool = typer.Option(False, "--allow-other-hardware", help="Resume on a machine with another fingerprint."),

@@ -209,12 +209,13 @@ def resume_study(
 
 
 def study_space(study: Any, space: SearchSpace) -> SearchSpace:
-    """The space as the study searches it: n_ctx at or above the required context (a study made
-    before requirements keeps its own rule), what its llama-server has no flag for fixed."""
-    space = space.fixing((study.user_attrs.get("engine") or {}).get("lacks") or {})
+    """The space as the study searches it: n_ctx at or above the required context (older studies:
+    their own rule), what its llama-server has no flag for fixed, slots with requests at once."""
+    workload = Workload.from_dict(study.user_attrs["workload"])
+    space = space.fixing((study.user_attrs.get("engine") or {}).get("lacks") or {}).with_slots(workload.concurrency)
     requirement = study.user_attrs.get("requirement")
     if requirement is None:
-        return space.for_workload(Workload.from_dict(study.user_attrs["workload"]).tokens_needed)
+        return space.for_workload(workload.tokens_needed)
     return space.for_requirement(int(requirement["n_ctx"]), int(requirement.get("max_ctx") or 0))
 
 
