@@ -7,11 +7,14 @@ engines alike, in tests/test_engines.py.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import signal
 import socket
 import stat
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -21,9 +24,12 @@ from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.server import ServerProcess, ServerSession
 from tuner.server_binary import ServerBinary
 from tuner.server_worker import ServerRunner
+from tuner.user_requests import read_requests
 from tuner.workload import Workload
 
 from tests.conftest import SMALL_ARGS, run_tune
+
+WORKLOADS = Path(__file__).resolve().parents[1] / "workloads"
 
 
 def test_a_binary_that_is_not_there_or_not_llama_server_is_refused(tmp_path):
@@ -186,3 +192,32 @@ def test_each_user_sends_a_conversation_of_its_own():
     users = [user_tokens(text, user, 80) for user in range(3)]
     assert users[0] == prompt_tokens(text, 80)  # one user alone: the workload as it always was
     assert all(len(u) == 80 and u[0] == 1 for u in users) and len({tuple(u) for u in users}) == 3
+
+
+def _greedy_answer(port: int, prompt: str, stop: tuple[str, ...]) -> tuple[str, dict]:
+    """A plain client's greedy request, ended where the model or a stop string ends it."""
+    body = {"prompt": prompt, "n_predict": 160, "temperature": 0.0, "top_k": 1, "stop": list(stop), "cache_prompt": False}
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    conn.request("POST", "/completion", body=json.dumps(body), headers={"Content-Type": "application/json"})
+    reply = json.loads(conn.getresponse().read())
+    conn.close()
+    return reply["content"], reply.get("timings") or {}
+
+
+def test_speculation_drafts_from_the_prompt_and_leaves_greedy_text_unchanged(server_binary, model_path):
+    """n-gram speculation (llama-server --spec-type ngram-simple) on code to rewrite: the answer
+    quotes the prompt, so drafts are proposed and accepted, and under greedy sampling the text
+    is the one decoding without speculation gives (benchmarks/speculative.py measures its worth)."""
+    requests, _ = read_requests(WORKLOADS / "code-edit.jsonl")
+    answers = {}
+    for label, extra in (("none", []), ("ngram-simple", ["--spec-type", "ngram-simple"])):
+        process = ServerProcess(server_binary, model_path, ["-c", "2048", "-np", "1", *extra])
+        try:
+            process.start()
+            answers[label] = [_greedy_answer(process.port, r.prompt, r.stop) for r in requests[:2]]
+        finally:
+            process.close()
+    for (plain, plain_timings), (drafted, timings) in zip(answers["none"], answers["ngram-simple"]):
+        assert drafted == plain and plain.strip()
+        assert "draft_n" not in plain_timings
+        assert timings["draft_n"] > 0 and 0 < timings["draft_n_accepted"] <= timings["draft_n"]
