@@ -385,7 +385,7 @@ class ServerEngine:
 
     @contextmanager
     def session(self, config: EngineConfig) -> Iterator[ServerSession]:
-        """A running server with ``config``'s settings (``-np 1``), stopped at the end.
+        """A running server with ``config``'s settings (its slots: ``-np n_parallel``), stopped at the end.
 
         Raises:
             ConfigError: a setting the binary has no flag for, asked at another value than its own.

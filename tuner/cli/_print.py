@@ -88,8 +88,8 @@ def print_workload(workload: Any) -> None:
     for shape, weight in zip(workload.shapes, workload.weights):
         say(f"  {weight:4.0%}  {shape.describe()}")
     if workload.concurrency > 1:
-        say(f"  {workload.concurrency} users at once: each shape's request sent by {workload.concurrency} users together, each with its own conversation; "
-            f"requests/min is what the server completes, TTFT the slowest user's; slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own")
+        say(f"  {workload.concurrency} users at once, each with its own conversation: requests/min is what the server completes, TTFT the slowest user's")
+        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own")
     if workload.source.get("kind") == "jsonl":
         say(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
 
@@ -214,9 +214,9 @@ def print_confirmation(summary: Any) -> None:
 
 def print_engine(record: dict[str, Any], defaults: Any) -> None:
     """The engine that measures, and its own defaults here (the study's "defaults" baseline)."""
-    say(f"engine: {record['name']} {record.get('version', '')} ({record.get('path', '')}), one server process per configuration, -np 1")
+    say(f"engine: {record['name']} {record.get('version', '')} ({record.get('path', '')}), one server process per configuration")
     shown = ("n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn", "swa_full")
-    say("its defaults here (read from the binary): " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown))
+    say("its defaults here at -np 1 (read from the binary): " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown))
 
 
 def print_lacks(record: dict[str, Any]) -> None:
