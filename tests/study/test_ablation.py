@@ -66,6 +66,20 @@ def test_a_figure_the_preset_loses_against_the_start_is_said_with_the_shape_and_
     assert worse_figures(within_noise, start, shape, noise=0.02) == []
 
 
+def test_with_users_at_once_a_slower_decode_per_user_is_not_a_loss_but_a_longer_wait_is():
+    # Four slots decode four users together, each at a third of one user's rate alone: what each
+    # waits for (the slowest user's request time) is what the preset must not lose.
+    shape = (Shape(depth=384, prompt=32, gen=48, name="chat-2"),)
+    start = _entry("defaults", ttft=[100.0, 102.0, 99.0], decode=[60.0, 60.0, 60.0])
+    slots = _entry("minimal", ttft=[100.0, 101.0, 99.0], decode=[20.0, 20.0, 20.0])
+    assert worse_figures(slots, start, shape, noise=0.02, users=4) == []
+    assert "decode 20.0 vs 60.0 tok/s" in worse_figures(slots, start, shape, noise=0.02)[0]
+    waits = _entry("minimal", ttft=[300.0, 310.0, 305.0], decode=[20.0, 20.0, 20.0])
+    first, second = worse_figures(waits, start, shape, noise=0.02, users=4)
+    assert "the slowest of 4 users' time to first token 305 ms vs 100 ms" in first
+    assert "the slowest of 4 users' request time 1305 ms vs 1100 ms" in second
+
+
 def _study(tmp_path_factory, engine, model_path, name: str, space: str, runner, *, yours=None, workload=SMALL, listen=None):
     spec = StudySpec(
         model=model_path,

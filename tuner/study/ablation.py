@@ -378,7 +378,7 @@ class _Work:
 
     def _worse(self, entries: list[Candidate], minimal: EngineConfig) -> list[str]:
         mine, start = self._find(entries, minimal), self._find(entries, self.start)
-        return [] if mine is start or start is None else worse_figures(mine, start, self.workload.shapes, self.noise, start_words(self.label))
+        return [] if mine is start or start is None else worse_figures(mine, start, self.workload.shapes, self.noise, start_words(self.label), self.workload.concurrency)
 
     def _store(self, result: Ablation) -> Ablation:
         self.study.set_user_attr("ablation", result.to_dict())
@@ -395,20 +395,26 @@ def _settings(config: EngineConfig) -> dict[str, Any]:
     return config.effective().to_dict()
 
 
-def worse_figures(minimal: Candidate, start: Candidate, shapes: Any, noise: float, start_words: str = "the defaults") -> list[str]:
+def worse_figures(minimal: Candidate, start: Candidate, shapes: Any, noise: float, start_words: str = "the defaults", users: int = 1) -> list[str]:
     """Request shapes where the minimal preset's time to first token or decode speed is worse
-    than the start's beyond the noise, judged on their paired per-round figures (one line each)."""
+    than the start's beyond the noise, judged on their paired per-round figures (one line each).
+    With ``users`` at once, the request time instead of decode speed: one user's decode rate
+    falls when slots decode together, what each waits for is its TTFT and request time (the
+    slowest user's, :func:`tuner.measure.served`)."""
     lines = []
     rounds = list(zip(minimal.shapes, start.shapes))
     recorded = min((min(len(m), len(t)) for m, t in rounds), default=0)  # shapes every round holds
+    compared = (("ttft_ms", True), ("decode_tok_s", False) if users == 1 else ("request_ms", True))
     for index, shape in enumerate(shapes[:recorded]):
-        for figure, worse_when_higher in (("ttft_ms", True), ("decode_tok_s", False)):
+        for figure, worse_when_higher in compared:
             mine = [m[index][figure] for m, _ in rounds]
             theirs = [t[index][figure] for _, t in rounds]
             ratios = [m / t if worse_when_higher else t / m for m, t in zip(mine, theirs)]
             if beats(ratios, noise):
                 m, t = Stat.of(mine).median, Stat.of(theirs).median
-                what = f"time to first token {m:.0f} ms vs {t:.0f} ms" if figure == "ttft_ms" else f"decode {m:.1f} vs {t:.1f} tok/s"
+                whose = "" if users == 1 else f"the slowest of {users} users' "
+                what = {"ttft_ms": f"{whose}time to first token {m:.0f} ms vs {t:.0f} ms", "request_ms": f"{whose}request time {m:.0f} ms vs {t:.0f} ms"}.get(
+                    figure, f"decode {m:.1f} vs {t:.1f} tok/s")
                 lines.append(f"the preset is slower than {start_words} on {shape.describe()}: {what} (medians of {len(ratios)} paired rounds)")
     return lines
 
