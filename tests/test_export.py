@@ -402,6 +402,8 @@ def test_a_minimal_preset_from_the_defaults_leaves_what_it_does_not_change_to_th
     nothing = _gained(study, "defaults")  # the study found no change that pays
     assert set(_parse_llama_server(_command(to_llama_server(nothing)))) == {"-m", "-c", "-np"}
     assert "no change measurably paid: keep llama-server's own defaults" in to_llama_server(nothing)
+    on_server = dataclasses.replace(preset, provenance={**preset.provenance, "engine": {"name": "llama-server"}})
+    assert "(the preset does not change them; measured with llama-server's): " in to_modelfile(on_server)  # the engine that measured
 
 
 def test_ollama_a_batch_gain_it_already_has_carries_no_parameter_and_threads_are_its_own_choice(study):

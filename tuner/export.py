@@ -207,7 +207,7 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
         lines.append(f"left out, {who}'s defaults here: " + ", ".join(f"{key} {value_text(key, value)}" for key, value in same.items()))
     if own:
         lines.append(
-            f"left to {who}'s own defaults (the preset does not change them; measured with llama-cpp-python's): "
+            f"left to {who}'s own defaults (the preset does not change them; measured with {measured_on(preset)}'s): "
             + ", ".join(f"{key} {value_text(key, value)}" + (f" (there {value_text(key, defaults[key])})" if key in defaults else "") for key, value in own.items())
         )
     how = " (tune start --engine llama-server)" if name == "llama-server" else ""
