@@ -224,15 +224,7 @@ class ServerSession:
             )
         if past:
             self.enter_depth(self._depth)  # the previous request's prompt and tokens are dropped
-        body = {
-            "prompt": [*self._depth, *prompt],
-            "n_predict": max_tokens if stop_at_eos else max_tokens + 1,
-            "ignore_eos": not stop_at_eos,
-            "stream": True,
-            "return_tokens": True,
-            "cache_prompt": bool(past),
-            "id_slot": 0,
-        }
+        body = {**_streamed([*self._depth, *prompt], max_tokens, stop_at_eos=stop_at_eos, cache_prompt=bool(past)), "id_slot": 0}
         if seed is not None:
             body["seed"] = seed
         return self._stream(body, past)
@@ -258,10 +250,8 @@ class ServerSession:
 
         def send(user: int) -> None:
             depth, prompt = requests[user]
-            body = {"prompt": [*depth, *prompt], "n_predict": max_tokens + 1, "ignore_eos": True, "stream": True,
-                    "return_tokens": True, "cache_prompt": True}
             try:
-                results[user] = self._stream(body, len(depth))
+                results[user] = self._stream(_streamed([*depth, *prompt], max_tokens, stop_at_eos=False, cache_prompt=True), len(depth))
             except Exception as exc:  # noqa: BLE001 -- re-raised in the caller's thread below
                 errors.append(exc)
 
@@ -349,6 +339,13 @@ class ServerSession:
         code = self.process.exit_code()
         state = f"died (exit code {code})" if code is not None else f"dropped the connection ({type(exc).__name__})"
         return WorkerFailed(f"llama-server {state} during a request", self.process.log_tail())
+
+
+def _streamed(tokens: list[int], max_tokens: int, *, stop_at_eos: bool, cache_prompt: bool) -> dict[str, Any]:
+    """A streamed /completion request for ``tokens``; with ``stop_at_eos=False`` exactly
+    ``max_tokens`` decode steps (the server samples one token more than it decodes)."""
+    return {"prompt": tokens, "n_predict": max_tokens if stop_at_eos else max_tokens + 1, "ignore_eos": not stop_at_eos,
+            "stream": True, "return_tokens": True, "cache_prompt": cache_prompt}
 
 
 def _read_back(asked: EngineConfig, lines: list[str]) -> EngineConfig:
