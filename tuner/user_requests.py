@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from tuner.errors import ConfigError
 from tuner.workload import Shape, Workload
 
-__all__ = ["MAX_SHAPES", "Request", "Tokenizer", "read_requests", "workload_from_requests"]
+__all__ = ["MAX_SHAPES", "Request", "Tokenizer", "read_requests", "request_tokens", "workload_from_requests"]
 
 MAX_SHAPES = 4
 ROLES = {"system", "user", "assistant", "tool", "developer"}
@@ -101,6 +101,16 @@ def _request(raw: str, number: int, path: Path) -> Request:
     return Request(number, max_tokens, messages=tuple({"role": m["role"], "content": m["content"]} for m in messages), stop=tuple(stop))
 
 
+def request_tokens(request: Request, tokenizer: Tokenizer) -> list[int]:
+    """The tokens the model is given for ``request``: its prompt as written, or its conversation
+    rendered with the model's chat template and a generation prompt, as a server or
+    ``create_chat_completion`` gives it."""
+    if request.prompt is not None:
+        return tokenizer.tokenize(request.prompt)
+    text, add_bos = tokenizer.chat_prompt(list(request.messages), generation_prompt=True)
+    return tokenizer.tokenize(text, add_bos=add_bos)
+
+
 def shape_of(request: Request, tokenizer: Tokenizer) -> Shape:
     """The request's token counts: cached depth, new prompt tokens, tokens to generate.
 
@@ -108,11 +118,11 @@ def shape_of(request: Request, tokenizer: Tokenizer) -> Shape:
     before its last message: what a prompt cache (llama-cpp-python's, llama-server's) reuses.
     """
     name = f"line {request.line}"
+    full = request_tokens(request, tokenizer)
     if request.prompt is not None:
-        return Shape(depth=0, prompt=max(len(tokenizer.tokenize(request.prompt)), 2), gen=request.max_tokens, name=name)
+        return Shape(depth=0, prompt=max(len(full), 2), gen=request.max_tokens, name=name)
     messages = list(request.messages)
-    text, add_bos = tokenizer.chat_prompt(messages, generation_prompt=True)
-    full = tokenizer.tokenize(text, add_bos=add_bos)
+    add_bos = tokenizer.chat_prompt(messages, generation_prompt=True)[1]
     depth = 0
     if len(messages) > 1:
         before = tokenizer.tokenize(tokenizer.chat_prompt(messages[:-1], generation_prompt=False)[0], add_bos=add_bos)
