@@ -23,7 +23,7 @@ LAYERS: list[set[str]] = [
     {"tuner.engine", "tuner.vocab", "tuner.llama_params", "tuner.server"},  # the llama.cpp drivers: contexts (and their parameters); a vocabulary alone; llama-server
     {"tuner.quality"},
     {"tuner.measure", "tuner.space", "tuner.workload", "tuner.baseline"},
-    {"tuner.worker", "tuner.server_worker", "tuner.preset", "tuner.user_requests", "tuner.targets", "tuner.placement"},
+    {"tuner.worker", "tuner.server_worker", "tuner.preset", "tuner.user_requests", "tuner.replay", "tuner.targets", "tuner.placement"},
     {"tuner.study._storage", "tuner.study._trials", "tuner.study.noise"},
     {"tuner.study.confirm", "tuner.study.explain"},
     {"tuner.study._objective", "tuner.study.ablation"},

@@ -4,6 +4,7 @@ and the user's own requests read from JSONL."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -11,7 +12,7 @@ from tests.conftest import chat_requests
 from tuner.engine import Generation
 from tuner.errors import ConfigError
 from tuner.measure import aggregate
-from tuner.user_requests import MAX_SHAPES, read_requests, workload_from_requests
+from tuner.user_requests import MAX_SHAPES, from_text, read_requests, request_tokens, workload_from_requests
 from tuner.vocab import Vocab
 from tuner.workload import LatencyTargets, Shape, Workload, builtin_profiles, load_profile, parse_profile, requests_per_min
 
@@ -154,3 +155,29 @@ def test_a_plain_prompt_is_counted_as_llama_cpp_python_tokenizes_it(tmp_path, mo
         expected = len(vocab.tokenize("The capital of France is"))
     assert workload.shapes[0].depth == 0 and workload.shapes[0].prompt == expected and workload.shapes[0].gen == 8
     assert "all 1 requests" in workload.source["sampling"]
+
+
+def test_a_workload_from_requests_keeps_their_text_for_speculation(tmp_path, model_path):
+    """Each measured shape's request is kept as written (prompt or conversation, max_tokens, stop)
+    with the weight of the requests it stands for, and survives the study's record."""
+    path = chat_requests(tmp_path / "chat.jsonl")
+    requests, _ = read_requests(path)
+    with Vocab(model_path) as vocab:
+        workload = workload_from_requests(path, vocab)
+        shown = [request_tokens(from_text(text), vocab) for text in workload.texts]
+    assert len(workload.texts) == len(workload.shapes)
+    by_line = {f"line {r.line}": r for r in requests}
+    for shape, text, tokens in zip(workload.shapes, workload.texts, shown):
+        assert from_text(text) == replace(by_line[shape.name], line=1)
+        assert text["weight"] == shape.weight and len(tokens) == shape.depth + shape.prompt
+    assert Workload.from_dict(workload.to_dict()) == workload
+
+
+def test_the_code_edit_requests_ship_with_the_tool_and_carry_text(model_path):
+    from tuner.cli._app import workload as cli_workload
+
+    builtin = builtin_profiles(".jsonl")
+    assert {"code-edit", "questions"} <= set(builtin)
+    workload = cli_workload("code-edit", None, None, None, repeats=3, model_path=model_path)
+    assert workload.texts and all("```python" in t["prompt"] for t in workload.texts)
+    assert not load_profile("chat").texts  # shapes only: nothing to decide speculation on

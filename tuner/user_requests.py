@@ -25,7 +25,7 @@ from typing import Any, Protocol
 from tuner.errors import ConfigError
 from tuner.workload import Shape, Workload
 
-__all__ = ["MAX_SHAPES", "Request", "Tokenizer", "read_requests", "request_tokens", "workload_from_requests"]
+__all__ = ["MAX_SHAPES", "Request", "Tokenizer", "as_text", "from_text", "read_requests", "request_tokens", "workload_from_requests"]
 
 MAX_SHAPES = 4
 ROLES = {"system", "user", "assistant", "tool", "developer"}
@@ -143,6 +143,8 @@ def workload_from_requests(path: str | Path, tokenizer: Tokenizer, *, max_shapes
         Shape(depth=g[len(g) // 2].depth, prompt=g[len(g) // 2].prompt, gen=g[len(g) // 2].gen, weight=float(len(g)), name=g[len(g) // 2].name)
         for g in groups
     )
+    by_line = {f"line {r.line}": r for r in requests}
+    texts = tuple({**as_text(by_line[shape.name]), "weight": shape.weight} for shape in chosen)
     sampled = len(chosen) < len(shapes)
     source = {
         "kind": "jsonl",
@@ -156,7 +158,19 @@ def workload_from_requests(path: str | Path, tokenizer: Tokenizer, *, max_shapes
             else f"all {len(shapes)} requests, one shape each"
         ),
     }
-    return Workload(shapes=chosen, name=Path(path).name, source=source, **options)
+    return Workload(shapes=chosen, name=Path(path).name, source=source, texts=texts, **options)
+
+
+def as_text(request: Request) -> dict[str, Any]:
+    """``request`` as a JSONL line holds it (what :attr:`tuner.workload.Workload.texts` keeps)."""
+    text: dict[str, Any] = {"prompt": request.prompt} if request.prompt is not None else {"messages": [dict(m) for m in request.messages]}
+    return {**text, "max_tokens": request.max_tokens, "stop": list(request.stop)}
+
+
+def from_text(text: dict[str, Any], number: int = 1) -> Request:
+    """The inverse of :func:`as_text` (the weight, if any, left aside)."""
+    line = {key: value for key, value in text.items() if key != "weight"}
+    return _request(json.dumps(line), number, Path("workload texts"))
 
 
 def _groups(shapes: list[Shape], count: int) -> list[list[Shape]]:

@@ -85,11 +85,16 @@ class Workload:
     # requests in flight at once (--concurrency): each shape's request is sent by this many users
     # together; the objective is then the requests the server completes per minute (llama-server)
     concurrency: int = 1
+    # the user's requests as written, when the workload came from them (a JSONL file, or the
+    # code-edit profile): {prompt or messages, max_tokens, stop, weight}, one per measured shape.
+    # Speculation is decided on these (tuner.study.speculation); shapes time everything else.
+    texts: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         if not self.shapes:
             raise ConfigError(f"workload '{self.name}' has no request shape", "give at least one shape")
         object.__setattr__(self, "shapes", tuple(self.shapes))
+        object.__setattr__(self, "texts", tuple(dict(t) for t in self.texts))
         if self.repeats < MIN_ROUNDS:
             raise ConfigError(f"repeats={self.repeats} (--repeats) is too few for a median and spread", f"use {MIN_ROUNDS} or more repetitions")
         if not isinstance(self.concurrency, int) or isinstance(self.concurrency, bool) or self.concurrency < 1:
@@ -134,7 +139,8 @@ class Workload:
         if "shapes" not in values:
             return cls.single(int(values["prompt_tokens"]), int(values["gen_tokens"]), quality=quality, **options)
         shapes = tuple(Shape(**{k: s[k] for k in SHAPE_KEYS if k in s}) for s in values["shapes"])
-        return cls(shapes=shapes, name=str(values.get("name", "custom")), quality=quality, source=dict(values.get("source") or {}), **options)
+        texts = tuple(values.get("texts") or ())
+        return cls(shapes=shapes, name=str(values.get("name", "custom")), quality=quality, source=dict(values.get("source") or {}), texts=texts, **options)
 
 
 @dataclass(frozen=True)
@@ -191,10 +197,11 @@ def requests_per_min(request_ms: list[float], weights: list[float]) -> float:
     return 60_000.0 / mean_ms if mean_ms > 0 else float("inf")
 
 
-def builtin_profiles() -> dict[str, Path]:
-    """Workload profiles shipped with the tool: name -> file."""
+def builtin_profiles(suffix: str = ".yaml") -> dict[str, Path]:
+    """Workload files shipped with the tool: name -> file. Profiles (shapes) are ``.yaml``;
+    ``.jsonl`` ones are requests with their text (``code-edit``, ``questions``)."""
     folder = resources.files("tuner.workloads")
-    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(".yaml")}
+    return {Path(entry.name).stem: Path(str(entry)) for entry in folder.iterdir() if entry.name.endswith(suffix)}
 
 
 def load_profile(name_or_path: str | Path, **options: Any) -> Workload:
@@ -209,7 +216,7 @@ def load_profile(name_or_path: str | Path, **options: Any) -> Workload:
     elif not path.is_file():
         raise ConfigError(
             f"workload '{name_or_path}' is neither a built-in profile nor a file",
-            f"use one of {', '.join(sorted(builtin))}, a profile .yaml or a requests .jsonl file",
+            f"use one of {', '.join(sorted({*builtin, *builtin_profiles('.jsonl')}))}, a profile .yaml or a requests .jsonl file",
         )
     try:
         text = path.read_text(encoding="utf-8")

@@ -64,7 +64,7 @@ WorkloadOpt = typer.Option(
     None,
     "--workload",
     "-w",
-    help="What to tune for: a profile (chat, rag, summarize, code, long-chat), a profile .yaml, or your requests as .jsonl (default: chat).",
+    help="What to tune for: a profile (chat, rag, summarize, code, long-chat), requests with their text (code-edit, questions), a profile .yaml, or your requests as .jsonl (default: chat).",
 )
 PromptOpt = typer.Option(None, "--prompt-tokens", help="Instead of --workload: one request shape with this many new prompt tokens.")
 GenOpt = typer.Option(None, "--gen-tokens", help="Instead of --workload: one request shape generating this many tokens.")
@@ -100,7 +100,7 @@ def workload(
     """The workload the options describe: one custom shape (--prompt-tokens/--gen-tokens/--depth),
     the user's requests (.jsonl, tokenized with the model's vocabulary), or a profile."""
     from tuner.errors import ConfigError
-    from tuner.workload import DEFAULT_PROFILE, Workload, load_profile
+    from tuner.workload import DEFAULT_PROFILE, Workload, builtin_profiles, load_profile
 
     options = {"repeats": repeats, "quality": not no_quality}
     custom = (prompt_tokens, gen_tokens, depth) != (None, None, None)
@@ -111,14 +111,15 @@ def workload(
         )
     if custom:
         return Workload.single(prompt_tokens or 128, gen_tokens or 64, depth or 0, **options)
-    if name is not None and name.endswith(".jsonl"):
+    requests = builtin_profiles(".jsonl").get(name or "")
+    if requests is not None or (name is not None and name.endswith(".jsonl")):
         from tuner.vocab import Vocab
         from tuner.user_requests import workload_from_requests
 
         if model_path is None:
             raise ConfigError("a requests file needs the model to count its tokens", "pass --model")
         with Vocab(model_path) as vocab:
-            return workload_from_requests(name, vocab, **options)
+            return workload_from_requests(requests or name, vocab, **options)
     return load_profile(name or DEFAULT_PROFILE, **options)
 
 
