@@ -29,13 +29,14 @@ import argparse
 import json
 import statistics
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tuner.config import EngineConfig  # noqa: E402
 from tuner.models import default_model_path  # noqa: E402
-from tuner.replay import PromptLookup, Reply, acceptance, open_llama, replay  # noqa: E402
+from tuner.replay import Reply, acceptance, open_llama, replay  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
 from tuner.study.noise import round_order  # noqa: E402
 from tuner.user_requests import read_requests, request_tokens  # noqa: E402
@@ -44,12 +45,12 @@ from tuner.vocab import Vocab  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lookups(spec: str) -> dict[str, PromptLookup]:
-    """'10x2,4x3' -> {'lookup 10x2': PromptLookup(10, 2), ...}: draft tokens x n-gram size."""
+def lookups(spec: str, config: EngineConfig) -> dict[str, EngineConfig]:
+    """'10x2,4x3' -> {'lookup 10x2': config with 10 draft tokens from 2-grams, ...}."""
     found = {}
     for item in spec.split(","):
         tokens, _, ngram = item.partition("x")
-        found[f"lookup {item}"] = PromptLookup(int(tokens), int(ngram or 2))
+        found[f"lookup {item}"] = replace(config, draft_tokens=int(tokens), draft_ngram=int(ngram or 2))
     return found
 
 
@@ -66,8 +67,8 @@ def main() -> None:
     vocab = Vocab(model)
     texts = [(request_tokens(r, vocab), r.max_tokens, r.stop) for r in requests]
     config = EngineConfig(n_ctx=args.n_ctx, n_threads=args.threads, temperature=0.0, top_k=1)
-    drafts: dict[str, PromptLookup | None] = {"none": None, **lookups(args.lookup)}
-    engines = {label: open_llama(model, config, draft) for label, draft in drafts.items()}
+    configs = {"none": config, **lookups(args.lookup, config)}
+    engines = {label: open_llama(model, settings) for label, settings in configs.items()}
     for llm, counter in engines.values():  # the first eval on a new context reads wrong
         replay(llm, texts[0][0], 4, (), config, counter)
     rows: dict[str, list[list[Reply]]] = {label: [] for label in engines}

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"tuner.study._storage", "tuner.study._trials", "tuner.study.noise"},
     {"tuner.study.confirm", "tuner.study.explain"},
     {"tuner.study._objective", "tuner.study.ablation"},
-    {"tuner.study._optimize", "tuner.study._summary", "tuner.study._preset", "tuner.study._eta"},
+    {"tuner.study._optimize", "tuner.study._summary", "tuner.study._preset", "tuner.study._eta", "tuner.study.speculation"},
     {"tuner.study"},
     {"tuner.export", "tuner.report._page"},
     {"tuner.report._figures"},

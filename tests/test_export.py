@@ -452,3 +452,36 @@ def _variant(preset: Preset, **engine: Any) -> Preset:
     changed = dataclasses.replace(preset, engine={**preset.engine, **engine})
     changed.config()
     return changed
+
+
+# ---------------------------------------------------------------------------------------------
+# a draft (prompt-lookup speculation, kept by tuner.study.speculation)
+
+
+def _drafted(study) -> Preset:
+    preset = study["preset"]
+    return dataclasses.replace(preset, engine={**preset.engine, "logits_all": True}, draft={"num_pred_tokens": 10, "max_ngram_size": 2})
+
+
+def test_a_draft_reaches_llama_cpp_pythons_own_server_and_is_said_not_to_carry_elsewhere(study):
+    preset = _drafted(study)
+    settings = json.loads(to_server_config(preset))["models"][0]
+    assert settings["draft_model"] == "prompt-lookup-decoding" and settings["draft_model_num_pred_tokens"] == 10 and settings["logits_all"] is True
+    assert any("prompt-lookup speculation (10 draft tokens from 2-grams) carries over" in line for line in notes(preset, "json"))
+    server = to_llama_server(preset)
+    assert "# not carried: prompt-lookup speculation (10 draft tokens from 2-grams)" in server and "--spec-type ngram-simple" in server
+    assert "--spec" not in _command(server) and "logits" not in _command(server)
+    assert "ollama has no speculation setting" in to_modelfile(preset)
+    assert "logits_all" not in to_modelfile(preset) and "draft" not in to_modelfile(preset).split("#")[0]
+    try:
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+        from llama_cpp.server.model import LlamaProxy
+        from llama_cpp.server.settings import ConfigFileSettings
+    except ImportError as exc:
+        pytest.skip(f"llama-cpp-python's server extra is not installed ({exc})")
+    llm = LlamaProxy.load_llama_from_model_settings(ConfigFileSettings.model_validate_json(to_server_config(preset)).models[0])
+    try:
+        assert isinstance(llm.draft_model, LlamaPromptLookupDecoding) and llm.draft_model.num_pred_tokens == 10
+        assert llm.scores.shape[0] == llm.n_ctx()  # logits_all: no failure past n_batch
+    finally:
+        llm.close()

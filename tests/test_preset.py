@@ -25,6 +25,39 @@ def test_llama_servers_slots_have_a_section_of_their_own_written_only_when_more_
     assert two.config().n_parallel == 2 and two.config().n_ctx == 2048
 
 
+def test_a_draft_has_a_section_of_its_own_and_the_engine_asks_for_logits_all(tmp_path):
+    """What a Llama user passes: Llama(**engine, draft_model=LlamaPromptLookupDecoding(**draft)),
+    written only when speculation earned its keep."""
+    assert "draft" not in Preset.from_config("/m.gguf", EngineConfig()).save(tmp_path / "none.yaml").read_text()
+    assert "logits_all" not in Preset.from_config("/m.gguf", EngineConfig()).engine
+    drafted = Preset.load(Preset.from_config("/m.gguf", EngineConfig(draft_tokens=4, draft_ngram=3)).save(tmp_path / "draft.yaml"))
+    assert drafted.draft == {"num_pred_tokens": 4, "max_ngram_size": 3}
+    assert drafted.engine["logits_all"] is True
+    assert drafted.config().draft_tokens == 4 and drafted.config().draft_ngram == 3
+
+
+@pytest.mark.parametrize("engine_extra, draft", [("", "draft: {num_pred_tokens: 10, max_ngram_size: 2}\n"), ("  logits_all: true\n", "")])
+def test_a_draft_without_logits_all_or_the_reverse_is_refused(tmp_path, engine_extra, draft):
+    path = tmp_path / "p.yaml"
+    path.write_text(f"model: /m.gguf\nengine:\n  n_ctx: 2048\n{engine_extra}{draft}")
+    with pytest.raises(PresetError, match="a draft section and engine logits_all: true go together"):
+        Preset.load(path)
+
+
+def test_llama_from_preset_builds_the_draft_model_a_user_would(tmp_path, model_path):
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    from tuner.preset import llama_from_preset
+
+    path = Preset.from_config(model_path, EngineConfig(n_ctx=1024, draft_tokens=4)).save(tmp_path / "draft.yaml")
+    llm = llama_from_preset(path)
+    try:
+        assert isinstance(llm.draft_model, LlamaPromptLookupDecoding) and llm.draft_model.num_pred_tokens == 4
+        assert llm.scores.shape[0] == llm.n_ctx() == 1024  # rows for every position: no failure past n_batch
+    finally:
+        llm.close()
+
+
 def test_a_value_shared_between_sections_is_written_out_in_full_not_as_an_alias(tmp_path):
     shape = {"name": "first-turn", "depth": 64, "prompt": 32, "gen": 48}
     measured = {"workload": {"shapes": [shape]}, "shapes": [{"shape": shape, "ttft_ms": 68.0}]}

@@ -9,7 +9,9 @@ import pytest
 
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError
-from tuner.replay import CountingLookup, PromptLookup, acceptance, open_llama, replay
+from dataclasses import replace
+
+from tuner.replay import CountingLookup, acceptance, open_llama, replay
 from tuner.user_requests import read_requests, request_tokens
 from tuner.vocab import Vocab
 
@@ -32,7 +34,7 @@ def plain(model_path):
 
 @pytest.fixture(scope="module")
 def lookup(model_path):
-    llm, counter = open_llama(model_path, GREEDY, PromptLookup(tokens=10, ngram=2))
+    llm, counter = open_llama(model_path, replace(GREEDY, draft_tokens=10, draft_ngram=2))
     yield llm, counter
     llm.close()
 
@@ -91,15 +93,16 @@ def test_acceptance_counts_the_tokens_produced_between_proposals(model_path):
     """Each verification batch yields one sampled token plus the accepted part of its draft: the
     history grew 1 + accepted tokens from one proposal to the next; the last proposal's accepted
     part is what was produced after it, cut where the answer ended."""
-    counter = CountingLookup(PromptLookup(tokens=4, ngram=2))
+    counter = CountingLookup(tokens=4, ngram=2)
     counter.proposals = [(100, 4), (105, 4), (106, 0), (107, 4)]
     assert counter.counts(produced=109) == (12, 4 + 0 + 0 + 1)
     assert counter.proposals == []  # the next request counts from nothing
 
 
 def test_speculation_answers_a_request_longer_than_n_batch(lookup, vocab):
-    """Llama(draft_model=...) alone sizes its scores array by n_batch and fails past it: the
-    engine a preset with a draft builds asks for logits_all=True (an array of n_ctx rows)."""
+    """Llama(draft_model=...) alone sizes its scores array by n_batch and fails past it: a preset
+    with a draft asks for logits_all=True too (an array of n_ctx rows), and open_llama builds
+    the Llama from the preset's keywords."""
     llm, counter = lookup
     assert llm.scores.shape[0] == GREEDY.n_ctx
     tokens = vocab.tokenize("The lighthouse keeper kept a careful log. " * 70)

@@ -36,6 +36,7 @@ _EXPORTS = {
     "measure": "tuner.measure",
     "Preset": "tuner.preset",
     "engine_from_preset": "tuner.preset",
+    "llama_from_preset": "tuner.preset",
     "SearchSpace": "tuner.space",
     "load_space": "tuner.space",
     "Worker": "tuner.worker",

@@ -25,6 +25,7 @@ from tuner.errors import ConfigError
 
 __all__ = [
     "CONTEXT_KEYS",
+    "DRAFT_KEYS",
     "KV_TYPES",
     "KV_TYPE_NAMES",
     "LOAD_KEYS",
@@ -49,6 +50,10 @@ CONTEXT_KEYS = (
 )
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
 SERVER_KEYS = ("n_parallel",)
+# llama-cpp-python's speculation: Llama(draft_model=LlamaPromptLookupDecoding(num_pred_tokens=
+# draft_tokens, max_ngram_size=draft_ngram)); draft_tokens 0 is none. Decided on the user's text
+# (tuner.study.speculation), not by the shapes every trial times.
+DRAFT_KEYS = ("draft_tokens", "draft_ngram")
 
 # ggml type ids of the KV-cache types people use (llama_cpp.GGML_TYPE_*).
 KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
@@ -95,6 +100,9 @@ class EngineConfig:
     # llama-server's parallel slots (-np): requests decoded together in one batch. n_ctx is what
     # each slot (each request) gets; the server is started with n_ctx x n_parallel in all.
     n_parallel: int = 1
+    # prompt-lookup speculation (DRAFT_KEYS): draft tokens per step (0: none), longest n-gram looked up
+    draft_tokens: int = 0
+    draft_ngram: int = 2
 
     def __post_init__(self) -> None:
         for spec in fields(self):
@@ -184,6 +192,8 @@ class EngineConfig:
         need(0 <= self.top_p <= 1, f"top_p={self.top_p} is outside [0, 1]", "use a value between 0 and 1")
         need(0 <= self.min_p <= 1, f"min_p={self.min_p} is outside [0, 1]", "use a value between 0 and 1")
         need(self.n_parallel >= 1, f"n_parallel={self.n_parallel} must be at least 1", "use 1 slot (one request at a time) or more")
+        need(self.draft_tokens >= 0, f"draft_tokens={self.draft_tokens} is negative", "use 0 (no speculation) or the tokens drafted per step, e.g. 10")
+        need(self.draft_ngram >= 1, f"draft_ngram={self.draft_ngram} must be at least 1", "use the longest n-gram looked up, e.g. 2")
         need(self.repeat_penalty > 0, f"repeat_penalty={self.repeat_penalty} must be positive", "use 1.0 for no penalty")
 
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from tuner.config import KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
-from tuner.preset import Preset
+from tuner.preset import DRAFT_ENGINE, Preset
 from tuner.stats import UNITS
 from tuner.server_flags import SERVER_FLAGS, load_flags, server_args, server_value
 from tuner.targets import baseline_words, carry_over, defaults_for, left_out, target, targets_own, value_text
@@ -161,7 +161,10 @@ def to_server_config(preset: Preset) -> str:
     # The server defaults to logits_all=true, which computes and copies logits for every prompt
     # token (and holds an n_ctx x n_vocab array); the tuner measured with llama-cpp-python's own
     # default, false, as create_completion users get it. Set it to true only to get logprobs.
-    settings["logits_all"] = False
+    # A draft needs it (tuner.preset.DRAFT_ENGINE); the server's prompt lookup uses 2-grams.
+    settings["logits_all"] = bool(preset.draft)
+    if preset.draft:
+        settings.update(draft_model="prompt-lookup-decoding", draft_model_num_pred_tokens=preset.draft["num_pred_tokens"])
     return json.dumps({"models": [settings]}, indent=2) + "\n"
 
 
@@ -210,9 +213,23 @@ def claim_lines(preset: Preset, name: str) -> list[str]:
             f"left to {who}'s own defaults (the preset does not change them; measured with {measured_on(preset)}'s): "
             + ", ".join(f"{key} {value_text(key, value)}" + (f" (there {value_text(key, defaults[key])})" if key in defaults else "") for key, value in own.items())
         )
+    lines += _draft_lines(preset, name)
     how = " (tune start --engine llama-server)" if name == "llama-server" else ""
     lines.append(f"measured in {measured_on(preset)}; {who} runs its own build and defaults: re-measure there{how}")
     return lines
+
+
+def _draft_lines(preset: Preset, name: str) -> list[str]:
+    """What becomes of the preset's draft (llama-cpp-python's prompt lookup) on target ``name``."""
+    if not preset.draft:
+        return []
+    lookup = f"prompt-lookup speculation ({preset.draft['num_pred_tokens']} draft tokens from {preset.draft['max_ngram_size']}-grams)"
+    if name == "json":
+        grams = "" if preset.draft["max_ngram_size"] == 2 else f"; the server looks up 2-grams, the preset measured {preset.draft['max_ngram_size']}"
+        return [f"{lookup} carries over: draft_model prompt-lookup-decoding, with logits_all true as it needs{grams}"]
+    other = {"llama-server": "llama-server has n-gram speculation of its own (--spec-type ngram-simple): measure it there (benchmarks/speculative.py)",
+             "ollama": "ollama has no speculation setting"}
+    return [f"not carried: {lookup}, llama-cpp-python's Llama(draft_model=...); {other.get(name, 'measure it there')}"]
 
 
 def measured_on(preset: Preset) -> str:
@@ -260,7 +277,7 @@ FORMATS: dict[str, Callable[[Preset], str]] = {
 def _values(preset: Preset) -> dict[str, Any]:
     """The settings the preset sets, validated and typed (KV types as ggml ids); unset (None) left out."""
     config = preset.config()
-    keys = [*preset.engine, *preset.sampling]
+    keys = [key for key in [*preset.engine, *preset.sampling] if key not in DRAFT_ENGINE]  # logits_all goes with the draft
     return {key: getattr(config, key) for key in keys if getattr(config, key) is not None}
 
 

@@ -6,6 +6,8 @@
     engine:   {...}   # keywords for llama_cpp.Llama(model_path=model, **engine)
     sampling: {...}   # keywords for Llama.create_completion(prompt, **sampling)
     server:   {...}   # llama-server only, when it was measured with requests at once: n_parallel (-np)
+    draft:    {...}   # when speculation paid on the user's text: keywords for LlamaPromptLookupDecoding
+                      # (and the engine section then has logits_all: true); see llama_from_preset
     measured: {...}   # medians, spread and ratios behind the choice
     provenance: {...} # study, trial, machine, llama_cpp version, date
 
@@ -26,9 +28,14 @@ from tuner.config import CONTEXT_KEYS, KV_TYPE_NAMES, LOAD_KEYS, SAMPLING_KEYS, 
 from tuner.engine import Engine
 from tuner.errors import ConfigError, PresetError
 
-__all__ = ["Preset", "engine_from_preset"]
+__all__ = ["Preset", "engine_from_preset", "llama_from_preset"]
 
-SECTIONS = ("model", "engine", "sampling", "server", "measured", "provenance")
+SECTIONS = ("model", "engine", "sampling", "server", "draft", "measured", "provenance")
+# The draft section's keys (LlamaPromptLookupDecoding's) and the EngineConfig fields they set.
+DRAFT_FIELDS = {"num_pred_tokens": "draft_tokens", "max_ngram_size": "draft_ngram"}
+# What Llama(draft_model=...) needs in the engine section too: llama-cpp-python 0.3.36 sizes its
+# scores array by this argument, and without it a draft fails past n_batch positions (tuner.replay).
+DRAFT_ENGINE = {"logits_all": True}
 # An engine section's KV-type line, e.g. "  type_k: 8" (the engine section is indented by two).
 _KV_LINE = re.compile(r"^  (type_k|type_v): (" + "|".join(str(i) for i in KV_TYPE_NAMES) + r")$", re.MULTILINE)
 
@@ -49,6 +56,7 @@ class Preset:
     engine: dict[str, Any]
     sampling: dict[str, Any]
     server: dict[str, Any] = field(default_factory=dict)  # written only when not llama-server's one slot
+    draft: dict[str, Any] = field(default_factory=dict)  # written only when speculation earned its keep
     measured: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -59,12 +67,17 @@ class Preset:
         engine = {key: getattr(effective, key) for key in LOAD_KEYS + CONTEXT_KEYS}
         sampling = {key: getattr(effective, key) for key in SAMPLING_KEYS if getattr(effective, key) is not None}
         server = {"n_parallel": effective.n_parallel} if effective.n_parallel != 1 else {}
-        return cls(model=str(model), engine=engine, sampling=sampling, server=server, **extra)
+        draft = {key: getattr(effective, name) for key, name in DRAFT_FIELDS.items()} if effective.draft_tokens else {}
+        if draft:
+            engine.update(DRAFT_ENGINE)
+        return cls(model=str(model), engine=engine, sampling=sampling, server=server, draft=draft, **extra)
 
     def config(self) -> EngineConfig:
         """The engine config this preset describes."""
+        engine = {key: value for key, value in self.engine.items() if key not in DRAFT_ENGINE}
+        draft = {DRAFT_FIELDS[key]: value for key, value in self.draft.items()}
         try:
-            return EngineConfig.from_dict({**self.engine, **self.sampling, **self.server}, where="preset")
+            return EngineConfig.from_dict({**engine, **self.sampling, **self.server, **draft}, where="preset")
         except ConfigError as exc:
             raise PresetError(f"preset: {exc.what}", exc.fix) from None
 
@@ -83,7 +96,7 @@ class Preset:
         KV-cache types stay ggml ids (what ``llama_cpp.Llama(type_k=...)`` takes), each named in
         a comment: ``type_k: 8  # q8_0``.
         """
-        data = {name: getattr(self, name) for name in SECTIONS if name != "server" or self.server}
+        data = {name: getattr(self, name) for name in SECTIONS if name not in ("server", "draft") or getattr(self, name)}
         text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
         return _KV_LINE.sub(lambda m: f"{m.group(0)}  # {KV_TYPE_NAMES[int(m.group(2))]}", text)
 
@@ -115,7 +128,8 @@ class Preset:
         if not isinstance(data.get("model"), str) or not data["model"]:
             raise PresetError(f"{source}: 'model' must be the path of a .gguf file", "add model: /path/to/model.gguf")
         sections = {}
-        for name, allowed in (("engine", LOAD_KEYS + CONTEXT_KEYS), ("sampling", SAMPLING_KEYS), ("server", SERVER_KEYS)):
+        kinds = (("engine", LOAD_KEYS + CONTEXT_KEYS + tuple(DRAFT_ENGINE)), ("sampling", SAMPLING_KEYS), ("server", SERVER_KEYS), ("draft", tuple(DRAFT_FIELDS)))
+        for name, allowed in kinds:
             section = data.get(name) or {}
             if not isinstance(section, dict):
                 raise PresetError(f"{source}: '{name}' must be a mapping", "see `tune export` output")
@@ -130,9 +144,15 @@ class Preset:
             engine=sections["engine"],
             sampling=sections["sampling"],
             server=sections["server"],
+            draft=sections["draft"],
             measured=dict(data.get("measured") or {}),
             provenance=dict(data.get("provenance") or {}),
         )
+        if bool(preset.draft) != (preset.engine.get("logits_all") is True):
+            raise PresetError(
+                f"{source}: a draft section and engine logits_all: true go together",
+                "Llama(draft_model=...) needs logits_all=True (without it a draft fails past n_batch positions); without a draft it only costs",
+            )
         try:
             preset.config()
         except PresetError as exc:
@@ -149,3 +169,19 @@ def engine_from_preset(path: str | Path, *, verbose: bool = False) -> Engine:
     """
     preset = Preset.load(path)
     return Engine(preset.model, preset.config(), verbose=verbose)
+
+
+def llama_from_preset(path: str | Path, **overrides: Any) -> Any:
+    """A plain ``llama_cpp.Llama`` for an exported preset, as its users build it: the engine
+    section's keywords and, when the preset has a draft, its prompt-lookup draft model.
+
+    Example:
+        >>> llm = llama_from_preset("best.yaml")
+        >>> llm.create_completion("def add(a, b):", max_tokens=32, **Preset.load("best.yaml").sampling)
+    """
+    import llama_cpp
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    preset = Preset.load(path)
+    draft = LlamaPromptLookupDecoding(**preset.draft) if preset.draft else None
+    return llama_cpp.Llama(model_path=preset.model, draft_model=draft, **{**preset.engine, "verbose": False, **overrides})

@@ -12,7 +12,10 @@ and its answer ends where the model ends it: an end-of-generation token, one of 
 The engine is a plain ``llama_cpp.Llama`` built from the preset's own keywords
 (:func:`open_llama`): speculation in llama-cpp-python is ``Llama(draft_model=...)``, which turns on
 logits for every position (``logits_all``) and a scores array of n_ctx x n_vocab floats, and a
-measurement must pay what a user of the preset pays. Tokens come from ``Llama.generate``, the loop
+measurement must pay what a user of the preset pays. (The preset asks for ``logits_all=True`` as
+well: llama-cpp-python 0.3.36 sizes that array by the argument, and a draft without it fails on
+the first request past n_batch positions: "could not broadcast input array from shape
+(13107200,) into shape (0,)", ran here.) Tokens come from ``Llama.generate``, the loop
 ``create_completion`` runs, ended by the same rules; each token is detokenized as it comes, as a
 streamed completion does.
 
@@ -35,21 +38,7 @@ from tuner.errors import ConfigError
 if TYPE_CHECKING:
     import llama_cpp
 
-__all__ = ["SPECULATION_KEYWORDS", "CountingLookup", "PromptLookup", "Reply", "acceptance", "open_llama", "replay"]
-
-
-@dataclass(frozen=True)
-class PromptLookup:
-    """llama-cpp-python's prompt-lookup speculation: ``tokens`` drafted from the longest n-gram
-    (up to ``ngram`` tokens) that the text so far repeats (LlamaPromptLookupDecoding's
-    num_pred_tokens and max_ngram_size; its defaults are 10 and 2)."""
-
-    tokens: int = 10
-    ngram: int = 2
-
-    def __post_init__(self) -> None:
-        if self.tokens < 1 or self.ngram < 1:
-            raise ConfigError(f"prompt lookup with {self.tokens} draft tokens from {self.ngram}-grams", "use 1 or more of each")
+__all__ = ["CountingLookup", "Reply", "acceptance", "open_llama", "replay"]
 
 
 @dataclass(frozen=True)
@@ -82,10 +71,10 @@ class CountingLookup:
     """``LlamaPromptLookupDecoding`` that records each proposal: the history length it was made
     at and the tokens proposed (see the module docstring for how acceptance follows)."""
 
-    def __init__(self, lookup: PromptLookup) -> None:
+    def __init__(self, tokens: int, ngram: int) -> None:
         from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
-        self.lookup = LlamaPromptLookupDecoding(max_ngram_size=lookup.ngram, num_pred_tokens=lookup.tokens)
+        self.lookup = LlamaPromptLookupDecoding(num_pred_tokens=tokens, max_ngram_size=ngram)
         self.proposals: list[tuple[int, int]] = []
 
     def __call__(self, input_ids: Any, /, **kwargs: Any) -> Any:
@@ -106,26 +95,17 @@ class CountingLookup:
         return drafted, accepted
 
 
-# What Llama(draft_model=...) needs besides: llama-cpp-python 0.3.36 turns logits_all on for a
-# draft model but sizes its scores array by the logits_all argument (n_batch rows when False), and
-# the first request past n_batch positions then fails ("could not broadcast input array from shape
-# (13107200,) into shape (0,)", ran here). With logits_all=True the array has n_ctx rows.
-SPECULATION_KEYWORDS = {"logits_all": True}
-
-
-def open_llama(model: str | Path, config: EngineConfig, draft: PromptLookup | None = None) -> tuple[llama_cpp.Llama, CountingLookup | None]:
-    """A plain ``llama_cpp.Llama`` as a preset user builds it: ``Llama(model_path, **engine)`` with
-    the preset's engine keywords for ``config``, and with ``draft``, ``draft_model`` and
-    :data:`SPECULATION_KEYWORDS`."""
+def open_llama(model: str | Path, config: EngineConfig) -> tuple[llama_cpp.Llama, CountingLookup | None]:
+    """A plain ``llama_cpp.Llama`` as a preset user builds it (the preset's engine keywords for
+    ``config``, :func:`tuner.preset.llama_from_preset`), its draft model counting proposals when
+    ``config`` has one (``draft_tokens`` > 0)."""
     import llama_cpp
 
     from tuner.preset import Preset
 
-    counter = CountingLookup(draft) if draft else None
-    engine = Preset.from_config(model, config).engine
-    if draft:
-        engine.update(SPECULATION_KEYWORDS)
-    llm = llama_cpp.Llama(model_path=str(model), verbose=False, draft_model=counter, **engine)
+    preset = Preset.from_config(model, config)
+    counter = CountingLookup(config.draft_tokens, config.draft_ngram) if config.draft_tokens else None
+    llm = llama_cpp.Llama(model_path=str(model), verbose=False, draft_model=counter, **preset.engine)
     return llm, counter
 
 

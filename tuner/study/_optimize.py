@@ -1,15 +1,13 @@
-"""Running a study: start and resume, the noise floor first, the trial loop, confirmation and
-ablation last.
+"""Running a study: start and resume, the noise floor first, the trial loop, then confirmation,
+ablation and (on requests with text) speculation.
 
-A study is an Optuna study in an RDB storage (SQLite by default) whose study-level user_attrs
-record what it tunes (model file and sha256, workload, required context, search space, machine)
-and whose trials record every measurement. Before the first trial the noise floor is measured
-(a one-trial study's when a resume gives it more);
-the first trials are the baselines (see :func:`tuner.study.baselines_for`: the defaults, the
-guide card, and the user's own settings when given); after the last, the winner is confirmed by
-re-measurement (:mod:`tuner.study.confirm`) and ablated into the minimal preset
-(:mod:`tuner.study.ablation`). ``trials`` counts every trial of the study, baselines included.
-"""
+A study is an Optuna study in an RDB storage (SQLite by default) whose study-level user_attrs record
+what it tunes (model file and sha256, workload, required context, search space, machine) and whose
+trials record every measurement. Before the first trial the noise floor is measured (a one-trial
+study's when a resume gives it more); the first trials are the baselines (:func:`tuner.study.baselines_for`);
+after the last, the winner is confirmed (:mod:`tuner.study.confirm`), ablated into the minimal preset
+(:mod:`tuner.study.ablation`) and speculation decided on it (:mod:`tuner.study.speculation`).
+``trials`` counts every trial of the study, baselines included."""
 
 from __future__ import annotations
 
@@ -35,6 +33,7 @@ from tuner.study._objective import Economies, Runner, TrialFailed, make_objectiv
 from tuner.study._trials import baselines_for, counted_trials, fastest_feasible, is_feasible, quality_version, speed_objective, start_words, study_defaults
 from tuner.study._eta import end_estimate, per_trial
 from tuner.study.ablation import ablate
+from tuner.study.speculation import speculate
 from tuner.study.confirm import CONFIRM_ROUNDS, confirm, current_confirmation, refresh_if_unchanged
 from tuner.study.noise import DRIFT_EVERY, drift_due, floor_config, follow_drift, measure_noise_floor, noise_floor, race_rule
 
@@ -312,6 +311,7 @@ def _confirm(
             clock = time.monotonic()
             ablate(study, runner, rounds=rounds, on_note=on_note)
             _add_seconds(study, "ablation", time.monotonic() - clock)
+            _add_seconds(study, "speculation", speculate(study, rounds=rounds, on_note=on_note))
     elif rounds > 0 and not nothing_to_do and on_note:
         on_note("another worker ran the study's last trial: it confirms the winner")
     return study

@@ -25,7 +25,7 @@ from tuner.study.noise import RACE_MIN_MARGIN, Drift, drift, noise_floor, readin
 
 # Where a study's time goes (see time_spent), in the order a trial spends it, with display names.
 TRIAL_PARTS = (("setup", "setup"), ("warmup", "warm-up"), ("prefill", "prefill"), ("timed", "timed"), ("quality", "quality"), ("overhead", "overhead"))
-STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("drift", "drift checks"), ("confirmation", "confirmation"), ("ablation", "ablation"))
+STUDY_PARTS = (("reference", "reference"), ("noise_floor", "noise floor"), ("drift", "drift checks"), ("confirmation", "confirmation"), ("ablation", "ablation"), ("speculation", "speculation"))
 
 __all__ = ["SHAPE_COLUMNS", "Row", "Summary", "by_shape", "minimal_row", "study_json", "summarize", "why_picked"]
 

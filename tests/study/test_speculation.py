@@ -1,0 +1,80 @@
+"""Speculation decided on the user's text (tuner.study.speculation): prompt lookup against none at
+the preset's settings, on natural output; kept only when it beats none beyond the noise, and then
+carried by the preset with its worth."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import optuna
+
+from tuner.config import EngineConfig
+from tuner.study import best_preset
+from tuner.study.noise import beats
+from tuner.study.speculation import LOOKUPS, Entry, decide, measure_speculation
+from tuner.user_requests import workload_from_requests
+from tuner.vocab import Vocab
+
+WORKLOADS = Path(__file__).resolve().parents[2] / "workloads"
+
+
+def _entries(none: list[float], lookup: list[float]) -> list[Entry]:
+    return [Entry("none", rounds=none, ttft_ms=[100.0] * len(none)),
+            Entry("lookup 10x2", 10, 2, rounds=lookup, ttft_ms=[200.0] * len(lookup), drafted=100, accepted=70, identical=3, answers=3)]
+
+
+def test_a_lookup_is_kept_only_when_it_beats_none_beyond_the_noise():
+    faster = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [80.0, 82.0, 79.0]), rounds=3, noise=0.02)
+    assert faster.kept == "lookup 10x2" and faster.why.startswith("kept lookup 10x2")
+    within = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [61.0, 60.0, 60.0]), rounds=3, noise=0.02)
+    assert within.kept == "none" and "no lookup beats none beyond the noise ±2.0%" in within.why
+    slower_once = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [80.0, 82.0, 58.0]), rounds=3, noise=0.02)
+    assert slower_once.kept == "none"  # a round that reads it slower: not a change that pays (THE tie rule)
+    row = faster.table()[0]
+    assert row["acceptance"] == 0.7 and row["ttft_vs_none"] == 2.0 and row["identical_text"] == "3/3" and row["kept"]
+
+
+def test_the_stage_measures_none_and_each_lookup_on_the_requests_text(model_path):
+    """Real engine, a code-edit request with the preset's own sampling (temperature 0.8), the same
+    seed for every candidate in a round. Sampled answers need not be the same text: a verification
+    batch's numerics move the probabilities a little (greedy answers are, tests/test_replay.py),
+    which speculation leaves unbiased, so the rounds' ratios carry that spread too."""
+    with Vocab(model_path) as vocab:
+        workload = workload_from_requests(WORKLOADS / "code-edit.jsonl", vocab, max_shapes=1)
+    config = EngineConfig(n_ctx=1024, n_threads=2)
+    notes: list[str] = []
+    result = measure_speculation(str(model_path), config, workload, rounds=2, noise=0.05, note=notes.append)
+    assert [e.label for e in result.entries] == ["none", *(f"lookup {n}x{k}" for n, k in LOOKUPS)]
+    none, *lookups = result.entries
+    assert len(none.rounds) == 2 and none.drafted == 0 and none.identical == none.answers == 2
+    assert none.scores_mib == config.n_batch * 262144 * 4 / 2**20  # without a draft: n_batch rows
+    for entry in lookups:
+        assert 0 < entry.accepted <= entry.drafted and entry.answers == 2 and len(entry.tokens) == 2
+        assert entry.scores_mib == config.n_ctx * 262144 * 4 / 2**20  # logits_all: a row for every position
+    paying = [e.label for e in lookups if beats(result.ratios(e.label), 0.05)]
+    assert result.kept in paying if paying else result.kept == "none"
+    assert len(notes) == 2 and notes[0].startswith("speculation round 1/2: none ")
+
+
+def test_a_preset_carries_the_kept_draft_and_what_it_is_worth(cli_study, tmp_path):
+    shutil.copytree(cli_study / "studies", tmp_path / "studies")
+    study = optuna.load_study(study_name="cli3", storage=f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}")
+    plain = best_preset(study)
+    assert not plain.draft and "speculation" not in plain.measured
+    at = plain.config()
+    study.set_user_attr("speculation", decide(at, _entries([60.0, 61.0, 59.0], [80.0, 82.0, 79.0]), rounds=3, noise=0.02).to_dict())
+    drafted = best_preset(study)
+    assert drafted.draft == {"num_pred_tokens": 10, "max_ngram_size": 2} and drafted.engine["logits_all"] is True
+    assert drafted.measured["speculation"]["kept"] == "lookup 10x2"
+    assert drafted.measured["speculation"]["lookups"][0]["worth"] == {"median": 1.339, "low": 1.333, "high": 1.344}
+    study.set_user_attr("speculation", decide(at, _entries([60.0, 61.0, 59.0], [60.0, 61.0, 59.0]), rounds=3, noise=0.02).to_dict())
+    within = best_preset(study)
+    assert not within.draft and within.measured["speculation"]["kept"] == "none"
+    other = EngineConfig.from_dict({**at.to_dict(), "n_threads": (at.n_threads or 1) + 1})
+    study.set_user_attr("speculation", decide(other, _entries([60.0], [90.0]), rounds=1, noise=0.02).to_dict())
+    assert not best_preset(study).draft and "speculation" not in best_preset(study).measured  # measured at other settings
+
+
+def test_a_study_of_request_shapes_says_speculation_was_not_measured(cli_study):
+    assert "speculation: not measured, the workload is request shapes without text" in (cli_study / "start.out").read_text()
