@@ -69,6 +69,7 @@ LLAMA_SERVER_OPTIONS = {
     "-sm": {"none", "layer", "row", "tensor"}.__contains__,
     "-mg": INT.match,
     "-np": INT.match,
+    "--spec-type": {"none", "ngram-simple", "ngram-mod", "ngram-map-k", "ngram-map-k4v", "ngram-cache"}.__contains__,
 }
 LLAMA_SERVER_SWITCHES = {"-nkvo", "--no-op-offload", "--swa-full"}  # options without a value (common/arg.cpp)
 
@@ -485,3 +486,14 @@ def test_a_draft_reaches_llama_cpp_pythons_own_server_and_is_said_not_to_carry_e
         assert llm.scores.shape[0] == llm.n_ctx()  # logits_all: no failure past n_batch
     finally:
         llm.close()
+
+
+def test_a_llama_server_preset_with_speculation_starts_with_its_spec_type(study):
+    """A preset measured on llama-server carries the --spec-type it kept, and says what it was worth."""
+    preset = study["preset"]
+    why = "kept ngram-simple (ngram-simple 1.30x none (1.25-1.40, 80% of drafts accepted); 5 interleaved rounds on your requests' text)"
+    served = dataclasses.replace(preset, server={"spec_type": "ngram-simple"}, provenance={**preset.provenance, "engine": {"name": "llama-server", "version": "b1"}},
+                                 measured={**preset.measured, "speculation": {"kept": "ngram-simple", "why": why, "candidates": []}})
+    text = to_llama_server(served)
+    assert _parse_llama_server(_command(text))["--spec-type"] == "ngram-simple"
+    assert f"# speculation on your requests' text: {why}" in text

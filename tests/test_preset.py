@@ -36,6 +36,12 @@ def test_a_draft_has_a_section_of_its_own_and_the_engine_asks_for_logits_all(tmp
     assert drafted.config().draft_tokens == 4 and drafted.config().draft_ngram == 3
 
 
+def test_llama_servers_speculation_is_in_its_server_section(tmp_path):
+    spec = Preset.load(Preset.from_config("/m.gguf", EngineConfig(spec_type="ngram-simple")).save(tmp_path / "spec.yaml"))
+    assert spec.server == {"spec_type": "ngram-simple"} and not spec.draft and "spec_type" not in spec.engine
+    assert spec.config().spec_type == "ngram-simple"
+
+
 @pytest.mark.parametrize("engine_extra, draft", [("", "draft: {num_pred_tokens: 10, max_ngram_size: 2}\n"), ("  logits_all: true\n", "")])
 def test_a_draft_without_logits_all_or_the_reverse_is_refused(tmp_path, engine_extra, draft):
     path = tmp_path / "p.yaml"

@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from tuner.config import KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, SERVER_KEYS, CONTEXT_KEYS, EngineConfig
+from tuner.config import DRAFT_KEYS, KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, SERVER_KEYS, CONTEXT_KEYS, EngineConfig
 from tuner.errors import ConfigError
 from tuner.server_flags import SERVER_FLAGS, check_lacking, help_flags, lacking_settings, missing_flags, server_args
 
@@ -57,9 +57,18 @@ def test_each_setting_reaches_its_flag():
 
 def test_every_engine_setting_has_a_server_flag():
     """A setting the tuner varies that llama-server cannot be given would be measured in one
-    engine and silently dropped in the other."""
-    covered = set(SERVER_FLAGS) | {"use_mmap", "use_mlock", "offload_kqv", "op_offload", "swa_full", "split_mode", "main_gpu", "n_parallel"}
-    assert {f.name for f in fields(EngineConfig)} == covered == set(LOAD_KEYS + CONTEXT_KEYS + SAMPLING_KEYS + SERVER_KEYS)
+    engine and silently dropped in the other. The exception is llama-cpp-python's prompt lookup
+    (DRAFT_KEYS): only a llama-cpp-python study keeps it, and an export to llama-server says it
+    does not carry (tests/test_export.py)."""
+    covered = set(SERVER_FLAGS) | {"use_mmap", "use_mlock", "offload_kqv", "op_offload", "swa_full", "split_mode", "main_gpu", "n_parallel", "spec_type"}
+    assert {f.name for f in fields(EngineConfig)} - set(DRAFT_KEYS) == covered == set(LOAD_KEYS + CONTEXT_KEYS + SAMPLING_KEYS + SERVER_KEYS)
+
+
+def test_speculation_is_written_only_when_a_type_is_kept():
+    assert "--spec-type" not in server_args(EngineConfig())
+    assert _value(server_args(EngineConfig(spec_type="ngram-simple")), "--spec-type") == "ngram-simple"
+    with pytest.raises(ConfigError, match="spec_type='ngram' is not a llama-server speculation type"):
+        EngineConfig(spec_type="ngram")
 
 
 def test_the_flags_a_binary_has_are_read_from_its_help_options_not_their_text():

@@ -31,6 +31,7 @@ __all__ = [
     "LOAD_KEYS",
     "SAMPLING_KEYS",
     "SERVER_KEYS",
+    "SPEC_TYPES",
     "EngineConfig",
 ]
 
@@ -49,7 +50,9 @@ CONTEXT_KEYS = (
     "swa_full",
 )
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
-SERVER_KEYS = ("n_parallel",)
+SERVER_KEYS = ("n_parallel", "spec_type")
+# llama-server's n-gram speculation (--spec-type): drafts from n-grams its context already holds.
+SPEC_TYPES = ("none", "ngram-simple", "ngram-mod", "ngram-map-k", "ngram-map-k4v", "ngram-cache")
 # llama-cpp-python's speculation: Llama(draft_model=LlamaPromptLookupDecoding(num_pred_tokens=
 # draft_tokens, max_ngram_size=draft_ngram)); draft_tokens 0 is none. Decided on the user's text
 # (tuner.study.speculation), not by the shapes every trial times.
@@ -100,6 +103,7 @@ class EngineConfig:
     # llama-server's parallel slots (-np): requests decoded together in one batch. n_ctx is what
     # each slot (each request) gets; the server is started with n_ctx x n_parallel in all.
     n_parallel: int = 1
+    spec_type: str = "none"  # llama-server's --spec-type (SPEC_TYPES), decided like the draft below
     # prompt-lookup speculation (DRAFT_KEYS): draft tokens per step (0: none), longest n-gram looked up
     draft_tokens: int = 0
     draft_ngram: int = 2
@@ -192,6 +196,7 @@ class EngineConfig:
         need(0 <= self.top_p <= 1, f"top_p={self.top_p} is outside [0, 1]", "use a value between 0 and 1")
         need(0 <= self.min_p <= 1, f"min_p={self.min_p} is outside [0, 1]", "use a value between 0 and 1")
         need(self.n_parallel >= 1, f"n_parallel={self.n_parallel} must be at least 1", "use 1 slot (one request at a time) or more")
+        need(self.spec_type in SPEC_TYPES, f"spec_type={self.spec_type!r} is not a llama-server speculation type", f"use one of {', '.join(SPEC_TYPES)}")
         need(self.draft_tokens >= 0, f"draft_tokens={self.draft_tokens} is negative", "use 0 (no speculation) or the tokens drafted per step, e.g. 10")
         need(self.draft_ngram >= 1, f"draft_ngram={self.draft_ngram} must be at least 1", "use the longest n-gram looked up, e.g. 2")
         need(self.repeat_penalty > 0, f"repeat_penalty={self.repeat_penalty} must be positive", "use 1.0 for no penalty")
@@ -220,8 +225,11 @@ def _coerce(name: str, annotation: str, value: Any) -> Any:
     elif expected == "float":
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+    elif expected == "str":
+        if isinstance(value, str):
+            return value
     raise ConfigError(
         f"{name}={value!r} has the wrong type (expected {annotation.replace(' | None', ' or null')})",
-        f"write {name} as {'true/false' if expected == 'bool' else 'a number'}",
+        f"write {name} as {'true/false' if expected == 'bool' else 'text' if expected == 'str' else 'a number'}",
     )
 

@@ -56,6 +56,8 @@ class Generation:
     # requests at once (llama-server), 0 when requests come one at a time (tuner.measure.served):
     served_ms: float = 0.0  # the server's time per request, the round's wall time over its requests
     waited_ms: float = 0.0  # the slowest user's time from sending the request to its last token
+    drafted: int = 0  # llama-server's speculation: draft tokens proposed (timings.draft_n) and kept
+    accepted: int = 0
 
 
 class Session:

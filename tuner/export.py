@@ -319,6 +319,8 @@ def measured_lines(preset: Preset) -> list[str]:
     ratio = measured.get("vs_yours") if measured.get("starting_point") == "yours" else measured.get("vs_defaults")
     if ratio is not None:
         lines.append(f"{ratio}x {baseline_words(measured, engine)} on this machine ({source})")
+    if measured.get("speculation"):  # decided afterwards on the workload's text (tuner.study.speculation)
+        lines.append(f"speculation on your requests' text: {measured['speculation']['why']}")
     return lines
 
 

@@ -5,7 +5,7 @@
     model: /path/to/model.gguf
     engine:   {...}   # keywords for llama_cpp.Llama(model_path=model, **engine)
     sampling: {...}   # keywords for Llama.create_completion(prompt, **sampling)
-    server:   {...}   # llama-server only, when it was measured with requests at once: n_parallel (-np)
+    server:   {...}   # llama-server only, where it differs from one slot: n_parallel (-np), spec_type (--spec-type)
     draft:    {...}   # when speculation paid on the user's text: keywords for LlamaPromptLookupDecoding
                       # (and the engine section then has logits_all: true); see llama_from_preset
     measured: {...}   # medians, spread and ratios behind the choice
@@ -66,7 +66,8 @@ class Preset:
         effective = config.effective()
         engine = {key: getattr(effective, key) for key in LOAD_KEYS + CONTEXT_KEYS}
         sampling = {key: getattr(effective, key) for key in SAMPLING_KEYS if getattr(effective, key) is not None}
-        server = {"n_parallel": effective.n_parallel} if effective.n_parallel != 1 else {}
+        own = EngineConfig()  # the server section holds what differs from one slot without speculation
+        server = {key: getattr(effective, key) for key in SERVER_KEYS if getattr(effective, key) != getattr(own, key)}
         draft = {key: getattr(effective, name) for key, name in DRAFT_FIELDS.items()} if effective.draft_tokens else {}
         if draft:
             engine.update(DRAFT_ENGINE)

@@ -1,5 +1,6 @@
 """The user's requests replayed as written, on the model's natural output: what speculative
-decoding is measured on.
+decoding is measured on, in a plain ``llama_cpp.Llama`` (:func:`replay`) or on llama-server
+(:func:`replay_server`).
 
 Shapes (:mod:`tuner.measure`) time a fixed text for exactly ``gen`` tokens with end-of-generation
 suppressed. That is right for throughput and wrong for speculation: past its natural end a small
@@ -38,7 +39,7 @@ from tuner.errors import ConfigError
 if TYPE_CHECKING:
     import llama_cpp
 
-__all__ = ["CountingLookup", "Reply", "acceptance", "open_llama", "replay"]
+__all__ = ["CountingLookup", "Reply", "acceptance", "open_llama", "replay", "replay_server"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +158,26 @@ def replay(llm: llama_cpp.Llama, tokens: list[int], max_tokens: int, stop: tuple
         request_ms=(end - start) * 1000,
         drafted=drafted,
         accepted=accepted,
+    )
+
+
+def replay_server(session: Any, tokens: list[int], max_tokens: int, stop: tuple[str, ...], seed: int) -> Reply:
+    """The same on llama-server (a :class:`tuner.server.ServerSession`): the request streamed
+    from an empty cache with the server's own sampling (its command line) and ``seed``; drafted and
+    accepted tokens from its ``timings`` (``draft_n``, ``draft_n_accepted``)."""
+    start = time.perf_counter()
+    answer = session.answer(tokens, max_tokens, stop, seed)
+    request_ms = (time.perf_counter() - start) * 1000
+    return Reply(
+        text=answer.text,
+        tokens=len(answer.tokens),
+        finish="length" if answer.n_sample >= max_tokens else "stop",
+        ids=tuple(answer.tokens),
+        prompt_tokens=len(tokens),
+        ttft_ms=answer.ttft_ms or request_ms,
+        request_ms=request_ms,
+        drafted=answer.drafted,
+        accepted=answer.accepted,
     )
 
 

@@ -229,6 +229,12 @@ class ServerSession:
             body["seed"] = seed
         return self._stream(body, past)
 
+    def answer(self, tokens: list[int], max_tokens: int, stop: tuple[str, ...], seed: int) -> Generation:
+        """A request as written, from an empty cache, ended where the model or a ``stop`` string
+        ends it (or at ``max_tokens``): natural output, what speculation is measured on."""
+        body = {**_streamed(tokens, max_tokens, stop_at_eos=True, cache_prompt=False), "stop": list(stop), "seed": seed}
+        return self._stream(body, 0)
+
     def enter_depths(self, depths: list[list[int]]) -> None:
         """Each user's depth into a slot (untimed, one after another): its previous turn. The
         server picks the slot, as it does for any client: the least recently used one, and for a
@@ -281,7 +287,7 @@ class ServerSession:
                 text.append(chunk.get("content", ""))
             if chunk.get("stop"):
                 timings = chunk.get("timings") or {}
-        if not timings or not tokens:
+        if not timings or not (tokens or not body["ignore_eos"]):  # a natural answer may end at once
             raise EngineError("llama-server's reply had no tokens or no timings", f"its last log line: {_last(self.process.log_tail())}")
         return Generation(
             tokens=tokens,
@@ -296,6 +302,8 @@ class ServerSession:
             wall_prompt_ms=(first - start) * 1000,
             wall_decode_ms=(last - first) * 1000,
             context_tokens=int(timings.get("cache_n", 0)) + int(timings["prompt_n"]),
+            drafted=int(timings.get("draft_n", 0)),
+            accepted=int(timings.get("draft_n_accepted", 0)),
         )
 
     def _get(self, path: str) -> dict[str, Any]:

@@ -86,10 +86,10 @@ def split_mode_name(mode: int) -> str:
 
 
 def server_args(config: EngineConfig, lacking: Collection[str] = ()) -> list[str]:
-    """Every setting of ``config`` as llama-server flags (resolved: no "the engine decides"),
-    and its slots (``-np n_parallel``). Written out whether or not it is llama-server's default,
-    so a measurement runs exactly the configuration it is labelled with, whatever the binary's
-    defaults are; except the settings ``lacking`` a flag in this binary, which run at its own
+    """Every setting of ``config`` as llama-server flags (resolved: no "the engine decides"), its
+    slots (``-np n_parallel``) and speculation (``--spec-type``, when not none). Written out whether
+    or not it is llama-server's default, so a measurement runs exactly the configuration it is
+    labelled with, whatever the binary's defaults are; except the settings ``lacking`` a flag in this binary, which run at its own
     default (see :func:`lacking_settings`). ``-c`` is shared by the slots, so it is n_ctx (what
     each request gets) times the slots."""
     values = config.effective().to_dict()
@@ -98,7 +98,8 @@ def server_args(config: EngineConfig, lacking: Collection[str] = ()) -> list[str
     for key, flag in SERVER_FLAGS.items():
         if values.get(key) is not None and key not in lacking:
             args += [flag, server_value(key, values[key])]
-    return [*args, *load_flags(values), "-np", str(values["n_parallel"])]
+    spec = ["--spec-type", values["spec_type"]] if values["spec_type"] != "none" else []  # decided on text (tuner.study.speculation)
+    return [*args, *load_flags(values), "-np", str(values["n_parallel"]), *spec]
 
 
 def lacking_settings(flags: Collection[str]) -> list[str]:

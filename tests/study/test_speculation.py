@@ -12,7 +12,8 @@ import optuna
 from tuner.config import EngineConfig
 from tuner.study import best_preset
 from tuner.study.noise import beats
-from tuner.study.speculation import LOOKUPS, Entry, decide, measure_speculation
+from tuner.server import ServerEngine
+from tuner.study.speculation import LOOKUPS, SPEC_TYPES, Entry, candidates, decide, llama_candidate, measure_speculation, server_candidate
 from tuner.user_requests import workload_from_requests
 from tuner.vocab import Vocab
 
@@ -21,18 +22,18 @@ WORKLOADS = Path(__file__).resolve().parents[2] / "workloads"
 
 def _entries(none: list[float], lookup: list[float]) -> list[Entry]:
     return [Entry("none", rounds=none, ttft_ms=[100.0] * len(none)),
-            Entry("lookup 10x2", 10, 2, rounds=lookup, ttft_ms=[200.0] * len(lookup), drafted=100, accepted=70, identical=3, answers=3)]
+            Entry("lookup 10x2", {"draft_tokens": 10, "draft_ngram": 2}, rounds=lookup, ttft_ms=[200.0] * len(lookup), drafted=100, accepted=70, identical=3, answers=3)]
 
 
 def test_a_lookup_is_kept_only_when_it_beats_none_beyond_the_noise():
     faster = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [80.0, 82.0, 79.0]), rounds=3, noise=0.02)
     assert faster.kept == "lookup 10x2" and faster.why.startswith("kept lookup 10x2")
     within = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [61.0, 60.0, 60.0]), rounds=3, noise=0.02)
-    assert within.kept == "none" and "no lookup beats none beyond the noise ±2.0%" in within.why
+    assert within.kept == "none" and "nothing beats none beyond the noise ±2.0%" in within.why
     slower_once = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [80.0, 82.0, 58.0]), rounds=3, noise=0.02)
     assert slower_once.kept == "none"  # a round that reads it slower: not a change that pays (THE tie rule)
     row = faster.table()[0]
-    assert row["acceptance"] == 0.7 and row["ttft_vs_none"] == 2.0 and row["identical_text"] == "3/3" and row["kept"]
+    assert row["acceptance"] == 0.7 and row["ttft_vs_none"] == 2.0 and row["identical_answers"] == "3/3" and row["kept"]
 
 
 def test_the_stage_measures_none_and_each_lookup_on_the_requests_text(model_path):
@@ -44,7 +45,8 @@ def test_the_stage_measures_none_and_each_lookup_on_the_requests_text(model_path
         workload = workload_from_requests(WORKLOADS / "code-edit.jsonl", vocab, max_shapes=1)
     config = EngineConfig(n_ctx=1024, n_threads=2)
     notes: list[str] = []
-    result = measure_speculation(str(model_path), config, workload, rounds=2, noise=0.05, note=notes.append)
+    result = measure_speculation(str(model_path), lambda c: llama_candidate(str(model_path), c), config, workload, candidates("llama-cpp-python"),
+                                 rounds=2, noise=0.05, note=notes.append)
     assert [e.label for e in result.entries] == ["none", *(f"lookup {n}x{k}" for n, k in LOOKUPS)]
     none, *lookups = result.entries
     assert len(none.rounds) == 2 and none.drafted == 0 and none.identical == none.answers == 2
@@ -55,6 +57,21 @@ def test_the_stage_measures_none_and_each_lookup_on_the_requests_text(model_path
     paying = [e.label for e in lookups if beats(result.ratios(e.label), 0.05)]
     assert result.kept in paying if paying else result.kept == "none"
     assert len(notes) == 2 and notes[0].startswith("speculation round 1/2: none ")
+
+
+def test_on_llama_server_the_stage_measures_each_spec_type_on_a_fresh_server(model_path, server_binary):
+    """The same stage on llama-server: --spec-type per candidate, drafted and accepted tokens from
+    the server's own timings, greedy answers the same tokens as without speculation."""
+    with Vocab(model_path) as vocab:
+        workload = workload_from_requests(WORKLOADS / "code-edit.jsonl", vocab, max_shapes=1)
+    entries = candidates("llama-server", server_binary.flags)
+    assert [e.label for e in entries] == ["none", *SPEC_TYPES] and candidates("llama-server", set()) == [Entry("none")]
+    engine = ServerEngine(model_path, server_binary)
+    config = EngineConfig(n_ctx=1024, n_threads=2, temperature=0.0, top_k=1)
+    result = measure_speculation(str(model_path), lambda c: server_candidate(engine, c), config, workload, entries, rounds=1, noise=0.05, note=lambda _: None)
+    none, simple, _ = result.entries
+    assert none.drafted == 0 and len(none.rounds) == 1 and none.tokens[0] > 0
+    assert 0 < simple.accepted <= simple.drafted and simple.identical == simple.answers == 1
 
 
 def test_a_preset_carries_the_kept_draft_and_what_it_is_worth(cli_study, tmp_path):
