@@ -98,7 +98,7 @@ class Preset:
         a comment: ``type_k: 8  # q8_0``.
         """
         data = {name: getattr(self, name) for name in SECTIONS if name not in ("server", "draft") or getattr(self, name)}
-        text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False)
+        text = yaml.dump(data, Dumper=_PlainDumper, sort_keys=False, allow_unicode=True)  # "±", not "\\xB1"
         return _KV_LINE.sub(lambda m: f"{m.group(0)}  # {KV_TYPE_NAMES[int(m.group(2))]}", text)
 
     @classmethod

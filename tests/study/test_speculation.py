@@ -4,10 +4,13 @@ carried by the preset with its worth."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
 import optuna
+
+from tests.conftest import run_tune
 
 from tuner.config import EngineConfig
 from tuner.study import best_preset
@@ -27,9 +30,9 @@ def _entries(none: list[float], lookup: list[float]) -> list[Entry]:
 
 def test_a_lookup_is_kept_only_when_it_beats_none_beyond_the_noise():
     faster = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [80.0, 82.0, 79.0]), rounds=3, noise=0.02)
-    assert faster.kept == "lookup 10x2" and faster.why.startswith("kept lookup 10x2")
+    assert faster.kept == "lookup 10x2" and faster.why == "kept lookup 10x2: 1.34x none (1.33-1.34, 70% of drafts accepted), beyond the noise ±2.0% in 3 rounds"
     within = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [61.0, 60.0, 60.0]), rounds=3, noise=0.02)
-    assert within.kept == "none" and "nothing beats none beyond the noise ±2.0%" in within.why
+    assert within.kept == "none" and within.why.startswith("none kept: nothing beats none beyond the noise ±2.0% (best lookup 10x2 1.00x none")
     slower_once = decide(EngineConfig(), _entries([60.0, 61.0, 59.0], [80.0, 82.0, 58.0]), rounds=3, noise=0.02)
     assert slower_once.kept == "none"  # a round that reads it slower: not a change that pays (THE tie rule)
     row = faster.table()[0]
@@ -84,7 +87,11 @@ def test_a_preset_carries_the_kept_draft_and_what_it_is_worth(cli_study, tmp_pat
     drafted = best_preset(study)
     assert drafted.draft == {"num_pred_tokens": 10, "max_ngram_size": 2} and drafted.engine["logits_all"] is True
     assert drafted.measured["speculation"]["kept"] == "lookup 10x2"
-    assert drafted.measured["speculation"]["lookups"][0]["worth"] == {"median": 1.339, "low": 1.333, "high": 1.344}
+    assert drafted.measured["speculation"]["candidates"][0]["worth"] == {"median": 1.339, "low": 1.333, "high": 1.344}
+    shown = run_tune("show", "cli3", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "speculation on your requests' text (llama-cpp-python, none and each candidate at the preset's settings, 3 interleaved rounds)" in shown.stdout
+    assert re.search(r"lookup 10x2\s+1\.34x \(1\.33-1\.34\)\s+2\.00x\s+70%\s+3/3\s+kept", shown.stdout)
     study.set_user_attr("speculation", decide(at, _entries([60.0, 61.0, 59.0], [60.0, 61.0, 59.0]), rounds=3, noise=0.02).to_dict())
     within = best_preset(study)
     assert not within.draft and within.measured["speculation"]["kept"] == "none"

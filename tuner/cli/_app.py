@@ -79,7 +79,7 @@ EngineOpt = typer.Option(
 )
 ServerBinOpt = typer.Option(None, "--server-bin", help="The llama-server binary (default: the study's; else llama-server on PATH, else beside this Python).")
 ConfirmOpt = typer.Option(
-    3, "--confirm-rounds", help="Interleaved rounds re-measuring the top candidates and the defaults at the end (0: skip)."
+    3, "--confirm-rounds", help="Interleaved rounds re-measuring the top candidates and the defaults at the end; also the ablation's and speculation's (0: skip)."
 )
 
 

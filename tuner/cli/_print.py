@@ -23,6 +23,7 @@ __all__ = [
     "print_progress",
     "progress_line",
     "print_ablation",
+    "print_speculation",
     "print_requirement",
     "print_shapes",
     "print_workload",
@@ -153,6 +154,7 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
         say(f"noise floor: not measured ({summary.noise_error}); ties rest on the rounds' own spread")
     print_confirmation(summary)
     print_ablation(summary)
+    print_speculation(study_obj)
     print_time(summary)
     if summary.quality_note:
         say(summary.quality_note)
@@ -284,6 +286,24 @@ def print_ablation(summary: Any) -> None:
         say(f"note: {ablation.note}")
     for worse in ablation.worse:
         say(f"note: {worse}")
+
+
+def print_speculation(study: Any) -> None:
+    """The speculation stage: each candidate's worth against none on the workload's text, its
+    time to first token, acceptance, answers the same as none's, and the decision."""
+    from tuner.study import stored_speculation
+
+    result = stored_speculation(study)
+    if result is None:
+        return
+    say(f"\nspeculation on your requests' text ({result.engine}, none and each candidate at the preset's settings, {result.rounds} interleaved rounds):")
+    rows = []
+    for row in result.table():
+        worth = row["worth"]
+        accepted = "-" if row["acceptance"] is None else f"{row['acceptance']:.0%}"
+        rows.append([row["candidate"], f"{worth['median']:.2f}x ({worth['low']:.2f}-{worth['high']:.2f})", f"{row['ttft_vs_none']:.2f}x", accepted, row["identical_answers"], "kept" if row["kept"] else "-"])
+    say(table(["candidate", "worth vs none (range)", "TTFT vs none", "accepted", "same answers", "verdict"], rows))
+    say(f"  {result.why}")
 
 
 def print_importances(scores: dict[str, dict[str, float]], completed: int) -> None:

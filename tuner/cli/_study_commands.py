@@ -226,11 +226,12 @@ def confirm_(
     as_json: bool = JsonOpt,
     server_bin: Optional[str] = ServerBinOpt,
 ) -> None:
-    """Re-measure the study's top candidates and the baselines, interleaved, pick the winner, and
-    ablate it into the minimal preset."""
+    """Re-measure the study's top candidates and the baselines, interleaved, pick the winner,
+    ablate it into the minimal preset, and decide speculation on it (requests with text)."""
     from tuner import hardware, study as studies
     from tuner.study import confirm as confirming
     from tuner.study.ablation import ablate
+    from tuner.study.speculation import speculate
 
     confirming.check_request(rounds, candidates)
     check_timeout(trial_timeout)
@@ -244,6 +245,7 @@ def confirm_(
             if study_obj.user_attrs.get("reference"):  # the minimal preset's quality is computed against it
                 runner.reference(study_obj.user_attrs["model_sha256"])
             ablate(study_obj, runner, rounds=rounds, on_note=notes)
+        speculate(study_obj, rounds=rounds, on_note=notes)
     if result is None:
         raise StudyError(f"study '{name}' has no feasible trial besides the defaults to confirm", f"run more trials: tune resume {name} --trials N")
     if as_json:

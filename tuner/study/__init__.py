@@ -11,6 +11,7 @@ The public names live here; the work lives in underscore modules, one job each:
 * ``_preset``    the preset a study exports: the minimal preset, or the full winner
 * ``confirm``    the interleaved re-measurement that confirms the winner
 * ``ablation``   what each change from the starting point is worth; the minimal preset
+* ``speculation`` speculative decoding decided on the workload's text, at the preset's settings
 * ``explain``    parameter importances, per-knob effects and the guide audit
 """
 
@@ -29,6 +30,7 @@ from tuner.study._storage import (
 from tuner.study._preset import ablation_table, best_preset, winner_vs_minimal
 from tuner.study._summary import SHAPE_COLUMNS, Row, Summary, by_shape, study_json, summarize, why_picked
 from tuner.study.noise import drift, noise_floor, reading_noise
+from tuner.study.speculation import stored_speculation
 from tuner.study._trials import (
     BASELINES,
     BASELINE_LABELS,
@@ -86,6 +88,7 @@ __all__ = [
     "start_label",
     "start_study",
     "start_words",
+    "stored_speculation",
     "study_defaults",
     "study_json",
     "summarize",

@@ -311,7 +311,7 @@ def _confirm(
             clock = time.monotonic()
             ablate(study, runner, rounds=rounds, on_note=on_note)
             _add_seconds(study, "ablation", time.monotonic() - clock)
-            _add_seconds(study, "speculation", speculate(study, rounds=rounds, on_note=on_note))
+        _add_seconds(study, "speculation", speculate(study, rounds=rounds, on_note=on_note))  # at the preset's settings, whatever won
     elif rounds > 0 and not nothing_to_do and on_note:
         on_note("another worker ran the study's last trial: it confirms the winner")
     return study

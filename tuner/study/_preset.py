@@ -150,7 +150,7 @@ def _common(study: Any, summary: Summary, row: Row) -> dict[str, Any]:
 def _preset(study: Any, config: EngineConfig, measured: dict[str, Any], number: int, minimal: bool = False) -> Preset:
     config, speculation = kept_draft(study, config)
     if speculation is not None:  # decided on the workload's text at these settings (tuner.study.speculation)
-        measured["speculation"] = {"kept": speculation.kept, "why": speculation.why, "lookups": speculation.table()}
+        measured["speculation"] = {"kept": speculation.kept, "why": speculation.why, "candidates": speculation.table()}
     trial = study.trials[number]
     provenance = {
         "study": study.study_name,

@@ -18,9 +18,13 @@ with its default 10 draft tokens from 2-grams and a shorter 4, each in a plain `
 once; on llama-server, ``--spec-type ngram-simple`` and ``ngram-mod`` where the binary has the
 flag, each round on a fresh server (ngram-mod keeps its n-gram pool across requests and would
 predict a repeated answer). Each round sends every request (the workload's texts) to each
-candidate in :func:`tuner.study.noise.round_order`; a round's figure is requests per minute over
-the texts, weighted as the shapes are. A candidate is kept when :func:`tuner.study.noise.beats`
-says it beats none against the study's noise floor; the fastest such goes into the preset.
+candidate in :func:`tuner.study.noise.round_order`; a round's figure is tokens per second over the
+texts (the answers' tokens over their request time, prompt included, weighted as the shapes are).
+Not requests per minute: sampled answers differ in length between candidates (speculation keeps
+what the model would sample in distribution, not draw for draw), and on code edits with
+llama-server ngram-mod read 1.41x none in requests/min where its answers were a quarter shorter.
+A candidate is kept when :func:`tuner.study.noise.beats` says it beats none against the study's
+noise floor; the fastest such goes into the preset.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from tuner.errors import ConfigError, TunerError
 from tuner.stats import Stat
 from tuner.study._summary import summarize
 from tuner.study.noise import beats, noise_floor, round_order
-from tuner.workload import Workload, requests_per_min
+from tuner.workload import Workload
 
-__all__ = ["LOOKUPS", "SPEC_TYPES", "Speculation", "candidates", "kept_draft", "speculate"]
+__all__ = ["LOOKUPS", "SPEC_TYPES", "Speculation", "candidates", "kept_draft", "speculate", "stored_speculation"]
 
 LOOKUPS = ((10, 2), (4, 2))  # llama-cpp-python: (draft tokens, longest n-gram), LlamaPromptLookupDecoding's default and shorter
 SPEC_TYPES = ("ngram-simple", "ngram-mod")  # llama-server: the n-gram kinds that draft from the request itself
@@ -50,11 +54,11 @@ Note = Callable[[str], None]
 
 @dataclass
 class Entry:
-    """One candidate's readings: requests/min per round, and what its answers were."""
+    """One candidate's readings: tokens per second per round, and what its answers were."""
 
     label: str
     settings: dict[str, Any] = field(default_factory=dict)  # what it changes from none (EngineConfig fields)
-    rounds: list[float] = field(default_factory=list)  # requests per minute over the texts
+    rounds: list[float] = field(default_factory=list)  # tokens per second over the texts, per round
     ttft_ms: list[float] = field(default_factory=list)  # weighted mean time to first token
     tokens: list[int] = field(default_factory=list)  # tokens answered per round
     drafted: int = 0
@@ -80,7 +84,7 @@ class Speculation:
         return next(e for e in self.entries if e.label == label)
 
     def ratios(self, label: str) -> list[float]:
-        """``label``'s requests/min over none's, round by round."""
+        """``label``'s tokens per second over none's, round by round."""
         return [a / b for a, b in zip(self.entry(label).rounds, self.entry("none").rounds)]
 
     def table(self) -> list[dict[str, Any]]:
@@ -185,7 +189,7 @@ def measure_speculation(
                 replies = [answer(t, n, stop, SEED + r * len(texts) + i) for i, (t, n, stop) in enumerate(texts)]
                 entry.scores_mib = getattr(answer, "scores_mib", 0.0)
             answers[entry.label] = replies
-            entry.rounds.append(requests_per_min([x.request_ms for x in replies], weights))
+            entry.rounds.append(tokens_per_s(replies, weights))
             entry.ttft_ms.append(sum(w * x.ttft_ms for w, x in zip(weights, replies)))
             entry.tokens.append(sum(x.tokens for x in replies))
             entry.drafted += sum(x.drafted for x in replies)
@@ -193,9 +197,14 @@ def measure_speculation(
         for entry in entries:
             entry.identical += sum(a.ids == b.ids for a, b in zip(answers[entry.label], answers["none"]))
             entry.answers += len(texts)
-        note(f"speculation round {r + 1}/{rounds}: none {entries[0].rounds[-1]:.1f} requests/min, "
+        note(f"speculation round {r + 1}/{rounds}: none {entries[0].rounds[-1]:.1f} tok/s, "
              + ", ".join(f"{e.label} {e.rounds[-1] / entries[0].rounds[-1]:.2f}x" for e in entries[1:]))
     return decide(config, entries, rounds, noise)
+
+
+def tokens_per_s(replies: list[Any], weights: list[float]) -> float:
+    """The answers' tokens over their request time (prompt included), each request weighted."""
+    return sum(w * x.tokens for w, x in zip(weights, replies)) / sum(w * x.request_ms for w, x in zip(weights, replies)) * 1000
 
 
 class Answerer:
@@ -231,30 +240,35 @@ def server_candidate(engine: Any, config: EngineConfig) -> Iterator[Answerer]:
 
 
 def decide(config: EngineConfig, entries: list[Entry], rounds: int, noise: float, engine: str = "llama-cpp-python") -> Speculation:
-    """Keep the fastest candidate that beats none beyond the noise (:func:`beats`), else none."""
+    """Keep the fastest candidate that beats none beyond the noise (:func:`beats`), else none.
+    The reason is one short line; each candidate's figures are in :meth:`Speculation.table`."""
     result = Speculation(engine=engine, config=config.to_dict(), entries=entries, kept="none", why="", rounds=rounds, noise=noise)
-    winners = [e for e in entries[1:] if beats(result.ratios(e.label), noise)]
-    parts = []
-    for e in entries[1:]:
-        ratios = result.ratios(e.label)
-        accepted = f"{e.accepted / e.drafted:.0%} of drafts accepted" if e.drafted else "nothing drafted"
-        parts.append(f"{e.label} {Stat.of(ratios).median:.2f}x none ({min(ratios):.2f}-{max(ratios):.2f}, {accepted})")
+    medians = {e.label: Stat.of(result.ratios(e.label)).median for e in entries[1:]}
+    winners = [label for label in medians if beats(result.ratios(label), noise)]
+    best = max(winners or medians, key=medians.__getitem__)
+    entry, ratios = result.entry(best), result.ratios(best)
+    accepted = f"{entry.accepted / entry.drafted:.0%} of drafts accepted" if entry.drafted else "nothing drafted"
+    figures = f"{medians[best]:.2f}x none ({min(ratios):.2f}-{max(ratios):.2f}, {accepted})"
     if winners:
-        best = max(winners, key=lambda e: Stat.of(result.ratios(e.label)).median)
-        result.kept = best.label
-        result.why = f"kept {best.label} ({'; '.join(parts)}; {rounds} interleaved rounds on your requests' text)"
+        result.kept = best
+        result.why = f"kept {best}: {figures}, beyond the noise ±{noise:.1%} in {rounds} rounds"
     else:
-        result.why = f"none kept, nothing beats none beyond the noise ±{noise:.1%} ({'; '.join(parts)})"
+        result.why = f"none kept: nothing beats none beyond the noise ±{noise:.1%} (best {best} {figures})"
     return result
+
+
+def stored_speculation(study: Any) -> Speculation | None:
+    """The study's speculation stage, when it ran."""
+    stored = study.user_attrs.get("speculation")
+    return Speculation.from_dict(stored) if stored else None
 
 
 def kept_draft(study: Any, config: EngineConfig) -> tuple[EngineConfig, Speculation | None]:
     """``config`` with the speculation the study kept, when the stage measured it at these
     settings (speculation aside); else unchanged. Also the stage's result, for the preset."""
-    stored = study.user_attrs.get("speculation")
-    if not stored:
+    result = stored_speculation(study)
+    if result is None:
         return config, None
-    result = Speculation.from_dict(stored)
     if EngineConfig.from_dict(result.config).effective() != replace(config, **NONE).effective():
         return config, None  # measured at other settings (the minimal preset's, this is the full winner)
     if result.kept == "none":
