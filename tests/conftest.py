@@ -19,6 +19,7 @@ import pytest
 os.environ["TUNER_CACHE_DIR"] = tempfile.mkdtemp(prefix="tuner-test-cache-")
 atexit.register(shutil.rmtree, os.environ["TUNER_CACHE_DIR"], ignore_errors=True)
 
+from tuner.config import EngineConfig  # noqa: E402
 from tuner.engine import Engine  # noqa: E402 - after the cache is set
 from tuner.models import default_model_path  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
@@ -213,3 +214,24 @@ def worker_pids(pid: int) -> list[int]:
         if parent == pid and b"spawn_main" in command:
             children.append(int(stat.parent.name))
     return children
+
+
+NEAR_TIE = 0.25  # logits between the two best tokens: where a batch's numerics may choose the other
+
+
+def same_or_parted_at_a_near_tie(engine: Engine, prompt: list[int], plain: list[int], other: list[int]) -> bool:
+    """True when ``other`` is ``plain`` token for token. Otherwise asserts that they part where the
+    model's two best tokens after the common part were a near-tie (within :data:`NEAR_TIE`, read
+    in-process), which is how speculation's verification batches legitimately differ from
+    one-token decoding, and returns False. A larger margin is a real difference: the test fails."""
+    import numpy as np
+
+    parted = next((i for i, (a, b) in enumerate(zip(plain, other)) if a != b), None)
+    if parted is None:
+        assert list(other) == list(plain), "one answer is the other cut short"
+        return True
+    with engine.session(EngineConfig(n_ctx=4096)) as session:
+        logits = session.last_logits(list(prompt) + list(plain[:parted]))
+    best, second = np.sort(logits)[-2:][::-1]
+    assert best - second < NEAR_TIE, f"the answers part at token {parted} where the best token led by {best - second:.3f} logits"
+    return False

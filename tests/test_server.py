@@ -7,8 +7,6 @@ engines alike, in tests/test_engines.py.
 
 from __future__ import annotations
 
-import http.client
-import json
 import os
 import signal
 import socket
@@ -27,7 +25,7 @@ from tuner.server_worker import ServerRunner
 from tuner.user_requests import read_requests
 from tuner.workload import Workload
 
-from tests.conftest import SMALL_ARGS, run_tune
+from tests.conftest import SMALL_ARGS, run_tune, same_or_parted_at_a_near_tie
 
 WORKLOADS = Path(__file__).resolve().parents[1] / "workloads"
 
@@ -194,30 +192,26 @@ def test_each_user_sends_a_conversation_of_its_own():
     assert all(len(u) == 80 and u[0] == 1 for u in users) and len({tuple(u) for u in users}) == 3
 
 
-def _greedy_answer(port: int, prompt: str, stop: tuple[str, ...]) -> tuple[str, dict]:
-    """A plain client's greedy request, ended where the model or a stop string ends it."""
-    body = {"prompt": prompt, "n_predict": 160, "temperature": 0.0, "top_k": 1, "stop": list(stop), "cache_prompt": False}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-    conn.request("POST", "/completion", body=json.dumps(body), headers={"Content-Type": "application/json"})
-    reply = json.loads(conn.getresponse().read())
-    conn.close()
-    return reply["content"], reply.get("timings") or {}
-
-
-def test_speculation_drafts_from_the_prompt_and_leaves_greedy_text_unchanged(server_binary, model_path):
+def test_speculation_drafts_from_the_prompt_and_leaves_greedy_text_unchanged(server_binary, model_path, engine):
     """n-gram speculation (llama-server --spec-type ngram-simple) on code to rewrite: the answer
-    quotes the prompt, so drafts are proposed and accepted, and under greedy sampling the text
-    is the one decoding without speculation gives (benchmarks/speculative.py measures its worth)."""
+    quotes the prompt, so drafts are proposed and accepted, and under greedy sampling the text is
+    the one decoding without speculation gives, or parts from it at a near-tie of the two best
+    tokens (a verification batch's numerics: seen on one machine and not on another, at 0.07
+    logits). benchmarks/speculative.py measures its worth."""
     requests, _ = read_requests(WORKLOADS / "code-edit.jsonl")
     answers = {}
     for label, extra in (("none", []), ("ngram-simple", ["--spec-type", "ngram-simple"])):
-        process = ServerProcess(server_binary, model_path, ["-c", "2048", "-np", "1", *extra])
+        process = ServerProcess(server_binary, model_path, ["-c", "2048", "-np", "1", "--temp", "0", "--top-k", "1", *extra])
         try:
             process.start()
-            answers[label] = [_greedy_answer(process.port, r.prompt, r.stop) for r in requests[:2]]
+            session = ServerSession(process, EngineConfig(n_ctx=2048), timeout_s=120)
+            prompts = [session.tokenize(r.prompt) for r in requests[:2]]
+            answers[label] = [session.answer(tokens, 160, r.stop, seed=0) for tokens, r in zip(prompts, requests[:2])]
         finally:
             process.close()
-    for (plain, plain_timings), (drafted, timings) in zip(answers["none"], answers["ngram-simple"]):
-        assert drafted == plain and plain.strip()
-        assert "draft_n" not in plain_timings
-        assert timings["draft_n"] > 0 and 0 < timings["draft_n_accepted"] <= timings["draft_n"]
+    identical = 0
+    for tokens, plain, drafted in zip(prompts, answers["none"], answers["ngram-simple"]):
+        assert plain.text.strip() and plain.drafted == 0
+        assert drafted.drafted > 0 and 0 < drafted.accepted <= drafted.drafted
+        identical += same_or_parted_at_a_near_tie(engine, tokens, plain.tokens, drafted.tokens)
+    assert identical >= 1

@@ -128,6 +128,7 @@ class Workload:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["shapes"] = [asdict(s) for s in self.shapes]
+        data["texts"] = [dict(t) for t in self.texts]  # a list, as the study's JSON record holds it
         return data
 
     @classmethod

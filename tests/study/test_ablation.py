@@ -13,7 +13,7 @@ from tuner.hardware import describe_machine
 from tuner.models import model_sha256
 from tuner.space import parse_space
 from tuner.study import Economies, InProcess, StudySpec, best_preset, open_storage, start_study, summarize
-from tuner.study.ablation import GROUPS, changed_groups, compose, current_ablation, worse_figures
+from tuner.study.ablation import GROUPS, NOT_ABLATED, changed_groups, compose, current_ablation, worse_figures
 from tuner.study.confirm import Candidate, current_confirmation
 from tuner.workload import Shape, Workload
 
@@ -35,10 +35,12 @@ params:
 """
 
 
-def test_the_groups_cover_every_setting_but_the_seed():
+def test_the_groups_cover_every_setting_but_the_seed_and_speculation():
+    """Speculation is decided after the ablation, on the workload's text (tuner.study.speculation)."""
     grouped = [knob for knobs in GROUPS.values() for knob in knobs]
     assert len(grouped) == len(set(grouped))
-    assert set(grouped) == {f.name for f in fields(EngineConfig)} - {"seed"}
+    assert set(NOT_ABLATED) == {"seed", "spec_type", "draft_tokens", "draft_ngram"}
+    assert set(grouped) == {f.name for f in fields(EngineConfig)} - set(NOT_ABLATED)
 
 
 def test_a_group_is_changed_only_where_the_values_that_run_differ():

@@ -50,7 +50,7 @@ from tuner.study.noise import beats, noise_floor, settled
 from tuner.study.confirm import CONFIRM_ROUNDS, Candidate, current_confirmation, interleave
 from tuner.workload import Workload
 
-__all__ = ["GROUPS", "Ablation", "Step", "ablate", "changed_groups", "compose", "current_ablation", "describe_change", "worse_figures"]
+__all__ = ["GROUPS", "NOT_ABLATED", "Ablation", "Step", "ablate", "changed_groups", "compose", "current_ablation", "describe_change", "worse_figures"]
 
 # Knob groups, as a person adopts a change: each group's knobs move together (a quantized V cache
 # needs flash attention; n_ubatch <= n_batch), so any mix of the start's and the winner's groups is
@@ -64,6 +64,8 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "sampling": ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"),
     "slots": ("n_parallel",),  # llama-server's parallel slots, searched when requests come at once
 }
+# Decided after the ablation on the workload's text (tuner.study.speculation), never by trials.
+NOT_ABLATED = ("seed", "spec_type", "draft_tokens", "draft_ngram")
 
 Note = Callable[[str], None]
 # Rounds a phase may add when its rounds disagree on a decision (see tuner.study.noise.settled): a
