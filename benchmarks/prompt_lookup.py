@@ -39,6 +39,7 @@ from tuner.models import default_model_path  # noqa: E402
 from tuner.replay import Reply, acceptance, open_llama, replay  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
 from tuner.study.noise import round_order  # noqa: E402
+from tuner.study.speculation import tokens_per_s  # noqa: E402
 from tuner.user_requests import read_requests, request_tokens  # noqa: E402
 from tuner.vocab import Vocab  # noqa: E402
 
@@ -82,7 +83,8 @@ def main() -> None:
 
 
 def tok_s(replies: list[Reply]) -> float:
-    return sum(r.tokens for r in replies) / sum(r.request_ms for r in replies) * 1000
+    """The answers' tokens over their request time, each request counted once (the study's figure)."""
+    return tokens_per_s(replies, [1.0] * len(replies))
 
 
 def ttft(replies: list[Reply]) -> float:

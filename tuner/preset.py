@@ -73,6 +73,17 @@ class Preset:
             engine.update(DRAFT_ENGINE)
         return cls(model=str(model), engine=engine, sampling=sampling, server=server, draft=draft, **extra)
 
+    def llama(self, *, draft_model: Any = None, **overrides: Any) -> Any:
+        """A plain ``llama_cpp.Llama`` as the preset's users build it: ``Llama(model_path=model,
+        **engine)`` and, when the preset has a draft, ``draft_model=LlamaPromptLookupDecoding(**draft)``
+        (or the ``draft_model`` given: one that counts its proposals, see tuner.replay)."""
+        import llama_cpp
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        if draft_model is None and self.draft:
+            draft_model = LlamaPromptLookupDecoding(**self.draft)
+        return llama_cpp.Llama(model_path=self.model, draft_model=draft_model, **{**self.engine, "verbose": False, **overrides})
+
     def config(self) -> EngineConfig:
         """The engine config this preset describes."""
         engine = {key: value for key, value in self.engine.items() if key not in DRAFT_ENGINE}
@@ -180,9 +191,4 @@ def llama_from_preset(path: str | Path, **overrides: Any) -> Any:
         >>> llm = llama_from_preset("best.yaml")
         >>> llm.create_completion("def add(a, b):", max_tokens=32, **Preset.load("best.yaml").sampling)
     """
-    import llama_cpp
-    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
-
-    preset = Preset.load(path)
-    draft = LlamaPromptLookupDecoding(**preset.draft) if preset.draft else None
-    return llama_cpp.Llama(model_path=preset.model, draft_model=draft, **{**preset.engine, "verbose": False, **overrides})
+    return Preset.load(path).llama(**overrides)

@@ -62,11 +62,6 @@ class Reply:
     drafted: int = 0
     accepted: int = 0
 
-    @property
-    def tok_s(self) -> float:
-        """Tokens produced per second of the whole request (what speculation is judged on)."""
-        return self.tokens / self.request_ms * 1000 if self.request_ms > 0 else 0.0
-
 
 class CountingLookup:
     """``LlamaPromptLookupDecoding`` that records each proposal: the history length it was made
@@ -98,16 +93,12 @@ class CountingLookup:
 
 def open_llama(model: str | Path, config: EngineConfig) -> tuple[llama_cpp.Llama, CountingLookup | None]:
     """A plain ``llama_cpp.Llama`` as a preset user builds it (the preset's engine keywords for
-    ``config``, :func:`tuner.preset.llama_from_preset`), its draft model counting proposals when
+    ``config``, :meth:`tuner.preset.Preset.llama`), its draft model counting proposals when
     ``config`` has one (``draft_tokens`` > 0)."""
-    import llama_cpp
-
     from tuner.preset import Preset
 
-    preset = Preset.from_config(model, config)
     counter = CountingLookup(config.draft_tokens, config.draft_ngram) if config.draft_tokens else None
-    llm = llama_cpp.Llama(model_path=str(model), verbose=False, draft_model=counter, **preset.engine)
-    return llm, counter
+    return Preset.from_config(model, config).llama(draft_model=counter), counter
 
 
 def replay(llm: llama_cpp.Llama, tokens: list[int], max_tokens: int, stop: tuple[str, ...], config: EngineConfig, counter: CountingLookup | None = None) -> Reply:

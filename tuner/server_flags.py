@@ -89,9 +89,9 @@ def server_args(config: EngineConfig, lacking: Collection[str] = ()) -> list[str
     """Every setting of ``config`` as llama-server flags (resolved: no "the engine decides"), its
     slots (``-np n_parallel``) and speculation (``--spec-type``, when not none). Written out whether
     or not it is llama-server's default, so a measurement runs exactly the configuration it is
-    labelled with, whatever the binary's defaults are; except the settings ``lacking`` a flag in this binary, which run at its own
-    default (see :func:`lacking_settings`). ``-c`` is shared by the slots, so it is n_ctx (what
-    each request gets) times the slots."""
+    labelled with, whatever the binary's defaults are; except the settings ``lacking`` a flag in
+    this binary, which run at its own default (see :func:`lacking_settings`). ``-c`` is shared by
+    the slots, so it is n_ctx (what each request gets) times the slots."""
     values = config.effective().to_dict()
     values["n_ctx"] *= values["n_parallel"]
     args = []

@@ -105,10 +105,15 @@ def request_tokens(request: Request, tokenizer: Tokenizer) -> list[int]:
     """The tokens the model is given for ``request``: its prompt as written, or its conversation
     rendered with the model's chat template and a generation prompt, as a server or
     ``create_chat_completion`` gives it."""
+    return _rendered(request, tokenizer)[0]
+
+
+def _rendered(request: Request, tokenizer: Tokenizer) -> tuple[list[int], bool]:
+    """:func:`request_tokens`, and whether a BOS token leads them (the template decides)."""
     if request.prompt is not None:
-        return tokenizer.tokenize(request.prompt)
+        return tokenizer.tokenize(request.prompt), True
     text, add_bos = tokenizer.chat_prompt(list(request.messages), generation_prompt=True)
-    return tokenizer.tokenize(text, add_bos=add_bos)
+    return tokenizer.tokenize(text, add_bos=add_bos), add_bos
 
 
 def shape_of(request: Request, tokenizer: Tokenizer) -> Shape:
@@ -118,11 +123,10 @@ def shape_of(request: Request, tokenizer: Tokenizer) -> Shape:
     before its last message: what a prompt cache (llama-cpp-python's, llama-server's) reuses.
     """
     name = f"line {request.line}"
-    full = request_tokens(request, tokenizer)
+    full, add_bos = _rendered(request, tokenizer)
     if request.prompt is not None:
         return Shape(depth=0, prompt=max(len(full), 2), gen=request.max_tokens, name=name)
     messages = list(request.messages)
-    add_bos = tokenizer.chat_prompt(messages, generation_prompt=True)[1]
     depth = 0
     if len(messages) > 1:
         before = tokenizer.tokenize(tokenizer.chat_prompt(messages[:-1], generation_prompt=False)[0], add_bos=add_bos)

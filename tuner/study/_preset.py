@@ -16,7 +16,7 @@ from tuner.study._summary import Row, Summary, summarize, why_picked
 from tuner.study._trials import start_words, study_placement
 from tuner.study.noise import beats
 from tuner.study.ablation import Ablation
-from tuner.study.speculation import kept_draft
+from tuner.study.speculation import kept_speculation
 from tuner.study.confirm import Candidate, Confirmation
 
 __all__ = ["ablation_table", "best_preset", "winner_vs_minimal"]
@@ -148,7 +148,7 @@ def _common(study: Any, summary: Summary, row: Row) -> dict[str, Any]:
 
 
 def _preset(study: Any, config: EngineConfig, measured: dict[str, Any], number: int, minimal: bool = False) -> Preset:
-    config, speculation = kept_draft(study, config)
+    config, speculation = kept_speculation(study, config)
     if speculation is not None:  # decided on the workload's text at these settings (tuner.study.speculation)
         measured["speculation"] = {"kept": speculation.kept, "why": speculation.why, "candidates": speculation.table()}
     trial = study.trials[number]

@@ -43,7 +43,7 @@ from tuner.study._summary import summarize
 from tuner.study.noise import beats, noise_floor, round_order
 from tuner.workload import Workload
 
-__all__ = ["LOOKUPS", "SPEC_TYPES", "Speculation", "candidates", "kept_draft", "speculate", "stored_speculation"]
+__all__ = ["LOOKUPS", "SPEC_TYPES", "Speculation", "candidates", "kept_speculation", "speculate", "stored_speculation"]
 
 LOOKUPS = ((10, 2), (4, 2))  # llama-cpp-python: (draft tokens, longest n-gram), LlamaPromptLookupDecoding's default and shorter
 SPEC_TYPES = ("ngram-simple", "ngram-mod")  # llama-server: the n-gram kinds that draft from the request itself
@@ -263,7 +263,7 @@ def stored_speculation(study: Any) -> Speculation | None:
     return Speculation.from_dict(stored) if stored else None
 
 
-def kept_draft(study: Any, config: EngineConfig) -> tuple[EngineConfig, Speculation | None]:
+def kept_speculation(study: Any, config: EngineConfig) -> tuple[EngineConfig, Speculation | None]:
     """``config`` with the speculation the study kept, when the stage measured it at these
     settings (speculation aside); else unchanged. Also the stage's result, for the preset."""
     result = stored_speculation(study)
