@@ -86,6 +86,10 @@ def test_a_value_shared_between_sections_is_written_out_in_full_not_as_an_alias(
         ("model: m.gguf\nengine: [1, 2]\n", "'engine' must be a mapping"),
         ("model: m.gguf\nengine: {n_ctx: 512\n", "YAML syntax error"),
         ("model: m.gguf\nengine: {type_v: 8, flash_attn: false}\n", "needs flash_attn"),
+        ("model: m.gguf\nserver: {spec_type: ngram}\n", "spec_type='ngram' is not a llama-server speculation type"),
+        ("model: m.gguf\nengine: {logits_all: true}\ndraft: {num_pred_tokens: -1}\n", "draft_tokens=-1 is negative"),
+        ("model: m.gguf\nengine: {logits_all: true}\ndraft: {max_ngram_size: 0}\n", "draft_ngram=0 must be at least 1"),
+        ("model: m.gguf\nengine: {logits_all: true}\ndraft: {ngram: 2}\n", "unknown draft key 'ngram'"),
     ],
 )
 def test_bad_presets(tmp_path, text, message):
