@@ -1,4 +1,4 @@
-"""Parallel slots: N users at once on llama-server, `-np N` against `-np 1`, side by side.
+"""Parallel slots: N users at once on llama-server, `-np N` against `-np 1` and llama-server's default (auto), side by side.
 
 N clients (threads) each hold a conversation of their own (the workload's text from another offset,
 so no two share a prompt: tuner.measure.user_tokens, as in a study's requests at once) and send the
@@ -7,14 +7,15 @@ depth + prompt tokens (what the slot it lands on still caches is not evaluated a
 prompt cache), streamed, `ignore_eos` so each request is as long as its shape says. Time to first
 token and the request time are the client's wall clock.
 
-Both servers give each slot the same context: `-np 1 -c C` and `-np N -c N*C` (llama-server splits
-`-c` among its slots), from the same binary, every other setting its own default, started as a
-user would. Rounds alternate the order (1 N, N 1, ...), after one untimed round on each.
+`-np 1 -c C` and `-np N -c N*C` give each slot the same context (llama-server splits `-c` among its
+slots); `auto` is `-c C` alone, what a user who sets nothing else runs: 4 slots sharing one cache
+of C cells (`-np -1`, a unified KV cache). Same binary, every other setting its own default,
+started as a user would. Rounds alternate the order, after one untimed round on each.
 
 Per round and server: throughput (requests / the time from the first request sent to the last
 answer, per minute), goodput (the requests whose time to first token met --max-ttft-ms, per
-minute: what users who give up after that wait get), TTFT median and worst. Then the median ratio
--np N / -np 1 of both with its range over the rounds, and one JSON line.
+minute: what users who give up after that wait get), TTFT median and worst. Then the median ratios
+-np N / -np 1 and -np N / auto of both with their range over the rounds, and one JSON line.
 
     .venv/bin/python benchmarks/concurrency.py [--clients 4] [--rounds 5] [--max-ttft-ms 1000]
 """
@@ -83,8 +84,8 @@ def main() -> None:
     args = parser.parse_args()
     binary, model = ServerBinary.find(args.server_bin), str(default_model_path())
     shapes = list(load_profile(args.workload).shapes)
-    slots = {"np1": 1, f"np{args.clients}": args.clients}
-    commands = {label: [binary.path, "-m", model, "-c", str(args.n_ctx * n), "-np", str(n)] for label, n in slots.items()}
+    slots = {"np1": 1, "auto": None, f"np{args.clients}": args.clients}
+    commands = {label: [binary.path, "-m", model, "-c", str(args.n_ctx * (n or 1)), *(["-np", str(n)] if n else [])] for label, n in slots.items()}
     servers = {label: start(command) for label, command in commands.items()}
     rows: dict[str, list[dict]] = {label: [] for label in servers}
     try:
@@ -107,14 +108,15 @@ def main() -> None:
             process.wait(timeout=10)
     many = f"np{args.clients}"
     summary = {}
-    for figure in ("throughput", "goodput"):
-        ratios = [m[figure] / o[figure] if o[figure] else float("inf") for m, o in zip(rows[many], rows["np1"])]
-        finite = [r for r in ratios if r != float("inf")]
-        stat = Stat.of(finite) if finite else None
-        summary[figure] = ratios
-        spread = f"{stat.median:.2f}x (rounds {min(finite):.2f}-{max(finite):.2f})" if stat else "-np 1 met no target in any round"
-        medians = {label: statistics.median(r[figure] for r in rows[label]) for label in rows}
-        print(f"{figure}: -np {args.clients} / -np 1 = {spread}; medians {medians[many]:.1f} vs {medians['np1']:.1f} requests/min")
+    for base in ("np1", "auto"):
+        for figure in ("throughput", "goodput"):
+            ratios = [m[figure] / o[figure] if o[figure] else float("inf") for m, o in zip(rows[many], rows[base])]
+            finite = [r for r in ratios if r != float("inf")]
+            stat = Stat.of(finite) if finite else None
+            summary[f"{figure} vs {base}"] = ratios
+            spread = f"{stat.median:.2f}x (rounds {min(finite):.2f}-{max(finite):.2f})" if stat else f"{base} met no target in any round"
+            medians = {label: statistics.median(r[figure] for r in rows[label]) for label in rows}
+            print(f"{figure}: -np {args.clients} / {base} = {spread}; medians {medians[many]:.1f} vs {medians[base]:.1f} requests/min")
     for label in rows:
         print(f"{label}: TTFT median {statistics.median(r['ttft_median'] for r in rows[label]):.0f} ms, worst {max(r['ttft_worst'] for r in rows[label]):.0f} ms")
     print(json.dumps({"binary": binary.version, "clients": args.clients, "max_ttft_ms": args.max_ttft_ms, "commands": commands, "rounds": rows, "ratios": summary}))

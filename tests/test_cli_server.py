@@ -17,6 +17,7 @@ import optuna
 import pytest
 
 from tests.conftest import SMALL, SMALL_ARGS, run_tune
+from tuner.config import AUTO_SLOTS
 from tuner.models import model_sha256
 from tuner.preset import Preset
 from tuner.server import free_port
@@ -51,6 +52,7 @@ def test_a_study_on_llama_server_records_its_engine_and_compares_with_its_defaul
     assert len(study.trials) == 12 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
     defaults = next(t for t in study.trials if t.user_attrs.get("baseline") == "defaults").user_attrs["baseline_config"]
     assert (defaults["n_batch"], defaults["n_ubatch"], defaults["swa_full"]) == (2048, 512, False)  # llama-server's, read from it
+    assert defaults["n_parallel"] == AUTO_SLOTS  # what a user who sets only -c runs
     assert "[ 12/12]" in out
 
 
@@ -69,10 +71,15 @@ def test_the_exported_command_line_starts_the_server_that_was_measured(server_st
     try:
         props = _props_when_ready(port)
         assert props["default_generation_settings"]["n_ctx"] == preset.engine["n_ctx"]
-        assert props["total_slots"] == 1
+        assert props["total_slots"] == _slots_started(preset.config().n_parallel)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)
+
+
+def _slots_started(n_parallel: int) -> int:
+    """The slots a server runs with -np n_parallel: llama-server's auto (its defaults) is 4."""
+    return 4 if n_parallel == AUTO_SLOTS else n_parallel
 
 
 def _props_when_ready(port: int, timeout: float = 60) -> dict:
@@ -187,12 +194,13 @@ def test_requests_at_once_search_the_slots_and_export_them_with_a_context_each(t
     assert "n_parallel" not in preset.engine  # llama_cpp.Llama(**engine) has no slots
     exported = run_tune("export", "np", "--format", "llama-server", cwd=tmp_path).stdout.strip().splitlines()
     words = shlex.split(exported[-1])
-    assert words[words.index("-np") + 1] == str(slots) and words[words.index("-c") + 1] == str(4096 * slots)
+    pool = 4096 if slots == AUTO_SLOTS else 4096 * slots  # auto: the defaults' 4 slots share one -c
+    assert words[words.index("-np") + 1] == str(slots) and words[words.index("-c") + 1] == str(pool)
     port = free_port()
     server = subprocess.Popen([server_binary.path, *words[1:], "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         props = _props_when_ready(port)
-        assert props["total_slots"] == slots and props["default_generation_settings"]["n_ctx"] == 4096
+        assert props["total_slots"] == _slots_started(slots) and props["default_generation_settings"]["n_ctx"] == 4096
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)

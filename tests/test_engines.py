@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.config import KV_TYPES, EngineConfig
+from tuner.config import AUTO_SLOTS, KV_TYPES, EngineConfig
 from tuner.errors import ConfigError, EngineError
 from tuner.measure import RaceBound, measure
 from tuner.targets import defaults_for
@@ -92,6 +92,7 @@ def test_both_engines_generate_the_same_greedy_text(engine, server_engine):
 def test_the_server_engine_reads_its_own_defaults_from_the_binary(server_engine):
     defaults = server_engine.own_defaults(4096)
     assert defaults.n_ctx == 4096 and defaults.n_batch == 2048 and defaults.n_ubatch == 512
+    assert defaults.n_parallel == AUTO_SLOTS  # started with only -c, as a user would: 4 slots sharing it
     assert server_engine.own_defaults(1024).n_batch == 1024  # llama.cpp clamps n_batch to n_ctx: read back
     assert defaults.swa_full is False and (defaults.type_k, defaults.type_v) == (KV_TYPES["f16"], KV_TYPES["f16"])
     # the table the exports compare against (tuner.targets) says the same as the binary

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from tests.conftest import SMALL_ARGS, run_tune
+from tuner.config import AUTO_SLOTS
 from tuner.export import FORMATS, notes, to_llama_server, to_modelfile, to_server_config
 from tuner.gguf import read_gguf_info
 from tuner.hardware import physical_cores
@@ -497,3 +498,16 @@ def test_a_llama_server_preset_with_speculation_starts_with_its_spec_type(study)
     text = to_llama_server(served)
     assert _parse_llama_server(_command(text))["--spec-type"] == "ngram-simple"
     assert f"# speculation on your requests' text: {why}" in text
+
+
+def test_a_llama_server_preset_keeping_its_auto_slots_starts_them_and_says_they_share_the_context(study):
+    """A study on llama-server starts at its defaults, -np -1 (auto: 4 slots sharing -c); a preset
+    that kept them writes -np -1 with -c the context each request may use, and says so."""
+    on_server = {**study["preset"].provenance, "engine": {"name": "llama-server", "version": "b1"}}
+    auto = dataclasses.replace(study["preset"], server={"n_parallel": AUTO_SLOTS}, provenance=on_server)
+    text = to_llama_server(auto)
+    options = _parse_llama_server(_command(text))
+    assert (options["-np"], options["-c"]) == ("-1", str(auto.engine["n_ctx"]))
+    assert f"# -np -1: llama-server's default, 4 slots sharing one {auto.engine['n_ctx']}-token KV cache" in text
+    one = dataclasses.replace(auto, server={})
+    assert f"# -np 1: one slot with all {auto.engine['n_ctx']} tokens of context, measured one request at a time (llama-server's default" in to_llama_server(one)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuner.config import EngineConfig
+from tuner.config import AUTO_SLOTS, EngineConfig
 from tuner.errors import PresetError
 from tuner.preset import Preset
 
@@ -17,12 +17,14 @@ def test_roundtrip(tmp_path):
     assert "seed" not in loaded.sampling  # None is left out: create_completion picks a random seed
 
 
-def test_llama_servers_slots_have_a_section_of_their_own_written_only_when_more_than_one(tmp_path):
+def test_llama_servers_slots_have_a_section_of_their_own_written_only_when_not_one(tmp_path):
     one = Preset.from_config("/m.gguf", EngineConfig(n_ctx=2048))
     assert "server" not in one.save(tmp_path / "one.yaml").read_text()
     two = Preset.load(Preset.from_config("/m.gguf", EngineConfig(n_ctx=2048, n_parallel=2)).save(tmp_path / "two.yaml"))
     assert two.server == {"n_parallel": 2} and "n_parallel" not in two.engine  # llama_cpp.Llama(**engine) has no slots
     assert two.config().n_parallel == 2 and two.config().n_ctx == 2048
+    auto = Preset.load(Preset.from_config("/m.gguf", EngineConfig(n_ctx=2048, n_parallel=AUTO_SLOTS)).save(tmp_path / "auto.yaml"))
+    assert auto.server == {"n_parallel": -1} and auto.config().n_parallel == AUTO_SLOTS  # llama-server's default, kept as measured
 
 
 def test_a_draft_has_a_section_of_its_own_and_the_engine_asks_for_logits_all(tmp_path):
@@ -81,7 +83,7 @@ def test_a_value_shared_between_sections_is_written_out_in_full_not_as_an_alias(
         ("model: m.gguf\nengine: {n_ctx: big}\n", "n_ctx='big' has the wrong type"),
         ("model: m.gguf\nextras: 1\n", "unknown top-level key 'extras'"),
         ("model: m.gguf\nserver: {slots: 2}\n", "unknown server key 'slots'"),
-        ("model: m.gguf\nserver: {n_parallel: 0}\n", "n_parallel=0 must be at least 1"),
+        ("model: m.gguf\nserver: {n_parallel: 0}\n", "n_parallel=0 must be -1 (auto) or at least 1"),
         ("engine: {}\n", "'model' must be"),
         ("model: m.gguf\nengine: [1, 2]\n", "'engine' must be a mapping"),
         ("model: m.gguf\nengine: {n_ctx: 512\n", "YAML syntax error"),

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import tuner.server as server_module
-from tuner.config import EngineConfig
+from tuner.config import AUTO_SLOTS, EngineConfig
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.server import ServerProcess, ServerSession
 from tuner.server_binary import ServerBinary
@@ -181,6 +181,19 @@ def test_requests_at_once_give_each_user_a_slot_of_its_own_with_the_whole_contex
     assert len(shape.request_ms.samples) == 3  # a round of two users counts once
     # requests/min: two requests completed per round; the request time is the slowest user's wait
     assert all(60_000 / rate < wait <= 2 * 60_000 / rate for rate, wait in zip(result.requests_per_min.samples, shape.request_ms.samples))
+
+
+def test_auto_slots_are_four_sharing_the_context_and_read_back_as_auto(server_engine):
+    """-np -1, what a user who sets only -c runs: 4 slots, each request may use all n_ctx (one
+    unified cache); the measurement records auto, not -np 4 (whose slots have n_ctx each)."""
+    from tuner.measure import measure
+
+    auto = EngineConfig(n_ctx=512, n_threads=2, n_parallel=AUTO_SLOTS)
+    result = measure(server_engine, auto, Workload.single(16, 8, repeats=3, quality=False))
+    assert (result.config.n_ctx, result.config.n_parallel) == (512, AUTO_SLOTS)
+    with server_engine.session(auto) as session:
+        props = session.props()
+    assert props["total_slots"] == 4 and props["default_generation_settings"]["n_ctx"] == 512
 
 
 def test_each_user_sends_a_conversation_of_its_own():

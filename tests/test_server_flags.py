@@ -6,7 +6,7 @@ from dataclasses import fields
 
 import pytest
 
-from tuner.config import DRAFT_KEYS, KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, SERVER_KEYS, CONTEXT_KEYS, EngineConfig
+from tuner.config import AUTO_SLOTS, DRAFT_KEYS, KV_TYPES, LOAD_KEYS, SAMPLING_KEYS, SERVER_KEYS, CONTEXT_KEYS, EngineConfig
 from tuner.errors import ConfigError
 from tuner.server_flags import SERVER_FLAGS, check_lacking, help_flags, lacking_settings, missing_flags, server_args
 
@@ -53,6 +53,14 @@ def test_each_setting_reaches_its_flag():
     assert [_value(args, f) for f in ("--temp", "--top-k", "--top-p", "--min-p", "--repeat-penalty", "-s")] == ["0.2", "7", "0.5", "0.1", "1.1", "3"]
     assert {"-nkvo", "--no-op-offload"} <= set(args) and "--swa-full" not in args
     assert _value(args, "--load-mode") == "none" and _value(args, "-np") == "4"  # 4 slots of 1024 tokens each: -c 4096
+
+
+def test_auto_slots_share_the_context_as_for_a_user_who_sets_only_c():
+    """-np -1 is llama-server's default: 4 slots sharing one cache of -c cells, each request may
+    use all of it; -c is not multiplied by the slots as it is for -np N."""
+    args = server_args(EngineConfig(n_ctx=4096, n_parallel=AUTO_SLOTS))
+    assert (_value(args, "-c"), _value(args, "-np")) == ("4096", "-1")
+    assert _value(server_args(EngineConfig(n_ctx=4096, n_parallel=4)), "-c") == "16384"
 
 
 def test_every_engine_setting_has_a_server_flag():

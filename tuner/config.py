@@ -24,6 +24,7 @@ from typing import Any
 from tuner.errors import ConfigError
 
 __all__ = [
+    "AUTO_SLOTS",
     "CONTEXT_KEYS",
     "DRAFT_KEYS",
     "KV_TYPES",
@@ -51,6 +52,9 @@ CONTEXT_KEYS = (
 )
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
 SERVER_KEYS = ("n_parallel", "spec_type")
+# n_parallel's "auto", llama-server's default (-np -1): 4 slots sharing one KV cache of n_ctx cells
+# (--kv-unified), so each request may use all n_ctx, but requests at once share them.
+AUTO_SLOTS = -1
 # llama-server's n-gram speculation (--spec-type): drafts from n-grams its context already holds.
 SPEC_TYPES = ("none", "ngram-simple", "ngram-mod", "ngram-map-k", "ngram-map-k4v", "ngram-cache")
 # llama-cpp-python's speculation: Llama(draft_model=LlamaPromptLookupDecoding(num_pred_tokens=
@@ -102,6 +106,7 @@ class EngineConfig:
     seed: int | None = None
     # llama-server's parallel slots (-np): requests decoded together in one batch. n_ctx is what
     # each slot (each request) gets; the server is started with n_ctx x n_parallel in all.
+    # AUTO_SLOTS is llama-server's own default (4 slots sharing -c n_ctx), its "defaults" baseline.
     n_parallel: int = 1
     spec_type: str = "none"  # llama-server's --spec-type (SPEC_TYPES), decided like the draft below
     # prompt-lookup speculation (DRAFT_KEYS): draft tokens per step (0: none), longest n-gram looked up
@@ -195,7 +200,11 @@ class EngineConfig:
         need(self.top_k >= 0, f"top_k={self.top_k} is negative", "use 0 (off) or more")
         need(0 <= self.top_p <= 1, f"top_p={self.top_p} is outside [0, 1]", "use a value between 0 and 1")
         need(0 <= self.min_p <= 1, f"min_p={self.min_p} is outside [0, 1]", "use a value between 0 and 1")
-        need(self.n_parallel >= 1, f"n_parallel={self.n_parallel} must be at least 1", "use 1 slot (one request at a time) or more")
+        need(
+            self.n_parallel >= 1 or self.n_parallel == AUTO_SLOTS,
+            f"n_parallel={self.n_parallel} must be -1 (auto) or at least 1",
+            "use 1 slot (one request at a time), more, or -1 (llama-server's auto: 4 slots sharing the context)",
+        )
         need(self.spec_type in SPEC_TYPES, f"spec_type={self.spec_type!r} is not a llama-server speculation type", f"use one of {', '.join(SPEC_TYPES)}")
         need(self.draft_tokens >= 0, f"draft_tokens={self.draft_tokens} is negative", "use 0 (no speculation) or the tokens drafted per step, e.g. 10")
         need(self.draft_ngram >= 1, f"draft_ngram={self.draft_ngram} must be at least 1", "use the longest n-gram looked up, e.g. 2")

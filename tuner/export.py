@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.config import KV_TYPE_NAMES, KV_TYPES
+from tuner.config import AUTO_SLOTS, KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import DRAFT_ENGINE, Preset
 from tuner.stats import UNITS
@@ -96,8 +96,9 @@ def to_llama_server(preset: Preset) -> str:
     default here; load-time settings (mmap/mlock, KV offload, split mode, main GPU) only where
     they differ from it. ``-np 1``: the preset was measured one request at a time, with the whole
     context for it; llama-server's default is 4 slots sharing one KV cache of n_ctx cells. A
-    preset measured with requests at once (``--concurrency``) carries its slots: ``-np N`` with
-    ``-c`` N times the context each request needs.
+    preset measured on llama-server carries its slots: ``-np -1`` (that default, its "defaults"
+    baseline, kept when another count does not pay) or ``-np N`` with ``-c`` N times the context
+    each request needs (:func:`slots_line` says which).
     """
     if measured_on(preset) == "llama-server":  # the flags it ran with, every one of them
         words = ["llama-server", "-m", _one_line(preset.model), *server_args(preset.config())]
@@ -108,19 +109,27 @@ def to_llama_server(preset: Preset) -> str:
             if key in values:
                 words += [flag, server_value(key, values[key])]
         words += [*load_flags(values), "-np", "1"]
-    n_ctx, n_slots = preset.engine.get("n_ctx") or 0, preset.config().n_parallel
-    context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
-    pool = f"one {n_ctx}-token KV cache" if n_ctx else "one KV cache"
-    slots = (
-        f"-np 1: one slot with {context}, one request at a time, as measured; llama-server's default "
-        f"is 4 slots sharing {pool} (4 concurrent requests share it): measure -np there before raising it"
-    )
-    users = int((preset.measured.get("workload") or {}).get("concurrency", 1))
-    if n_slots > 1 or users > 1:
-        slots = (f"-np {n_slots}: {n_slots} slot(s) of {n_ctx} tokens each (-c {n_ctx * n_slots} in all), measured with {users} users at once"
-                 + ("; with fewer slots than users, requests wait for a slot" if n_slots < users else ", decoded together"))
-    header = [f"# {line}" for line in [*claim_lines(preset, "llama-server"), slots]]
+    header = [f"# {line}" for line in [*claim_lines(preset, "llama-server"), slots_line(preset)]]
     return "\n".join([*header, shlex.join(words)]) + "\n"
+
+
+def slots_line(preset: Preset) -> str:
+    """What the exported ``-np`` means for the requests: each slot's context, whether requests at
+    once share it, and what it was measured with."""
+    n_ctx, n_slots = preset.engine.get("n_ctx") or 0, preset.config().n_parallel
+    users = int((preset.measured.get("workload") or {}).get("concurrency", 1))
+    pool = f"one {n_ctx}-token KV cache" if n_ctx else "one KV cache"
+    with_users = f"measured with {users} users at once" if users > 1 else "measured one request at a time"
+    if n_slots == AUTO_SLOTS:
+        return f"-np -1: llama-server's default, 4 slots sharing {pool} (each request may use all of it; requests at once share it), {with_users}"
+    if n_slots > 1 or users > 1:
+        return (f"-np {n_slots}: {n_slots} slot(s) of {n_ctx} tokens each (-c {n_ctx * n_slots} in all), {with_users}"
+                + ("; with fewer slots than users, requests wait for a slot" if n_slots < users else ", decoded together"))
+    context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
+    if measured_on(preset) == "llama-server":
+        return f"-np 1: one slot with {context}, {with_users} (llama-server's default: 4 slots sharing {pool})"
+    return (f"-np 1: one slot with {context}, one request at a time, as measured; llama-server's default "
+            f"is 4 slots sharing {pool} (4 concurrent requests share it): measure -np there before raising it")
 
 
 def to_modelfile(preset: Preset, n_layers: int | None = None) -> str:

@@ -41,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tuner.config import KV_TYPES, EngineConfig
+from tuner.config import AUTO_SLOTS, KV_TYPES, EngineConfig
 from tuner.engine import Generation
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.llama_log import placement_read_back
@@ -359,11 +359,14 @@ def _streamed(tokens: list[int], max_tokens: int, *, stop_at_eos: bool, cache_pr
 def _read_back(asked: EngineConfig, lines: list[str]) -> EngineConfig:
     """The configuration the server runs with, as llama.cpp logged its context (each slot's
     n_ctx, the slots, n_batch, n_ubatch, flash attention, threads); what it does not log is taken
-    as asked."""
+    as asked. Auto slots stay :data:`AUTO_SLOTS` (their 4 slots share one cache: another
+    configuration than ``-np 4``, which gives each slot n_ctx of its own)."""
     found: dict[str, Any] = {}
     for line in lines:
         if match := _CONTEXT_LINE.search(line):
             key, value = match[1], match[2]
+            if key == "n_seq_max" and asked.n_parallel == AUTO_SLOTS:
+                continue
             if key != "flash_attn":
                 found[{"n_ctx_seq": "n_ctx", "n_seq_max": "n_parallel"}.get(key, key)] = int(value)
             elif value != "auto":  # "auto" is resolved later: "Flash Attention enabled|disabled"
@@ -407,23 +410,25 @@ class ServerEngine:
             process.close()
 
     def own_defaults(self, n_ctx: int) -> EngineConfig:
-        """llama-server's own defaults on this machine at ``n_ctx`` (and ``-np 1``), as the binary
-        resolves them: started with nothing else set, its log read back (batch sizes, threads,
-        flash attention's "auto", the layers "-ngl auto" offloads, the KV types, a window-sized
-        SWA cache), its sampling from ``/props``. This is the "defaults" a study on llama-server compares against.
+        """llama-server's own defaults on this machine at ``n_ctx``, as the binary resolves them:
+        started with only ``-c n_ctx``, as a user who sets nothing else starts it, its log read
+        back (batch sizes, threads, flash attention's "auto", the layers "-ngl auto" offloads, the
+        KV types, a window-sized SWA cache, auto slots: :data:`AUTO_SLOTS`), its sampling from
+        ``/props``. This is the "defaults" a study on llama-server compares against.
 
         Raises:
             EngineError / WorkerFailed: the binary cannot start the model.
         """
-        process = ServerProcess(self.binary, self.model_path, ["-c", str(n_ctx), "-np", "1"], timeout_s=START_TIMEOUT_S)
+        asked = EngineConfig(n_ctx=n_ctx, n_parallel=AUTO_SLOTS)
+        process = ServerProcess(self.binary, self.model_path, ["-c", str(n_ctx)], timeout_s=START_TIMEOUT_S)
         try:
             process.start()
-            session = ServerSession(process, EngineConfig(n_ctx=n_ctx), self.timeout_s)
+            session = ServerSession(process, asked, self.timeout_s)
             lines, placed = process.log_lines(), session.placed
             params = session.props().get("default_generation_settings", {}).get("params", {})
         finally:
             process.close()
-        found = _read_back(EngineConfig(n_ctx=n_ctx), lines)
+        found = _read_back(asked, lines)
         kv = re.search(r"K \((\w+)\).*V \((\w+)\)", "\n".join(line for line in lines if "llama_kv_cache: size" in line))
         kv_types = {"type_k": KV_TYPES.get(kv[1], 1), "type_v": KV_TYPES.get(kv[2], 1)} if kv else {}
         sampling = {key: round(float(params[name]), 4) for key, name in _SAMPLING_PROPS.items() if name in params}

@@ -14,7 +14,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from tuner.config import KV_TYPE_NAMES, EngineConfig
+from tuner.config import AUTO_SLOTS, KV_TYPE_NAMES, EngineConfig
 from tuner.errors import ConfigError
 
 __all__ = [
@@ -91,9 +91,12 @@ def server_args(config: EngineConfig, lacking: Collection[str] = ()) -> list[str
     or not it is llama-server's default, so a measurement runs exactly the configuration it is
     labelled with, whatever the binary's defaults are; except the settings ``lacking`` a flag in
     this binary, which run at its own default (see :func:`lacking_settings`). ``-c`` is shared by
-    the slots, so it is n_ctx (what each request gets) times the slots."""
+    the slots, so it is n_ctx (what each request gets) times the slots; with ``-np -1``
+    (:data:`AUTO_SLOTS`, llama-server's default) the server's 4 slots share one cache of n_ctx
+    cells, as for a user who sets only ``-c``."""
     values = config.effective().to_dict()
-    values["n_ctx"] *= values["n_parallel"]
+    if values["n_parallel"] != AUTO_SLOTS:
+        values["n_ctx"] *= values["n_parallel"]
     args = []
     for key, flag in SERVER_FLAGS.items():
         if values.get(key) is not None and key not in lacking:

@@ -8,12 +8,12 @@ import pytest
 
 from tests.conftest import SMALL, simulated_measurement
 from tuner.baseline import Requirement
-from tuner.config import EngineConfig
+from tuner.config import AUTO_SLOTS, EngineConfig
 from tuner.hardware import describe_machine
 from tuner.models import model_sha256
 from tuner.space import parse_space
 from tuner.study import Economies, InProcess, StudySpec, best_preset, open_storage, start_study, summarize
-from tuner.study.ablation import GROUPS, NOT_ABLATED, changed_groups, compose, current_ablation, worse_figures
+from tuner.study.ablation import GROUPS, NOT_ABLATED, changed_groups, compose, current_ablation, describe_change, worse_figures
 from tuner.study.confirm import Candidate, current_confirmation
 from tuner.workload import Shape, Workload
 
@@ -51,6 +51,17 @@ def test_a_group_is_changed_only_where_the_values_that_run_differ():
     assert changed["batch sizes"] == {"n_batch": [512, 256], "n_ubatch": [512, 256]}  # n_ubatch clamped to n_batch, as llama.cpp does
     mixed = compose(start, winner, ["sampling"])
     assert (mixed.n_batch, mixed.temperature) == (512, 0.5)
+
+
+def test_llama_servers_auto_slots_are_a_change_of_their_own_said_as_auto():
+    """A study on llama-server starts at its defaults (auto slots) and trials run one slot: the
+    slots are a group the ablation measures, and reverting it gives the user's default back."""
+    start = EngineConfig(n_ctx=4096, n_parallel=AUTO_SLOTS)
+    winner = replace(start, n_parallel=1)
+    changed = changed_groups(start, winner)
+    assert changed == {"slots": {"n_parallel": [AUTO_SLOTS, 1]}}
+    assert describe_change("n_parallel", changed["slots"]["n_parallel"]) == "n_parallel auto -> 1"
+    assert compose(start, winner, []).n_parallel == AUTO_SLOTS
 
 
 def _entry(label: str, ttft: list[float], decode: list[float]) -> Candidate:

@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from tuner.config import AUTO_SLOTS
 from tuner.stats import UNITS, duration
 
 __all__ = [
@@ -381,12 +382,12 @@ def print_pareto(study_obj: Any) -> None:
 
 def settings(cfg: dict[str, Any]) -> str:
     """A configuration in one short cell: threads, context, batch sizes, layers offloaded (-1:
-    all), attention and KV cache, sampling, llama-server's slots (when more than one)."""
+    all), attention and KV cache, sampling, llama-server's slots (when not one; auto: its default)."""
     layers, slots = cfg.get("n_gpu_layers", 0), cfg.get("n_parallel", 1)
     return (
         f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
         f"ngl={'all' if layers == -1 else layers} fa={'on' if cfg['flash_attn'] else 'off'} kv={kv(cfg)} "
-        f"T={cfg['temperature']:.2f} top_k={cfg['top_k']}" + (f" np={slots}" if slots != 1 else "")
+        f"T={cfg['temperature']:.2f} top_k={cfg['top_k']}" + (f" np={'auto' if slots == AUTO_SLOTS else slots}" if slots != 1 else "")
     )
 
 

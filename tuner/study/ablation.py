@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from tuner.config import KV_TYPE_NAMES, EngineConfig
+from tuner.config import AUTO_SLOTS, KV_TYPE_NAMES, EngineConfig
 from tuner.quality import QualityBudget
 from tuner.stats import UNITS, Stat, check_rounds
 from tuner.errors import ConfigError, EngineError, WorkerFailed
@@ -170,8 +170,10 @@ def compose(start: EngineConfig, winner: EngineConfig, groups: set[str] | list[s
 
 
 def describe_change(knob: str, values: list[Any]) -> str:
-    """'n_threads 1 -> 2', with KV types by name."""
+    """'n_threads 1 -> 2', with KV types by name and llama-server's auto slots as "auto"."""
     def show(value: Any) -> str:
+        if knob == "n_parallel" and value == AUTO_SLOTS:
+            return "auto"
         if knob in ("type_k", "type_v"):
             return KV_TYPE_NAMES.get(value, str(value))
         if isinstance(value, bool):
