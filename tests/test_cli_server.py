@@ -180,10 +180,10 @@ def test_requests_at_once_search_the_slots_and_export_them_with_a_context_each(t
         "--no-quality", "--depth", "32", "--trial-timeout", "120", *SMALL_ARGS, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    assert "2 users at once" in result.stdout and "slots (-np) searched 1-2" in result.stdout
+    assert "2 users at once" in result.stdout and "slots (-np) searched 1-2, each with n_ctx of its own, and auto" in result.stdout
     study = optuna.load_study(study_name="np", storage=f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}")
     searched = [t for t in study.trials if not t.user_attrs.get("baseline")]
-    assert searched and all(t.params["n_parallel"] in (1, 2) for t in searched)
+    assert searched and all(t.params["n_parallel"] in (AUTO_SLOTS, 1, 2) for t in searched)
     assert study.user_attrs["workload"]["concurrency"] == 2
     for trial in (t for t in searched if t.state.name == "COMPLETE"):  # each slot read back with the context asked
         effective = trial.user_attrs["measurement"]["effective"]
@@ -194,13 +194,14 @@ def test_requests_at_once_search_the_slots_and_export_them_with_a_context_each(t
     assert "n_parallel" not in preset.engine  # llama_cpp.Llama(**engine) has no slots
     exported = run_tune("export", "np", "--format", "llama-server", cwd=tmp_path).stdout.strip().splitlines()
     words = shlex.split(exported[-1])
-    pool = 4096 if slots == AUTO_SLOTS else 4096 * slots  # auto: the defaults' 4 slots share one -c
+    n_ctx = preset.engine["n_ctx"]  # 4096 required; 8192 searched
+    pool = n_ctx if slots == AUTO_SLOTS else n_ctx * slots  # auto: 4 slots share one -c
     assert words[words.index("-np") + 1] == str(slots) and words[words.index("-c") + 1] == str(pool)
     port = free_port()
     server = subprocess.Popen([server_binary.path, *words[1:], "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         props = _props_when_ready(port)
-        assert props["total_slots"] == _slots_started(slots) and props["default_generation_settings"]["n_ctx"] == 4096
+        assert props["total_slots"] == _slots_started(slots) and props["default_generation_settings"]["n_ctx"] == n_ctx
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from tuner.config import KV_TYPES
+from tuner.config import AUTO_SLOTS, KV_TYPES
 from tuner.errors import SpaceError
 from tuner.space import builtin_spaces, load_space, parse_space
 
@@ -148,15 +148,15 @@ def test_fixing_takes_knobs_out_of_the_search_and_their_bounds_come_from_the_fix
     assert load_space("cpu").fixing({}) == load_space("cpu")
 
 
-def test_requests_at_once_search_the_slots_from_one_to_the_users():
+def test_requests_at_once_search_the_slots_from_one_to_the_users_and_the_servers_auto():
     space = load_space("cpu", cores=2)
     assert space.with_slots(1) is space
     slots = next(p for p in space.with_slots(3).params if p.name == "n_parallel")
-    assert slots.choices == (1, 2, 3)
+    assert slots.choices == (AUTO_SLOTS, 1, 2, 3)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     seen = set()
     for _ in range(30):
         config, values = space.with_slots(3).suggest(study.ask())
         assert config.n_parallel == values["n_parallel"]
         seen.add(config.n_parallel)
-    assert seen == {1, 2, 3}
+    assert seen == {AUTO_SLOTS, 1, 2, 3}

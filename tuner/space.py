@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tuner.config import KV_TYPES, EngineConfig
+from tuner.config import AUTO_SLOTS, KV_TYPES, EngineConfig
 from tuner.errors import ConfigError, SpaceError
 from tuner.hardware import logical_cores
 
@@ -173,12 +173,14 @@ class SearchSpace:
         return replace(self, params=tuple(p for p in self.params if p.name not in knobs), fixed={**fixed, **settings})
 
     def with_slots(self, concurrency: int) -> SearchSpace:
-        """With ``concurrency`` requests at once (llama-server), its slots searched too, from 1 to
-        ``concurrency``: more slots decode more requests together, each with n_ctx of its own
-        (the server's -c grows with them); one request at a time leaves the space as it is."""
+        """With ``concurrency`` requests at once (llama-server), its slots searched too: from 1 to
+        ``concurrency``, each with n_ctx of its own (the server's -c grows with them), or
+        llama-server's auto (:data:`AUTO_SLOTS`: 4 slots sharing one cache of n_ctx cells, which
+        4 users at once on the 2-core VM served at 1.23x the throughput of -np 4 with 4 x n_ctx,
+        benchmarks/concurrency.py); one request at a time leaves the space as it is."""
         if concurrency <= 1 or any(p.name == "n_parallel" for p in self.params):
             return self
-        slots = Param(name="n_parallel", choices=tuple(range(1, concurrency + 1)))
+        slots = Param(name="n_parallel", choices=(AUTO_SLOTS, *range(1, concurrency + 1)))
         return replace(self, params=(*self.params, slots), fixed={k: v for k, v in self.fixed.items() if k != "n_parallel"})
 
     def suggest(self, trial: Any) -> tuple[EngineConfig, dict[str, Any]]:

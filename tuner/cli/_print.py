@@ -91,7 +91,7 @@ def print_workload(workload: Any) -> None:
         say(f"  {weight:4.0%}  {shape.describe()}")
     if workload.concurrency > 1:
         say(f"  {workload.concurrency} users at once, each with its own conversation: requests/min is what the server completes, TTFT the slowest user's")
-        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own")
+        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own, and auto (4 slots sharing n_ctx)")
     if workload.source.get("kind") == "jsonl":
         say(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
 
