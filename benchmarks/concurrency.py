@@ -108,7 +108,7 @@ def main() -> None:
             process.wait(timeout=10)
     many = f"np{args.clients}"
     summary = {}
-    for base in ("np1", "auto"):
+    for base in (b for b in ("np1", "auto") if b != many):  # --clients 1: -np 1 against auto only
         for figure in ("throughput", "goodput"):
             ratios = [m[figure] / o[figure] if o[figure] else float("inf") for m, o in zip(rows[many], rows[base])]
             finite = [r for r in ratios if r != float("inf")]

@@ -219,7 +219,8 @@ def print_engine(record: dict[str, Any], defaults: Any) -> None:
     """The engine that measures, and its own defaults here (the study's "defaults" baseline)."""
     say(f"engine: {record['name']} {record.get('version', '')} ({record.get('path', '')}), one server process per configuration")
     shown = ("n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn", "swa_full")
-    say("its defaults here at -np 1 (read from the binary): " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown))
+    slots = "auto (4 slots sharing one cache)" if defaults.n_parallel == AUTO_SLOTS else str(defaults.n_parallel)
+    say("its defaults here: " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown) + f", -np {slots}")
 
 
 def print_lacks(record: dict[str, Any]) -> None:
