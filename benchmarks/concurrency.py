@@ -9,13 +9,14 @@ token and the request time are the client's wall clock.
 
 `-np 1 -c C` and `-np N -c N*C` give each slot the same context (llama-server splits `-c` among its
 slots); `auto` is `-c C` alone, what a user who sets nothing else runs: 4 slots sharing one cache
-of C cells (`-np -1`, a unified KV cache). Same binary, every other setting its own default,
+of C cells (`-np -1`, a unified KV cache); `npN-shared` is `-np N -c C --kv-unified`, N slots
+sharing C cells. Same binary, every other setting its own default,
 started as a user would. Rounds alternate the order, after one untimed round on each.
 
 Per round and server: throughput (requests / the time from the first request sent to the last
 answer, per minute), goodput (the requests whose time to first token met --max-ttft-ms, per
 minute: what users who give up after that wait get), TTFT median and worst. Then the median ratios
--np N / -np 1 and -np N / auto of both with their range over the rounds, and one JSON line.
+of -np N to each other server, of both, with their range over the rounds, and one JSON line.
 
     .venv/bin/python benchmarks/concurrency.py [--clients 4] [--rounds 5] [--max-ttft-ms 1000]
 """
@@ -84,8 +85,13 @@ def main() -> None:
     args = parser.parse_args()
     binary, model = ServerBinary.find(args.server_bin), str(default_model_path())
     shapes = list(load_profile(args.workload).shapes)
-    slots = {"np1": 1, "auto": None, f"np{args.clients}": args.clients}
-    commands = {label: [binary.path, "-m", model, "-c", str(args.n_ctx * (n or 1)), *(["-np", str(n)] if n else [])] for label, n in slots.items()}
+    n = args.clients
+    commands = {
+        "np1": [binary.path, "-m", model, "-c", str(args.n_ctx), "-np", "1"],
+        "auto": [binary.path, "-m", model, "-c", str(args.n_ctx)],
+        f"np{n}": [binary.path, "-m", model, "-c", str(args.n_ctx * n), "-np", str(n)],
+        f"np{n}-shared": [binary.path, "-m", model, "-c", str(args.n_ctx), "-np", str(n), "--kv-unified"],
+    }
     servers = {label: start(command) for label, command in commands.items()}
     rows: dict[str, list[dict]] = {label: [] for label in servers}
     try:
@@ -108,7 +114,7 @@ def main() -> None:
             process.wait(timeout=10)
     many = f"np{args.clients}"
     summary = {}
-    for base in (b for b in ("np1", "auto") if b != many):  # --clients 1: -np 1 against auto only
+    for base in (b for b in ("np1", "auto", f"{many}-shared") if b != many):
         for figure in ("throughput", "goodput"):
             ratios = [m[figure] / o[figure] if o[figure] else float("inf") for m, o in zip(rows[many], rows[base])]
             finite = [r for r in ratios if r != float("inf")]

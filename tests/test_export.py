@@ -72,7 +72,7 @@ LLAMA_SERVER_OPTIONS = {
     "-np": INT.match,
     "--spec-type": {"none", "ngram-simple", "ngram-mod", "ngram-map-k", "ngram-map-k4v", "ngram-cache"}.__contains__,
 }
-LLAMA_SERVER_SWITCHES = {"-nkvo", "--no-op-offload", "--swa-full"}  # options without a value (common/arg.cpp)
+LLAMA_SERVER_SWITCHES = {"-nkvo", "--no-op-offload", "--swa-full", "--kv-unified"}  # options without a value (common/arg.cpp)
 
 # ollama Modelfile PARAMETER names (json tags of ollama's api.Options and api.Runner) -> type.
 OLLAMA_INT = {"num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "top_k", "seed", "num_keep", "num_predict", "repeat_last_n"}
@@ -177,7 +177,7 @@ def test_llama_server_line_uses_current_flags_with_the_preset_values(study):
     preset = study["preset"]
     engine, sampling = preset.engine, preset.sampling
     assert options.pop("-m") == preset.model
-    assert options.pop("-np") == "1"  # measured one request at a time
+    assert "-np" not in options  # measured one request at a time: llama-server's auto slots serve one alike
     flags = {"-c": "n_ctx", "-b": "n_batch", "-ub": "n_ubatch", "-t": "n_threads", "-tb": "n_threads_batch", "-fa": "flash_attn",
              "-ngl": "n_gpu_layers", "-ctk": "type_k", "-ctv": "type_v", "--top-k": "top_k", "--temp": "temperature",
              "--top-p": "top_p", "--min-p": "min_p", "--repeat-penalty": "repeat_penalty"}
@@ -204,7 +204,7 @@ def test_llama_server_export_names_its_baseline_and_the_slots_it_implies(study):
     text = to_llama_server(study["preset"])
     header = text.splitlines()[:-1]
     assert any("x llama-cpp-python's defaults" in line and "on this machine" in line for line in header), header
-    assert any(line.startswith("# -np 1: one slot with all ") and "4 slots sharing one" in line for line in header)
+    assert any(line.startswith("# no -np: llama-server's default, 4 slots sharing one ") and "--concurrency N" in line for line in header)
     assert header[-2].endswith("llama-server runs its own build and defaults: re-measure there (tune start --engine llama-server)")
 
 
@@ -238,7 +238,7 @@ def test_llama_server_quotes_the_model_path(study, path):
 
 def test_llama_server_writes_only_what_the_preset_sets(study):
     preset = dataclasses.replace(study["preset"], engine={"n_ctx": 2048}, sampling={"top_k": 20})
-    assert shlex.split(_command(to_llama_server(preset)))[3:] == ["-c", "2048", "--top-k", "20", "-np", "1"]
+    assert shlex.split(_command(to_llama_server(preset)))[3:] == ["-c", "2048", "--top-k", "20"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -399,10 +399,10 @@ def test_a_minimal_preset_from_the_defaults_leaves_what_it_does_not_change_to_th
     preset = _gained(study, "defaults", flash_attn=(False, True))
     text = to_llama_server(preset)
     options = _parse_llama_server(_command(text))
-    assert set(options) == {"-m", "-c", "-fa", "-np"} and options["-fa"] == "on"
+    assert set(options) == {"-m", "-c", "-fa"} and options["-fa"] == "on"
     assert "# left to llama-server's own defaults (the preset does not change them; measured with llama-cpp-python's): " in text
     nothing = _gained(study, "defaults")  # the study found no change that pays
-    assert set(_parse_llama_server(_command(to_llama_server(nothing)))) == {"-m", "-c", "-np"}
+    assert set(_parse_llama_server(_command(to_llama_server(nothing)))) == {"-m", "-c"}
     assert "no change measurably paid: keep llama-server's own defaults" in to_llama_server(nothing)
     on_server = dataclasses.replace(preset, provenance={**preset.provenance, "engine": {"name": "llama-server"}})
     assert "(the preset does not change them; measured with llama-server's): " in to_modelfile(on_server)  # the engine that measured
@@ -509,5 +509,9 @@ def test_a_llama_server_preset_keeping_its_auto_slots_starts_them_and_says_they_
     options = _parse_llama_server(_command(text))
     assert (options["-np"], options["-c"]) == ("-1", str(auto.engine["n_ctx"]))
     assert f"# -np -1: llama-server's default, 4 slots sharing one {auto.engine['n_ctx']}-token KV cache" in text
+    shared = dataclasses.replace(auto, server={"n_parallel": 2, "kv_unified": True})
+    options = _parse_llama_server(_command(to_llama_server(shared)))
+    assert (options["-np"], options["-c"]) == ("2", str(auto.engine["n_ctx"])) and "--kv-unified" in options
+    assert f"# -np 2 --kv-unified: 2 slots sharing one {auto.engine['n_ctx']}-token KV cache" in to_llama_server(shared)
     one = dataclasses.replace(auto, server={})
     assert f"# -np 1: one slot with all {auto.engine['n_ctx']} tokens of context, measured one request at a time (llama-server's default" in to_llama_server(one)

@@ -194,6 +194,12 @@ def test_auto_slots_are_four_sharing_the_context_and_read_back_as_auto(server_en
     with server_engine.session(auto) as session:
         props = session.props()
     assert props["total_slots"] == 4 and props["default_generation_settings"]["n_ctx"] == 512
+    shared = EngineConfig(n_ctx=512, n_threads=2, n_parallel=2, kv_unified=True)  # --kv-unified: 2 slots sharing -c 512
+    together = Workload.single(16, 8, depth=32, repeats=3, quality=False, concurrency=2)
+    assert measure(server_engine, shared, together).config == shared.effective()
+    with server_engine.session(shared) as session:
+        props = session.props()
+    assert props["total_slots"] == 2 and props["default_generation_settings"]["n_ctx"] == 512
 
 
 def test_each_user_sends_a_conversation_of_its_own():

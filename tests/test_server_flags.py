@@ -61,6 +61,9 @@ def test_auto_slots_share_the_context_as_for_a_user_who_sets_only_c():
     args = server_args(EngineConfig(n_ctx=4096, n_parallel=AUTO_SLOTS))
     assert (_value(args, "-c"), _value(args, "-np")) == ("4096", "-1")
     assert _value(server_args(EngineConfig(n_ctx=4096, n_parallel=4)), "-c") == "16384"
+    shared = server_args(EngineConfig(n_ctx=4096, n_parallel=2, kv_unified=True))  # N slots sharing, as auto's 4 do
+    assert (_value(shared, "-c"), _value(shared, "-np")) == ("4096", "2") and "--kv-unified" in shared
+    assert "--kv-unified" not in server_args(EngineConfig(n_ctx=4096, kv_unified=True))  # one slot shares nothing
 
 
 def test_every_engine_setting_has_a_server_flag():
@@ -68,7 +71,7 @@ def test_every_engine_setting_has_a_server_flag():
     engine and silently dropped in the other. The exception is llama-cpp-python's prompt lookup
     (DRAFT_KEYS): only a llama-cpp-python study keeps it, and an export to llama-server says it
     does not carry (tests/test_export.py)."""
-    covered = set(SERVER_FLAGS) | {"use_mmap", "use_mlock", "offload_kqv", "op_offload", "swa_full", "split_mode", "main_gpu", "n_parallel", "spec_type"}
+    covered = set(SERVER_FLAGS) | {"use_mmap", "use_mlock", "offload_kqv", "op_offload", "swa_full", "split_mode", "main_gpu", "n_parallel", "kv_unified", "spec_type"}
     assert {f.name for f in fields(EngineConfig)} - set(DRAFT_KEYS) == covered == set(LOAD_KEYS + CONTEXT_KEYS + SAMPLING_KEYS + SERVER_KEYS)
 
 
@@ -93,9 +96,10 @@ def test_a_setting_the_binary_has_no_flag_for_is_left_out_and_refused_at_another
     """A build without --min-p runs min_p at its own value: the flag is not written, a
     configuration asking that value runs, one asking another is refused by name (it would run
     at the binary's value, labelled with another)."""
-    flags = {flag for flag in SERVER_FLAGS.values() if flag != "--min-p"}
+    flags = {flag for flag in SERVER_FLAGS.values() if flag != "--min-p"} | {"--kv-unified"}
     assert lacking_settings(flags) == ["min_p"]
     assert lacking_settings(flags - {"-c"}) == ["min_p"]  # the context is always written (find checks --ctx-size)
+    assert lacking_settings(flags - {"--kv-unified"}) == ["min_p", "kv_unified"]  # a switch too: slots then share nothing
     args = server_args(EngineConfig(n_ctx=512, min_p=0.05), lacking=["min_p"])
     assert "--min-p" not in args and _value(args, "--top-p") == "0.95"
     check_lacking(EngineConfig(n_ctx=512, min_p=0.05), {"min_p": 0.05}, "old-server")

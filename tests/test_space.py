@@ -160,3 +160,6 @@ def test_requests_at_once_search_the_slots_from_one_to_the_users_and_the_servers
         assert config.n_parallel == values["n_parallel"]
         seen.add(config.n_parallel)
     assert seen == {AUTO_SLOTS, 1, 2, 3}
+    assert next(p for p in space.with_slots(3).params if p.name == "kv_unified").choices == (False, True)
+    without = space.fixing({"kv_unified": False}).with_slots(3)  # a binary without --kv-unified
+    assert "kv_unified" not in {p.name for p in without.params} and without.fixed["kv_unified"] is False

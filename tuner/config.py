@@ -51,7 +51,7 @@ CONTEXT_KEYS = (
     "swa_full",
 )
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
-SERVER_KEYS = ("n_parallel", "spec_type")
+SERVER_KEYS = ("n_parallel", "kv_unified", "spec_type")
 # n_parallel's "auto", llama-server's default (-np -1): 4 slots sharing one KV cache of n_ctx cells
 # (--kv-unified), so each request may use all n_ctx, but requests at once share them.
 AUTO_SLOTS = -1
@@ -108,6 +108,9 @@ class EngineConfig:
     # each slot (each request) gets; the server is started with n_ctx x n_parallel in all.
     # AUTO_SLOTS is llama-server's own default (4 slots sharing -c n_ctx), its "defaults" baseline.
     n_parallel: int = 1
+    # llama-server's --kv-unified with n_parallel >= 2 slots: they share one cache of n_ctx cells
+    # (each request may use all of it; -c is not multiplied), as auto slots always do.
+    kv_unified: bool = False
     spec_type: str = "none"  # llama-server's --spec-type (SPEC_TYPES), decided like the draft below
     # prompt-lookup speculation (DRAFT_KEYS): draft tokens per step (0: none), longest n-gram looked up
     draft_tokens: int = 0
@@ -162,6 +165,7 @@ class EngineConfig:
             n_threads_batch=self.n_threads_batch or cpus,
             type_k=self.type_k if self.type_k is not None else KV_TYPES["f16"],
             type_v=self.type_v if self.type_v is not None else KV_TYPES["f16"],
+            kv_unified=self.kv_unified and self.n_parallel >= 2,  # one slot shares nothing; auto slots always share
         )
 
     @property

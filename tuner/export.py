@@ -94,8 +94,9 @@ def to_llama_server(preset: Preset) -> str:
 
     The flags in :data:`SERVER_FLAGS` are written where the preset's value is not llama-server's
     default here; load-time settings (mmap/mlock, KV offload, split mode, main GPU) only where
-    they differ from it. ``-np 1``: the preset was measured one request at a time, with the whole
-    context for it; llama-server's default is 4 slots sharing one KV cache of n_ctx cells. A
+    they differ from it. No ``-np``: the preset was measured one request at a time, and
+    llama-server's default (4 slots sharing one KV cache of n_ctx cells) gives one request the
+    whole context too (one slot read 0.98x auto here, benchmarks/concurrency.py --clients 1). A
     preset measured on llama-server carries its slots: ``-np -1`` (that default, its "defaults"
     baseline, kept when another count does not pay) or ``-np N`` with ``-c`` N times the context
     each request needs (:func:`slots_line` says which).
@@ -108,7 +109,7 @@ def to_llama_server(preset: Preset) -> str:
         for key, flag in SERVER_FLAGS.items():
             if key in values:
                 words += [flag, server_value(key, values[key])]
-        words += [*load_flags(values), "-np", "1"]
+        words += load_flags(values)  # no -np: measured one request at a time, which auto slots serve alike
     header = [f"# {line}" for line in [*claim_lines(preset, "llama-server"), slots_line(preset)]]
     return "\n".join([*header, shlex.join(words)]) + "\n"
 
@@ -120,16 +121,19 @@ def slots_line(preset: Preset) -> str:
     users = int((preset.measured.get("workload") or {}).get("concurrency", 1))
     pool = f"one {n_ctx}-token KV cache" if n_ctx else "one KV cache"
     with_users = f"measured with {users} users at once" if users > 1 else "measured one request at a time"
+    shared = "(each request may use all of it; requests at once share it)"
     if n_slots == AUTO_SLOTS:
-        return f"-np -1: llama-server's default, 4 slots sharing {pool} (each request may use all of it; requests at once share it), {with_users}"
+        return f"-np -1: llama-server's default, 4 slots sharing {pool} {shared}, {with_users}"
+    if preset.config().effective().kv_unified:
+        return f"-np {n_slots} --kv-unified: {n_slots} slots sharing {pool} {shared}, {with_users}"
     if n_slots > 1 or users > 1:
         return (f"-np {n_slots}: {n_slots} slot(s) of {n_ctx} tokens each (-c {n_ctx * n_slots} in all), {with_users}"
                 + ("; with fewer slots than users, requests wait for a slot" if n_slots < users else ", decoded together"))
-    context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
     if measured_on(preset) == "llama-server":
+        context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
         return f"-np 1: one slot with {context}, {with_users} (llama-server's default: 4 slots sharing {pool})"
-    return (f"-np 1: one slot with {context}, one request at a time, as measured; llama-server's default "
-            f"is 4 slots sharing {pool} (4 concurrent requests share it): measure -np there before raising it")
+    return (f"no -np: llama-server's default, 4 slots sharing {pool} {shared}; measured one request at a time: "
+            f"for users at once, measure there (tune start --engine llama-server --concurrency N)")
 
 
 def to_modelfile(preset: Preset, n_layers: int | None = None) -> str:

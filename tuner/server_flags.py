@@ -18,7 +18,7 @@ from tuner.config import AUTO_SLOTS, KV_TYPE_NAMES, EngineConfig
 from tuner.errors import ConfigError
 
 __all__ = [
-    "SERVER_FLAGS", "SPLIT_MODES", "check_lacking", "help_flags", "lacking_settings", "lacking_words", "load_flags", "missing_flags", "server_args", "server_value",
+    "SERVER_FLAGS", "SPLIT_MODES", "SWITCH_FLAGS", "check_lacking", "help_flags", "lacking_settings", "lacking_words", "load_flags", "missing_flags", "server_args", "server_value",
 ]
 
 # preset key -> llama-server flag, in the order written (llama.cpp common/arg.cpp).
@@ -39,6 +39,8 @@ SERVER_FLAGS = {
     "repeat_penalty": "--repeat-penalty",
     "seed": "-s",
 }
+# switches (no value) a configuration may need; like SERVER_FLAGS, a binary without one does not search it
+SWITCH_FLAGS = {"kv_unified": "--kv-unified"}
 SPLIT_MODES = {0: "none", 1: "layer", 2: "row"}  # LLAMA_SPLIT_MODE_* -> llama-server's -sm names
 # An option in --help: "-c,    --ctx-size N", "-fa,   --flash-attn [on|off|auto]".
 _OPTION = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
@@ -93,22 +95,24 @@ def server_args(config: EngineConfig, lacking: Collection[str] = ()) -> list[str
     this binary, which run at its own default (see :func:`lacking_settings`). ``-c`` is shared by
     the slots, so it is n_ctx (what each request gets) times the slots; with ``-np -1``
     (:data:`AUTO_SLOTS`, llama-server's default) the server's 4 slots share one cache of n_ctx
-    cells, as for a user who sets only ``-c``."""
+    cells, as for a user who sets only ``-c``, and so do N slots with ``--kv-unified``."""
     values = config.effective().to_dict()
-    if values["n_parallel"] != AUTO_SLOTS:
+    if values["n_parallel"] != AUTO_SLOTS and not values["kv_unified"]:
         values["n_ctx"] *= values["n_parallel"]
     args = []
     for key, flag in SERVER_FLAGS.items():
         if values.get(key) is not None and key not in lacking:
             args += [flag, server_value(key, values[key])]
     spec = ["--spec-type", values["spec_type"]] if values["spec_type"] != "none" else []  # decided on text (tuner.study.speculation)
-    return [*args, *load_flags(values), "-np", str(values["n_parallel"]), *spec]
+    unified = ["--kv-unified"] if values["kv_unified"] else []
+    return [*args, *load_flags(values), "-np", str(values["n_parallel"]), *unified, *spec]
 
 
 def lacking_settings(flags: Collection[str]) -> list[str]:
     """The settings whose flag a binary's ``--help`` (``flags``) does not list: an older or
     trimmed build. They are not searched; every configuration runs them at the binary's default."""
-    return [key for key, flag in SERVER_FLAGS.items() if flag not in flags and key != "n_ctx"]  # the context is never left out
+    known = {**SERVER_FLAGS, **SWITCH_FLAGS}
+    return [key for key, flag in known.items() if flag not in flags and key != "n_ctx"]  # the context is never left out
 
 
 def check_lacking(config: EngineConfig, lacks: dict[str, Any], binary: str) -> None:
@@ -121,12 +125,16 @@ def check_lacking(config: EngineConfig, lacks: dict[str, Any], binary: str) -> N
     values = config.effective().to_dict()
     for key, own in lacks.items():
         if values.get(key) is not None and values[key] != own:
-            raise ConfigError(f"{binary} has no {SERVER_FLAGS[key]}: it runs {key} at {own}, not {values[key]}", f"use a newer llama-server, or leave {key} at {own}")
+            raise ConfigError(f"{binary} has no {_flag(key)}: it runs {key} at {own}, not {values[key]}", f"use a newer llama-server, or leave {key} at {own}")
 
 
 def lacking_words(lacks: dict[str, Any]) -> str:
     """``lacks`` (setting -> the binary's own value) in words, for the study's header."""
-    return ", ".join(f"{key} (no {SERVER_FLAGS[key]}: its own {value})" for key, value in lacks.items())
+    return ", ".join(f"{key} (no {_flag(key)}: its own {value})" for key, value in lacks.items())
+
+
+def _flag(key: str) -> str:
+    return SERVER_FLAGS.get(key) or SWITCH_FLAGS[key]
 
 
 def help_flags(help_text: str) -> set[str]:

@@ -56,6 +56,7 @@ KNOB_TYPES: dict[str, type] = {
     "min_p": float,
     "repeat_penalty": float,
     "n_parallel": int,  # llama-server's slots: added by with_slots when requests come at once
+    "kv_unified": bool,  # ... and whether they share one cache (--kv-unified)
 }
 TOP_KEYS = {"name", "description", "params", "fixed"}
 SPEC_KEYS = {"choices", "low", "high", "log", "step", "at_most", "when", "otherwise", "oversubscribe"}
@@ -174,14 +175,18 @@ class SearchSpace:
 
     def with_slots(self, concurrency: int) -> SearchSpace:
         """With ``concurrency`` requests at once (llama-server), its slots searched too: from 1 to
-        ``concurrency``, each with n_ctx of its own (the server's -c grows with them), or
-        llama-server's auto (:data:`AUTO_SLOTS`: 4 slots sharing one cache of n_ctx cells, which
-        4 users at once on the 2-core VM served at 1.23x the throughput of -np 4 with 4 x n_ctx,
-        benchmarks/concurrency.py); one request at a time leaves the space as it is."""
+        ``concurrency``, each with n_ctx of its own (the server's -c grows with them) or, with
+        ``kv_unified``, sharing one cache of n_ctx cells; or llama-server's auto
+        (:data:`AUTO_SLOTS`: 4 slots sharing one cache, which 4 users at once on the 2-core VM
+        served at 1.23x the throughput of -np 4 with 4 x n_ctx, benchmarks/concurrency.py). One
+        request at a time leaves the space as it is; a kv_unified fixed (a binary without the
+        flag) is not searched."""
         if concurrency <= 1 or any(p.name == "n_parallel" for p in self.params):
             return self
-        slots = Param(name="n_parallel", choices=(AUTO_SLOTS, *range(1, concurrency + 1)))
-        return replace(self, params=(*self.params, slots), fixed={k: v for k, v in self.fixed.items() if k != "n_parallel"})
+        slots = [Param(name="n_parallel", choices=(AUTO_SLOTS, *range(1, concurrency + 1)))]
+        if "kv_unified" not in self.fixed:
+            slots.append(Param(name="kv_unified", choices=(False, True)))  # no effect on 1 slot or auto (EngineConfig.effective)
+        return replace(self, params=(*self.params, *slots), fixed={k: v for k, v in self.fixed.items() if k != "n_parallel"})
 
     def suggest(self, trial: Any) -> tuple[EngineConfig, dict[str, Any]]:
         """Suggest one configuration through ``trial`` (an optuna Trial or FixedTrial).

@@ -91,7 +91,7 @@ def print_workload(workload: Any) -> None:
         say(f"  {weight:4.0%}  {shape.describe()}")
     if workload.concurrency > 1:
         say(f"  {workload.concurrency} users at once, each with its own conversation: requests/min is what the server completes, TTFT the slowest user's")
-        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own, and auto (4 slots sharing n_ctx)")
+        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own or sharing them (--kv-unified), and auto (4 slots sharing n_ctx)")
     if workload.source.get("kind") == "jsonl":
         say(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
 
@@ -388,7 +388,7 @@ def settings(cfg: dict[str, Any]) -> str:
     return (
         f"t={cfg['n_threads']}/{cfg['n_threads_batch']} ctx={cfg['n_ctx']} b={cfg['n_batch']}/{cfg['n_ubatch']} "
         f"ngl={'all' if layers == -1 else layers} fa={'on' if cfg['flash_attn'] else 'off'} kv={kv(cfg)} "
-        f"T={cfg['temperature']:.2f} top_k={cfg['top_k']}" + (f" np={'auto' if slots == AUTO_SLOTS else slots}" if slots != 1 else "")
+        f"T={cfg['temperature']:.2f} top_k={cfg['top_k']}" + (f" np={'auto' if slots == AUTO_SLOTS else slots}{' shared' if cfg.get('kv_unified') else ''}" if slots != 1 else "")
     )
 
 

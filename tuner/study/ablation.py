@@ -62,7 +62,7 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "attention and KV cache": ("flash_attn", "type_k", "type_v", "offload_kqv", "swa_full"),
     "offload": ("n_gpu_layers", "main_gpu", "split_mode", "op_offload", "use_mmap", "use_mlock"),
     "sampling": ("temperature", "top_k", "top_p", "min_p", "repeat_penalty"),
-    "slots": ("n_parallel",),  # llama-server's parallel slots, searched when requests come at once
+    "slots": ("n_parallel", "kv_unified"),  # llama-server's parallel slots, searched when requests come at once
 }
 # Decided after the ablation on the workload's text (tuner.study.speculation), never by trials.
 NOT_ABLATED = ("seed", "spec_type", "draft_tokens", "draft_ngram")
