@@ -92,6 +92,8 @@ def main() -> None:
         f"np{n}": [binary.path, "-m", model, "-c", str(args.n_ctx * n), "-np", str(n)],
         f"np{n}-shared": [binary.path, "-m", model, "-c", str(args.n_ctx), "-np", str(n), "--kv-unified"],
     }
+    if n == 1:  # one slot shares nothing: -np 1 against auto
+        commands.pop("np1-shared")
     servers = {label: start(command) for label, command in commands.items()}
     rows: dict[str, list[dict]] = {label: [] for label in servers}
     try:
@@ -114,7 +116,7 @@ def main() -> None:
             process.wait(timeout=10)
     many = f"np{args.clients}"
     summary = {}
-    for base in (b for b in ("np1", "auto", f"{many}-shared") if b != many):
+    for base in (b for b in ("np1", "auto", f"{many}-shared") if b != many and b in rows):
         for figure in ("throughput", "goodput"):
             ratios = [m[figure] / o[figure] if o[figure] else float("inf") for m, o in zip(rows[many], rows[base])]
             finite = [r for r in ratios if r != float("inf")]

@@ -17,7 +17,7 @@ import optuna
 import pytest
 
 from tests.conftest import SMALL, SMALL_ARGS, run_tune
-from tuner.config import AUTO_SLOTS
+from tuner.config import AUTO_SLOT_COUNT, AUTO_SLOTS
 from tuner.models import model_sha256
 from tuner.preset import Preset
 from tuner.server import free_port
@@ -79,7 +79,7 @@ def test_the_exported_command_line_starts_the_server_that_was_measured(server_st
 
 def _slots_started(n_parallel: int) -> int:
     """The slots a server runs with -np n_parallel: llama-server's auto (its defaults) is 4."""
-    return 4 if n_parallel == AUTO_SLOTS else n_parallel
+    return AUTO_SLOT_COUNT if n_parallel == AUTO_SLOTS else n_parallel
 
 
 def _props_when_ready(port: int, timeout: float = 60) -> dict:
@@ -173,7 +173,7 @@ def test_a_setting_the_binary_has_no_flag_for_is_not_searched_and_the_study_says
 
 
 def test_requests_at_once_search_the_slots_and_export_them_with_a_context_each(tmp_path, server_binary):
-    """--concurrency 2: the slots are searched (1 or 2), the trials measure two users at once, and
+    """--concurrency 2: the slots are searched (1, 2, shared or not, auto), the trials measure two users at once, and
     the export starts a server with the winner's slots, each with the preset's whole context."""
     result = run_tune(
         "start", "--engine", "llama-server", "--concurrency", "2", "--trials", "4", "--study", "np", "--seed", "2", "--confirm-rounds", "0",
@@ -195,7 +195,8 @@ def test_requests_at_once_search_the_slots_and_export_them_with_a_context_each(t
     exported = run_tune("export", "np", "--format", "llama-server", cwd=tmp_path).stdout.strip().splitlines()
     words = shlex.split(exported[-1])
     n_ctx = preset.engine["n_ctx"]  # 4096 required; 8192 searched
-    pool = n_ctx if slots == AUTO_SLOTS else n_ctx * slots  # auto: 4 slots share one -c
+    pool = preset.config().effective().server_ctx  # n_ctx x slots, or n_ctx where they share one cache (auto, --kv-unified)
+    assert pool == (n_ctx if slots == AUTO_SLOTS or preset.config().kv_unified else n_ctx * slots)
     assert words[words.index("-np") + 1] == str(slots) and words[words.index("-c") + 1] == str(pool)
     port = free_port()
     server = subprocess.Popen([server_binary.path, *words[1:], "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

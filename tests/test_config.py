@@ -5,7 +5,7 @@ from __future__ import annotations
 import llama_cpp
 import pytest
 
-from tuner.config import CONTEXT_KEYS, KV_TYPES, LOAD_KEYS, EngineConfig
+from tuner.config import AUTO_SLOT_COUNT, AUTO_SLOTS, CONTEXT_KEYS, KV_TYPES, LOAD_KEYS, EngineConfig
 from tuner.errors import ConfigError
 
 
@@ -65,3 +65,16 @@ def test_effective_clamps_like_llama_cpp():
     eff = cfg.effective()
     assert (eff.n_batch, eff.n_ubatch) == (2048, 2048)
     assert eff.n_threads >= 1 and eff.n_threads_batch >= 1
+
+
+def test_llama_servers_slots_give_the_context_their_sharing_implies():
+    """-c is n_ctx for each of N slots of their own, or n_ctx for all of them when they share one
+    cache (auto, or --kv-unified with 2 slots or more); users at once in a shared cache need it
+    to hold all of their requests."""
+    own, shared, auto = EngineConfig(n_ctx=4096, n_parallel=2), EngineConfig(n_ctx=4096, n_parallel=2, kv_unified=True), EngineConfig(n_ctx=4096, n_parallel=AUTO_SLOTS)
+    assert [c.server_ctx for c in (own, shared, auto)] == [8192, 4096, 4096]
+    assert [c.slot_count for c in (own, shared, auto)] == [2, 2, AUTO_SLOT_COUNT]
+    assert [c.context_needed(1000, users=4) for c in (own, shared, auto)] == [1000, 2000, 4000]
+    assert auto.context_needed(1000, users=1) == 1000  # one request may use the whole shared cache
+    one = EngineConfig(n_ctx=4096, kv_unified=True)
+    assert not one.shares_cache and one.effective().kv_unified is False  # one slot shares nothing

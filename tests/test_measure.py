@@ -6,7 +6,7 @@ import statistics
 
 import pytest
 
-from tuner.config import EngineConfig
+from tuner.config import AUTO_SLOTS, EngineConfig
 from tuner.errors import ConfigError
 from tuner.measure import WARMUP_TOKENS, Measurement, RaceBound, TIME_PARTS, measure, prompt_tokens, warmup_prompt
 from tuner.workload import Shape, Workload
@@ -104,6 +104,14 @@ def test_a_clamp_only_llama_cpp_knows_is_recorded_from_the_read_back(engine, sma
 def test_workload_that_does_not_fit_n_ctx_is_refused(engine):
     with pytest.raises(ConfigError, match="below the"):
         measure(engine, EngineConfig(n_ctx=64, n_batch=64), Workload.single(64, 8))
+
+
+def test_users_at_once_in_one_shared_cache_must_all_fit_in_it(server_engine):
+    """Auto slots share n_ctx cells: 4 users of 209 tokens (200 + 8 + 1 sampled) need 836, refused in one line before a
+    server starts (llama-server would answer "Context size has been exceeded" to each of them)."""
+    four = Workload.single(200, 8, repeats=3, quality=False, concurrency=4)
+    with pytest.raises(ConfigError, match=r"n_ctx=512 is below the 836 tokens this workload needs \(its users at once share one cache\)"):
+        measure(server_engine, EngineConfig(n_ctx=512, n_parallel=AUTO_SLOTS), four)
 
 
 def test_each_request_finds_its_depth_in_the_kv_cache(engine):

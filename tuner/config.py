@@ -25,6 +25,7 @@ from tuner.errors import ConfigError
 
 __all__ = [
     "AUTO_SLOTS",
+    "AUTO_SLOT_COUNT",
     "CONTEXT_KEYS",
     "DRAFT_KEYS",
     "KV_TYPES",
@@ -52,9 +53,10 @@ CONTEXT_KEYS = (
 )
 SAMPLING_KEYS = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
 SERVER_KEYS = ("n_parallel", "kv_unified", "spec_type")
-# n_parallel's "auto", llama-server's default (-np -1): 4 slots sharing one KV cache of n_ctx cells
-# (--kv-unified), so each request may use all n_ctx, but requests at once share them.
+# n_parallel's "auto", llama-server's default (-np -1): AUTO_SLOT_COUNT slots sharing one KV cache
+# of n_ctx cells (unified), so one request may use all n_ctx, but requests at once share them.
 AUTO_SLOTS = -1
+AUTO_SLOT_COUNT = 4  # what auto resolves to (llama.cpp tools/server/server.cpp)
 # llama-server's n-gram speculation (--spec-type): drafts from n-grams its context already holds.
 SPEC_TYPES = ("none", "ngram-simple", "ngram-mod", "ngram-map-k", "ngram-map-k4v", "ngram-cache")
 # llama-cpp-python's speculation: Llama(draft_model=LlamaPromptLookupDecoding(num_pred_tokens=
@@ -105,11 +107,11 @@ class EngineConfig:
     repeat_penalty: float = 1.0
     seed: int | None = None
     # llama-server's parallel slots (-np): requests decoded together in one batch. n_ctx is what
-    # each slot (each request) gets; the server is started with n_ctx x n_parallel in all.
-    # AUTO_SLOTS is llama-server's own default (4 slots sharing -c n_ctx), its "defaults" baseline.
+    # each request may use (server_ctx: the server's -c). AUTO_SLOTS is llama-server's own default,
+    # its "defaults" baseline.
     n_parallel: int = 1
-    # llama-server's --kv-unified with n_parallel >= 2 slots: they share one cache of n_ctx cells
-    # (each request may use all of it; -c is not multiplied), as auto slots always do.
+    # llama-server's --kv-unified with n_parallel >= 2 slots: they share one cache of n_ctx cells,
+    # as auto slots always do (shares_cache), instead of n_ctx each.
     kv_unified: bool = False
     spec_type: str = "none"  # llama-server's --spec-type (SPEC_TYPES), decided like the draft below
     # prompt-lookup speculation (DRAFT_KEYS): draft tokens per step (0: none), longest n-gram looked up
@@ -165,8 +167,28 @@ class EngineConfig:
             n_threads_batch=self.n_threads_batch or cpus,
             type_k=self.type_k if self.type_k is not None else KV_TYPES["f16"],
             type_v=self.type_v if self.type_v is not None else KV_TYPES["f16"],
-            kv_unified=self.kv_unified and self.n_parallel >= 2,  # one slot shares nothing; auto slots always share
+            kv_unified=self.kv_unified and self.n_parallel >= 2,  # the flag: one slot shares nothing, auto shares without it
         )
+
+    @property
+    def slot_count(self) -> int:
+        """llama-server's slots: n_parallel, auto resolved."""
+        return AUTO_SLOT_COUNT if self.n_parallel == AUTO_SLOTS else self.n_parallel
+
+    @property
+    def shares_cache(self) -> bool:
+        """True when the slots share one cache of n_ctx cells (auto, or --kv-unified)."""
+        return self.n_parallel == AUTO_SLOTS or (self.kv_unified and self.n_parallel >= 2)
+
+    @property
+    def server_ctx(self) -> int:
+        """llama-server's -c: n_ctx for slots sharing one cache, else n_ctx for each slot."""
+        return self.n_ctx if self.shares_cache else self.n_ctx * self.n_parallel
+
+    def context_needed(self, tokens: int, users: int = 1) -> int:
+        """The n_ctx that ``users`` requests of ``tokens`` at once need: ``tokens`` each in slots
+        of their own; in one shared cache, all of them that run together."""
+        return tokens * min(users, self.slot_count) if self.shares_cache else tokens
 
     @property
     def kv_type(self) -> str:

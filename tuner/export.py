@@ -25,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tuner.config import AUTO_SLOTS, KV_TYPE_NAMES, KV_TYPES
+from tuner.config import AUTO_SLOT_COUNT, AUTO_SLOTS, KV_TYPE_NAMES, KV_TYPES
 from tuner.errors import ModelError, OutputError
 from tuner.preset import DRAFT_ENGINE, Preset
 from tuner.stats import UNITS
@@ -98,8 +98,9 @@ def to_llama_server(preset: Preset) -> str:
     llama-server's default (4 slots sharing one KV cache of n_ctx cells) gives one request the
     whole context too (one slot read 0.98x auto here, benchmarks/concurrency.py --clients 1). A
     preset measured on llama-server carries its slots: ``-np -1`` (that default, its "defaults"
-    baseline, kept when another count does not pay) or ``-np N`` with ``-c`` N times the context
-    each request needs (:func:`slots_line` says which).
+    baseline, kept when another count does not pay), ``-np N --kv-unified`` (N slots sharing
+    ``-c`` n_ctx) or ``-np N`` with ``-c`` N times the context each request needs
+    (:func:`slots_line` says which).
     """
     if measured_on(preset) == "llama-server":  # the flags it ran with, every one of them
         words = ["llama-server", "-m", _one_line(preset.model), *server_args(preset.config())]
@@ -117,23 +118,24 @@ def to_llama_server(preset: Preset) -> str:
 def slots_line(preset: Preset) -> str:
     """What the exported ``-np`` means for the requests: each slot's context, whether requests at
     once share it, and what it was measured with."""
-    n_ctx, n_slots = preset.engine.get("n_ctx") or 0, preset.config().n_parallel
+    n_ctx, config = preset.engine.get("n_ctx") or 0, preset.config().effective()
     users = int((preset.measured.get("workload") or {}).get("concurrency", 1))
     pool = f"one {n_ctx}-token KV cache" if n_ctx else "one KV cache"
     with_users = f"measured with {users} users at once" if users > 1 else "measured one request at a time"
-    shared = "(each request may use all of it; requests at once share it)"
-    if n_slots == AUTO_SLOTS:
-        return f"-np -1: llama-server's default, 4 slots sharing {pool} {shared}, {with_users}"
-    if preset.config().effective().kv_unified:
-        return f"-np {n_slots} --kv-unified: {n_slots} slots sharing {pool} {shared}, {with_users}"
-    if n_slots > 1 or users > 1:
-        return (f"-np {n_slots}: {n_slots} slot(s) of {n_ctx} tokens each (-c {n_ctx * n_slots} in all), {with_users}"
-                + ("; with fewer slots than users, requests wait for a slot" if n_slots < users else ", decoded together"))
-    if measured_on(preset) == "llama-server":
-        context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
-        return f"-np 1: one slot with {context}, {with_users} (llama-server's default: 4 slots sharing {pool})"
-    return (f"no -np: llama-server's default, 4 slots sharing {pool} {shared}; measured one request at a time: "
-            f"for users at once, measure there (tune start --engine llama-server --concurrency N)")
+    shared = "(one request may use all of it; requests at once share it"
+    if measured_on(preset) != "llama-server":  # the line has no -np
+        return (f"no -np: llama-server's default, {AUTO_SLOT_COUNT} slots sharing {pool} {shared}); {with_users}: "
+                f"for users at once, measure there (tune start --engine llama-server --concurrency N)")
+    waits = "; with fewer slots than users, requests wait for a slot" if config.slot_count < users else ""
+    if config.n_parallel == AUTO_SLOTS:
+        return f"-np -1: llama-server's default, {AUTO_SLOT_COUNT} slots sharing {pool} {shared}), {with_users}{waits}"
+    if config.shares_cache:
+        return f"-np {config.n_parallel} --kv-unified: {config.n_parallel} slots sharing {pool} {shared}), {with_users}{waits}"
+    if config.n_parallel > 1 or users > 1:
+        return (f"-np {config.n_parallel}: {config.n_parallel} slot(s) of {n_ctx} tokens each (-c {config.server_ctx} in all), {with_users}"
+                + (waits or ", decoded together"))
+    context = f"all {n_ctx} tokens of context" if n_ctx else "the whole context"
+    return f"-np 1: one slot with {context}, {with_users} (llama-server's default: {AUTO_SLOT_COUNT} slots sharing {pool})"
 
 
 def to_modelfile(preset: Preset, n_layers: int | None = None) -> str:

@@ -205,10 +205,10 @@ def measure(
         EngineError: llama.cpp refused the configuration.
     """
     effective = config.effective()
-    need = workload.tokens_needed
+    need = effective.context_needed(workload.tokens_needed, workload.concurrency)
     if 0 < effective.n_ctx < need:
         raise ConfigError(
-            f"n_ctx={effective.n_ctx} is below the {need} tokens this workload needs",
+            f"n_ctx={effective.n_ctx} is below the {need} tokens this workload needs" + (" (its users at once share one cache)" if need > workload.tokens_needed else ""),
             f"use n_ctx >= {need} or a shorter workload",
         )
     clock = _Clock()

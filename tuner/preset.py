@@ -5,7 +5,7 @@
     model: /path/to/model.gguf
     engine:   {...}   # keywords for llama_cpp.Llama(model_path=model, **engine)
     sampling: {...}   # keywords for Llama.create_completion(prompt, **sampling)
-    server:   {...}   # llama-server only, where it differs from one slot: n_parallel (-np; -1 is its auto), spec_type (--spec-type)
+    server:   {...}   # llama-server only, where it differs from one slot: n_parallel (-np; -1: auto), kv_unified, spec_type
     draft:    {...}   # when speculation paid on the user's text: keywords for LlamaPromptLookupDecoding
                       # (and the engine section then has logits_all: true); see llama_from_preset
     measured: {...}   # medians, spread and ratios behind the choice

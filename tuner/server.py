@@ -11,8 +11,8 @@ so one measurement owns both engines' warm-up, repetitions, racing and figures.
   is not searched: every configuration runs it at the binary's own default, and one that asks
   for another value is refused by name, never silently run at the default.
 * **A process per configuration** (:class:`ServerProcess`): on 127.0.0.1 and a free port, every
-  setting written out (:func:`tuner.server_flags.server_args`), one slot (``-np 1``: one request
-  at a time, the whole context for it), ready when ``/health`` says so and its log says it
+  setting written out (:func:`tuner.server_flags.server_args`), its slots too (``-np``: one,
+  N, or the defaults' auto), ready when ``/health`` says so and its log says it
   listens on that port (another program may answer there). A server that exits at
   start is an :class:`~tuner.errors.EngineError` quoting its log (a refused flag, a context that
   does not fit); a port taken between choosing and binding is retried on another.
@@ -41,7 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from tuner.config import AUTO_SLOTS, KV_TYPES, EngineConfig
+from tuner.config import AUTO_SLOT_COUNT, AUTO_SLOTS, KV_TYPES, EngineConfig
 from tuner.engine import Generation
 from tuner.errors import ConfigError, EngineError, WorkerFailed
 from tuner.llama_log import placement_read_back
@@ -413,8 +413,9 @@ class ServerEngine:
         """llama-server's own defaults on this machine at ``n_ctx``, as the binary resolves them:
         started with only ``-c n_ctx``, as a user who sets nothing else starts it, its log read
         back (batch sizes, threads, flash attention's "auto", the layers "-ngl auto" offloads, the
-        KV types, a window-sized SWA cache, auto slots: :data:`AUTO_SLOTS`), its sampling from
-        ``/props``. This is the "defaults" a study on llama-server compares against.
+        KV types, a window-sized SWA cache, its slots: :data:`AUTO_SLOTS` where they are the 4
+        sharing one cache that auto resolves to), its sampling and slot count from ``/props``.
+        This is the "defaults" a study on llama-server compares against.
 
         Raises:
             EngineError / WorkerFailed: the binary cannot start the model.
@@ -425,10 +426,13 @@ class ServerEngine:
             process.start()
             session = ServerSession(process, asked, self.timeout_s)
             lines, placed = process.log_lines(), session.placed
-            params = session.props().get("default_generation_settings", {}).get("params", {})
+            props = session.props()
         finally:
             process.close()
-        found = _read_back(asked, lines)
+        params = props.get("default_generation_settings", {}).get("params", {})
+        slots, unified = int(props.get("total_slots", 1)), any("kv_unified = 'true'" in line for line in lines)
+        auto = (slots, unified) == (AUTO_SLOT_COUNT, True)  # an older build runs one slot by default
+        found = _read_back(replace(asked, n_parallel=AUTO_SLOTS if auto else slots, kv_unified=unified), lines)
         kv = re.search(r"K \((\w+)\).*V \((\w+)\)", "\n".join(line for line in lines if "llama_kv_cache: size" in line))
         kv_types = {"type_k": KV_TYPES.get(kv[1], 1), "type_v": KV_TYPES.get(kv[2], 1)} if kv else {}
         sampling = {key: round(float(params[name]), 4) for key, name in _SAMPLING_PROPS.items() if name in params}

@@ -14,7 +14,7 @@ import re
 from collections.abc import Collection
 from typing import Any
 
-from tuner.config import AUTO_SLOTS, KV_TYPE_NAMES, EngineConfig
+from tuner.config import KV_TYPE_NAMES, EngineConfig
 from tuner.errors import ConfigError
 
 __all__ = [
@@ -96,15 +96,14 @@ def server_args(config: EngineConfig, lacking: Collection[str] = ()) -> list[str
     the slots, so it is n_ctx (what each request gets) times the slots; with ``-np -1``
     (:data:`AUTO_SLOTS`, llama-server's default) the server's 4 slots share one cache of n_ctx
     cells, as for a user who sets only ``-c``, and so do N slots with ``--kv-unified``."""
-    values = config.effective().to_dict()
-    if values["n_parallel"] != AUTO_SLOTS and not values["kv_unified"]:
-        values["n_ctx"] *= values["n_parallel"]
+    effective = config.effective()
+    values = {**effective.to_dict(), "n_ctx": effective.server_ctx}
     args = []
     for key, flag in SERVER_FLAGS.items():
         if values.get(key) is not None and key not in lacking:
             args += [flag, server_value(key, values[key])]
     spec = ["--spec-type", values["spec_type"]] if values["spec_type"] != "none" else []  # decided on text (tuner.study.speculation)
-    unified = ["--kv-unified"] if values["kv_unified"] else []
+    unified = [SWITCH_FLAGS["kv_unified"]] if values["kv_unified"] and "kv_unified" not in lacking else []
     return [*args, *load_flags(values), "-np", str(values["n_parallel"]), *unified, *spec]
 
 

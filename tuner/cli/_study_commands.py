@@ -79,7 +79,7 @@ def start(
     engine: str = EngineOpt,
     server_bin: Optional[str] = ServerBinOpt,
     concurrency: int = typer.Option(
-        1, "--concurrency", help="Requests at once: each request shape sent by this many users together; the objective is then the requests completed per minute, and llama-server's slots (-np) are searched from 1 to it (--engine llama-server)."
+        1, "--concurrency", help="Requests at once: each request shape sent by this many users together; the objective is then the requests completed per minute, and llama-server's slots (-np) are searched: 1 to it, shared or not (--kv-unified), and auto (--engine llama-server)."
     ),
 ) -> None:
     """Start a new study: noise floor, baselines, the search, then confirmation of the winner."""

@@ -216,7 +216,7 @@ class Summary:
         if self.best is None or self.confirmation is not None:
             return ""
         if self.searched_feasible == 0:
-            return "not confirmed: no searched trial completed within the quality floor (racing stops the clearly slower), so nothing was re-measured against the defaults"
+            return "not confirmed: no searched trial completed within the quality floor, so nothing was re-measured against the defaults"
         return "not confirmed by re-measurement (the study changed since, or confirmation was skipped)"
 
     @property
