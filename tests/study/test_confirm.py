@@ -85,6 +85,17 @@ def test_a_pick_must_beat_the_defaults_and_one_that_does_is_not_lost_to_a_third_
     assert winner.label == "defaults" and "keeping the defaults" in why
 
 
+def test_a_fastest_median_that_does_not_beat_the_defaults_leaves_the_win_to_the_tie_that_does():
+    # #5 reads fastest in the median but one round below the defaults; #7, tied with it, beats
+    # them in every round: #7 wins, and the reason does not call it the fastest.
+    defaults = [50.0, 50.0, 50.0]
+    erratic = _candidate("#5", [60.0, 49.0, 58.0], defaults)
+    steady = _candidate("#7", [55.0, 55.0, 55.0], defaults)
+    winner, why = _pick_winner([erratic, steady, _candidate("defaults", defaults, defaults)], noise=0.05)
+    assert winner is steady
+    assert why.startswith("#7 (55.0 requests/min, 1.10x the defaults) ties with #5, the fastest, and beats the defaults beyond the noise")
+
+
 def test_a_candidate_that_only_ties_the_defaults_does_not_replace_them():
     lucky = _candidate("#5", [31.0, 30.0, 31.5], DEFAULTS)
     winner, why = _pick_winner([lucky, _candidate("defaults", DEFAULTS, DEFAULTS)], noise=0.05)

@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from tuner.config import AUTO_SLOTS
+from tuner.config import AUTO_SLOT_COUNT, AUTO_SLOTS
 from tuner.stats import UNITS, duration
 
 __all__ = [
@@ -91,7 +91,7 @@ def print_workload(workload: Any) -> None:
         say(f"  {weight:4.0%}  {shape.describe()}")
     if workload.concurrency > 1:
         say(f"  {workload.concurrency} users at once, each with its own conversation: requests/min is what the server completes, TTFT the slowest user's")
-        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own or sharing them (--kv-unified), and auto (4 slots sharing n_ctx)")
+        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own or sharing them (--kv-unified), and auto ({AUTO_SLOT_COUNT} slots sharing n_ctx)")
     if workload.source.get("kind") == "jsonl":
         say(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
 
@@ -219,7 +219,7 @@ def print_engine(record: dict[str, Any], defaults: Any) -> None:
     """The engine that measures, and its own defaults here (the study's "defaults" baseline)."""
     say(f"engine: {record['name']} {record.get('version', '')} ({record.get('path', '')}), one server process per configuration")
     shown = ("n_batch", "n_ubatch", "n_threads", "n_threads_batch", "flash_attn", "swa_full")
-    slots = "auto (4 slots sharing one cache)" if defaults.n_parallel == AUTO_SLOTS else str(defaults.n_parallel)
+    slots = f"auto ({AUTO_SLOT_COUNT} slots sharing one cache)" if defaults.n_parallel == AUTO_SLOTS else str(defaults.n_parallel)
     say("its defaults here: " + ", ".join(f"{key} {str(getattr(defaults, key)).lower()}" for key in shown) + f", -np {slots}")
 
 

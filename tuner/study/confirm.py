@@ -335,18 +335,26 @@ def _pick_winner(
 
     ``anchor`` labels the starting point ("defaults", or "yours" with ``--baseline``): the pick
     must beat it beyond the noise, else the starting point is kept (change nothing). Ties are not
-    transitive: of the candidates tied with the fastest, only those that beat the starting point
-    may win, so a candidate that measurably beats it never loses to it through a third that ties
-    both (make tune's confirmation test kept the defaults against a 1.07x, 1.05-1.11, at ±4.7%).
+    transitive: of the candidates tied with the fastest (the starting point may be one), only
+    those that beat the starting point may win, so a candidate that measurably beats it never
+    loses to it through a third that ties both (make tune's confirmation test kept the defaults
+    against a 1.07x, 1.05-1.11, at ±4.7%).
     """
     if not measured:
         return None, "no candidate could be re-measured; the trials' own figures stand"
     fastest = max(measured, key=lambda c: c.value.median)
     tied = [c for c in measured if c is fastest or not beats(fastest.ratios_to(c), noise)]
     start = next((c for c in measured if c.label == anchor), None)
-    if start is not None and start not in tied:
-        beating = [c for c in tied if not _no_faster_than(c, start, noise)]
-        tied = beating or [*tied, start]  # none beats the starting point: it is kept
+    if start is not None:
+        others = [c for c in tied if c is not start]
+        beating = [c for c in others if not _no_faster_than(c, start, noise)]
+        tied = beating or [*others, start]  # none beats the starting point: it is kept
+    if len(tied) == 1 and tied[0] is not fastest:  # the fastest ties it but does not beat the starting point
+        only = tied[0]
+        return only, (
+            f"{only.label} ({only.value.median:.1f} {unit}, {only.ratio.median:.2f}x the defaults) ties with {fastest.label}, "
+            f"the fastest, and beats {start_words(anchor)} beyond the noise (±{noise:.1%}), which {fastest.label} does not"
+        )
     if len(tied) == 1:
         return fastest, (
             f"{fastest.label} is fastest when re-measured: {fastest.value.median:.1f} {unit}, "
