@@ -161,5 +161,10 @@ def test_requests_at_once_search_the_slots_from_one_to_the_users_and_the_servers
         seen.add(config.n_parallel)
     assert seen == {AUTO_SLOTS, 1, 2, 3}
     assert next(p for p in space.with_slots(3).params if p.name == "kv_unified").choices == (False, True)
+    for _ in range(30):  # shared or not only where there is something to share: one slot and auto are one point each
+        trial = study.ask()
+        config, values = space.with_slots(3).suggest(trial)
+        assert ("kv_unified" in trial.params) == (config.n_parallel >= 2)
+        assert config.kv_unified is (trial.params.get("kv_unified", False))
     without = space.fixing({"kv_unified": False}).with_slots(3)  # a binary without --kv-unified
     assert "kv_unified" not in {p.name for p in without.params} and without.fixed["kv_unified"] is False

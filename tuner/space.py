@@ -73,8 +73,16 @@ class Param:
     log: bool = False
     step: float | int | None = None
     at_most: str | None = None
+    # knob -> the value it must have for this one to be searched, or a tuple of the values it may
+    # have (internal only: a space file's YAML has no tuples); otherwise: this knob's value if not.
     when: dict[str, Any] = field(default_factory=dict)
     otherwise: Any = None
+
+    def searched_with(self, value_of: Any) -> bool:
+        """Whether this knob is searched, ``value_of(knob)`` giving the value of each it depends on."""
+        return all(
+            value_of(knob) in want if isinstance(want, tuple) else value_of(knob) == want for knob, want in self.when.items()
+        )
 
     @property
     def is_int(self) -> bool:
@@ -179,13 +187,14 @@ class SearchSpace:
         ``kv_unified``, sharing one cache of n_ctx cells; or llama-server's auto
         (:data:`AUTO_SLOTS`: 4 slots sharing one cache, which 4 users at once on the 2-core VM
         served at 1.23x the throughput of -np 4 with 4 x n_ctx, benchmarks/concurrency.py). One
-        request at a time leaves the space as it is; a kv_unified fixed (a binary without the
-        flag) is not searched."""
+        request at a time leaves the space as it is; kv_unified is searched only where it changes
+        something (2 slots or more) and not at all where it is fixed (a binary without the flag)."""
         if concurrency <= 1 or any(p.name == "n_parallel" for p in self.params):
             return self
         slots = [Param(name="n_parallel", choices=(AUTO_SLOTS, *range(1, concurrency + 1)))]
-        if "kv_unified" not in self.fixed:
-            slots.append(Param(name="kv_unified", choices=(False, True)))  # no effect on 1 slot or auto (EngineConfig.effective)
+        if "kv_unified" not in self.fixed:  # 1 slot and auto ignore it (EngineConfig.effective): not two points each
+            shared = tuple(range(2, concurrency + 1))
+            slots.append(Param(name="kv_unified", choices=(False, True), when={"n_parallel": shared}, otherwise=False))
         return replace(self, params=(*self.params, *slots), fixed={k: v for k, v in self.fixed.items() if k != "n_parallel"})
 
     def suggest(self, trial: Any) -> tuple[EngineConfig, dict[str, Any]]:
@@ -196,7 +205,7 @@ class SearchSpace:
         """
         values: dict[str, Any] = {}
         for param in self.params:
-            if any(values.get(knob, self.fixed.get(knob)) != want for knob, want in param.when.items()):
+            if not param.searched_with(lambda knob: values.get(knob, self.fixed.get(knob))):
                 values[param.name] = param.otherwise
                 continue
             bound = values.get(param.at_most, self.fixed.get(param.at_most)) if param.at_most else None  # fixed: see fixing
