@@ -22,7 +22,8 @@ $(STAMP): pyproject.toml scripts/install_llama.sh scripts/llama_sdist.sh
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# llama-server from the same sdist's llama.cpp, cached like the wheel (scripts/install_server.sh).
+# llama-server, built with the wheel from the same sdist (build_llama in scripts/llama_sdist.sh),
+# installed into .venv by scripts/install_server.sh.
 server: $(SERVER)
 
 $(SERVER): $(STAMP) scripts/install_server.sh scripts/llama_sdist.sh
