@@ -85,6 +85,18 @@ def test_a_table_row_too_wide_for_a_terminal_carries_its_last_cell_on_indented_l
     assert len(said) == 2 and all(len(line) <= 160 for line in said) and said[1].startswith("  ") and said[1][2] != " "
 
 
+def test_the_slots_line_offers_a_shared_cache_only_where_the_binary_has_the_flag(capsys):
+    from tuner.cli._print import print_workload
+    from tuner.workload import load_profile
+
+    users = load_profile("chat", concurrency=3)
+    print_workload(users)
+    print_workload(users, {"kv_unified": False})  # a llama-server without --kv-unified
+    with_flag, without = [line for line in capsys.readouterr().out.splitlines() if "slots (-np)" in line]
+    assert "1-3, each with n_ctx of its own or sharing them (--kv-unified), and auto" in with_flag
+    assert "1-3, each with n_ctx of its own, and auto" in without
+
+
 def test_start_measures_the_noise_floor_first_and_confirms_the_winner_last(workdir):
     out = (workdir / "start.out").read_text()
     assert out.index("noise floor: ±") < out.index("[  1/3]")  # before the first trial

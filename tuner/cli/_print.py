@@ -84,14 +84,16 @@ def _fit(start: str, reason: str, end: str) -> str:
     return start + reason + end
 
 
-def print_workload(workload: Any) -> None:
-    """The workload a study or a bench measures: its shapes, their weights, where they come from."""
+def print_workload(workload: Any, lacks: Optional[dict[str, Any]] = None) -> None:
+    """The workload a study or a bench measures: its shapes, their weights, where they come from;
+    ``lacks``: what the engine has no flag for (a llama-server without --kv-unified: no sharing)."""
     say(f"workload: {workload.name} — {len(workload.shapes)} request shape(s), {workload.repeats} timed requests each per trial (after a short warm-up pass)")
     for shape, weight in zip(workload.shapes, workload.weights):
         say(f"  {weight:4.0%}  {shape.describe()}")
     if workload.concurrency > 1:
         say(f"  {workload.concurrency} users at once, each with its own conversation: requests/min is what the server completes, TTFT the slowest user's")
-        say(f"  slots (-np) searched 1-{workload.concurrency}, each with n_ctx of its own or sharing them (--kv-unified), and auto ({AUTO_SLOT_COUNT} slots sharing n_ctx)")
+        own = "each with n_ctx of its own" + ("" if "kv_unified" in (lacks or {}) else " or sharing them (--kv-unified)")
+        say(f"  slots (-np) searched 1-{workload.concurrency}, {own}, and auto ({AUTO_SLOT_COUNT} slots sharing n_ctx)")
     if workload.source.get("kind") == "jsonl":
         say(f"  from {workload.source['path']} (sha256 {workload.source['sha256'][:12]}…): {workload.source['sampling']}")
 

@@ -74,7 +74,7 @@ def show(name: str = typer.Argument(..., help="Study name."), storage: Optional[
     if engine.get("name") == "llama-server":  # a llama-cpp-python study says nothing: the default engine
         typer.echo(f"engine: llama-server {engine.get('version', '')} ({engine.get('path', '')})")
         print_lacks(engine)
-    print_workload(Workload.from_dict(attrs["workload"]))
+    print_workload(Workload.from_dict(attrs["workload"]), engine.get("lacks"))
     if attrs.get("latency_targets"):
         typer.echo(f"latency targets: {LatencyTargets(**attrs['latency_targets']).describe()}")
     print_summary(study_obj, storage, export_hint=True)

@@ -135,7 +135,7 @@ def start(
             print_engine(spec.engine, spec.defaults)
         say(f"space: {search_space.name} ({search_space.source}): {why}")
         print_lacks(spec.engine or {})
-        print_workload(the_workload)
+        print_workload(the_workload, (spec.engine or {}).get("lacks"))
         print_requirement(requirement, searched, yours, engine)
         if the_workload.quality:
             say("objectives: requests/min on the workload (median, maximize) and mean KLD vs the reference (minimize)")
