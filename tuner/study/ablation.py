@@ -26,6 +26,10 @@ configuration it is compared to (:func:`tuner.study.confirm.interleave`):
    minimal preset (the start plus the kept groups) is measured beside the winner, the start and
    the defaults; if the winner still beats it beyond the noise, the reverted group with the
    largest worth is added back and the check repeats.
+   Adding back takes every round the ablation holds of the winner beside the preset, from every
+   phase (:meth:`_Work._evidence`): a check's rounds do not overrule earlier rounds of the same two
+   configurations unseen. (A keep's re-measurement, by contrast, counts its new rounds alone: it
+   exists to distrust the first ones.)
 3. **Sampling values are the user's product**: they change only when that change is measurably
    faster, and the minimal preset's quality is computed (cached logits) and must keep the floor;
    otherwise the full winner is exported, and the study says so. The context is a requirement: it
@@ -219,6 +223,7 @@ class _Work:
         self.metric = speed_objective(study)
         self.workload = replace(Workload.from_dict(study.user_attrs["workload"]), quality=False)
         self.changed = changed_groups(self.start, self.winner)
+        self.phases: list[list[Candidate]] = []  # every phase's entries, for the evidence on a pair
 
     def run(self, confirmation: Any) -> Ablation:
         if not self.changed:  # the confirmation kept the starting point: its rounds give the figures
@@ -241,7 +246,7 @@ class _Work:
             minimal = compose(self.start, self.winner, kept)
             entries = self._verified(minimal, entries)
             failed = self._find(entries, minimal) is None
-            behind = "" if failed else self._winner_beats(entries, minimal)
+            behind = "" if failed else self._winner_beats(minimal)
             if failed or not behind:
                 break
             add = self._next_to_add(steps, kept)
@@ -278,6 +283,7 @@ class _Work:
             if self._find(entries, config, measured=False) is None:
                 label = next((name for known, name in names if _settings(known) == _settings(config)), label)
                 entries.append(Candidate(label, None, _settings(config), None))
+        self.phases.append(entries)
         unit = UNITS.get(self.metric, self.metric)
         self.note(f"ablation: {', '.join(e.label for e in entries)} measured in {self.rounds} interleaved rounds ({unit}, speed only)")
         say = lambda line: self.note(f"ablation {line}")  # noqa: E731
@@ -299,6 +305,20 @@ class _Work:
         """The paired ratios a phase decides on: the first of each pair over the second."""
         found = [(self._find(entries, a), self._find(entries, b)) for a, b in pairs]
         return [a.ratios_to(b) for a, b in found if a is not None and b is not None and a is not b]
+
+    def _evidence(self, a: EngineConfig, b: EngineConfig) -> list[float]:
+        """Every paired ratio of ``a`` over ``b`` the ablation holds: the rounds of every phase
+        that measured both. Adding a group back decides on them all, so a check's rounds cannot
+        overrule an earlier phase's unseen: a clean-clone CI run of 2026-12-05 reverted sampling
+        values that do nothing (the winner over the winner without them, within the noise), then
+        added them back when the check's three rounds of the same two configurations read the
+        winner 1.030x ahead (floor ±0.9%)."""
+        ratios: list[float] = []
+        for entries in self.phases:
+            x, y = self._find(entries, a), self._find(entries, b)
+            if x is not None and y is not None and x is not y:
+                ratios += x.ratios_to(y)
+        return ratios
 
     def _verified(self, minimal: EngineConfig, entries: list[Candidate], recheck: set[str] = frozenset()) -> list[Candidate]:
         """Entries whose rounds hold the minimal preset beside the winner, the start and the
@@ -355,12 +375,10 @@ class _Work:
         reverted = [g for g in self.changed if g not in kept]
         return max(reverted, key=lambda g: (g != "sampling", steps[g].worth.median if steps[g].ratios else 0.0))
 
-    def _winner_beats(self, entries: list[Candidate], minimal: EngineConfig) -> str:
-        """'' when the minimal preset ties (or beats) the winner in these rounds; else the ratio."""
-        mine, winner = self._find(entries, minimal), self._find(entries, self.winner)
-        if mine is winner or winner is None:
-            return ""
-        ratios = winner.ratios_to(mine)
+    def _winner_beats(self, minimal: EngineConfig) -> str:
+        """'' when the minimal preset ties (or beats) the winner over every round the ablation
+        holds of the two; else the winner's ratio over it."""
+        ratios = self._evidence(self.winner, minimal)
         return f"{Stat.of(ratios).median:.3f}x" if beats(ratios, self.noise) else ""
 
     def _quality(self, minimal: EngineConfig) -> dict[str, Any] | None:
