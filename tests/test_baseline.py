@@ -58,6 +58,14 @@ def test_a_plain_mapping_of_llama_keywords_is_a_baseline_and_says_which_keys_it_
     assert baseline.n_ctx == 4096
 
 
+def test_on_llama_server_what_the_file_leaves_out_is_the_servers_own_default(tmp_path):
+    path = tmp_path / "greedy.yaml"
+    path.write_text("temperature: 0.0\n")
+    server = EngineConfig(n_ctx=4096, n_batch=2048, n_threads=2, flash_attn=True, n_parallel=-1)  # as read from a binary
+    assert load_baseline(path).over(server) == EngineConfig(n_ctx=4096, n_batch=2048, n_threads=2, flash_attn=True, n_parallel=-1, temperature=0.0)
+    assert load_baseline(path).config.n_batch == 512  # llama-cpp-python's, which a Llama user gets
+
+
 def test_a_baseline_without_n_ctx_leaves_the_context_to_the_default_rule(tmp_path):
     path = tmp_path / "mine.json"
     path.write_text(json.dumps({"n_threads": 4}))

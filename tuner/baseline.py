@@ -14,7 +14,7 @@ A study hands the user a *change to their own settings*. Two things are theirs, 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,11 @@ class Baseline:
     config: EngineConfig
     keys: frozenset[str]
     source: str
+
+    def over(self, defaults: EngineConfig) -> EngineConfig:
+        """Their settings on an engine whose defaults are not llama-cpp-python's (llama-server's,
+        read from the binary): what the file leaves out is what that engine runs without it."""
+        return replace(defaults, **{key: getattr(self.config, key) for key in self.keys})
 
     @property
     def n_ctx(self) -> int | None:

@@ -127,7 +127,8 @@ def start(
         runner.start()  # a model llama.cpp cannot load fails here, before any storage is created
         if engine == "llama-server":  # its own defaults are the baseline, read from the binary
             defaults = runner.defaults(requirement.n_ctx)  # first: the record names what it has no flag for
-            spec = replace(spec, engine=runner.record(), defaults=defaults)
+            # your file's keys over the server's defaults: what it leaves out, your server runs at its own
+            spec = replace(spec, engine=runner.record(), defaults=defaults, yours=yours.over(defaults) if yours else None)
         storage_obj = studies.open_storage(storage)
         say(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
         say(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")
