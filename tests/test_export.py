@@ -500,6 +500,15 @@ def test_a_llama_server_preset_with_speculation_starts_with_its_spec_type(study)
     assert f"# speculation on your requests' text: {why}" in text
 
 
+def test_a_llama_server_preset_that_changes_nothing_names_its_starting_point(study):
+    """On the engine that measured it, "nothing paid" is said of the settings the study started
+    from: llama-server's defaults, or your --baseline settings (not called the engine's defaults)."""
+    on_server = {**study["preset"].provenance, "engine": {"name": "llama-server", "version": "b1"}}
+    for start, words in (("defaults", "these are the engine's own defaults here"), ("yours", "these are your settings (--baseline)")):
+        preset = dataclasses.replace(study["preset"], provenance=on_server, measured={**study["preset"].measured, "changes": {}, "starting_point": start})
+        assert f"# no change measurably paid: {words}, written out" in to_llama_server(preset)
+
+
 def test_a_llama_server_preset_keeping_its_auto_slots_starts_them_and_says_they_share_the_context(study):
     """A study on llama-server starts at its defaults, -np -1 (auto: 4 slots sharing -c); a preset
     that kept them writes -np -1 with -c the context each request may use, and says so."""

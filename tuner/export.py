@@ -253,12 +253,16 @@ def measured_on(preset: Preset) -> str:
 
 
 def _same_engine_lines(preset: Preset) -> list[str]:
-    """What a preset says on the engine that measured it: the changes, or that none paid."""
+    """What a preset says on the engine that measured it: the changes from its starting point (the
+    engine's defaults, or your --baseline settings), or that none paid."""
     changes = preset.measured.get("changes")
+    yours = preset.measured.get("starting_point") == "yours"
     if changes == {}:
-        return ["no change measurably paid: these are the engine's own defaults here, written out"]
+        what = "your settings (--baseline)" if yours else "the engine's own defaults here"
+        return [f"no change measurably paid: these are {what}, written out"]
     if changes:
-        return ["changes from the defaults, each measured to pay: " + ", ".join(f"{key} {c['from']} -> {c['to']}" for key, c in changes.items())]
+        start = "your settings" if yours else "the defaults"
+        return [f"changes from {start}, each measured to pay: " + ", ".join(f"{key} {c['from']} -> {c['to']}" for key, c in changes.items())]
     return []
 
 
