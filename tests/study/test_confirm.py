@@ -28,6 +28,7 @@ from tuner.study import (
 from tuner.study.confirm import (
     Candidate,
     Confirmation,
+    _defaults_faster,
     _pick_winner,
     confirm,
     interleave,
@@ -52,6 +53,12 @@ def test_a_clear_win_goes_to_the_fastest_re_measured_candidate():
     winner, why = _pick_winner([slow, fast, _candidate("defaults", DEFAULTS, DEFAULTS)], noise=0.05)
     assert winner is fast
     assert "#5 is fastest when re-measured" in why and "the defaults" in why
+
+
+def test_a_winner_from_your_settings_that_the_defaults_beat_is_not_left_unqualified():
+    yours = _candidate("#2", [27.0, 28.0, 26.0], DEFAULTS)  # 0.90x the defaults in every round
+    assert _defaults_faster(yours, noise=0.02).startswith("; the engine's defaults read 1.11x it")
+    assert _defaults_faster(_candidate("#2", [29.9, 31.2, 28.8], DEFAULTS), noise=0.02) == ""  # a tie says nothing
 
 
 def test_a_tie_on_speed_goes_to_the_closer_to_reference_candidate():
