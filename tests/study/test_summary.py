@@ -7,9 +7,15 @@ from dataclasses import replace
 import llama_cpp
 import pytest
 
+from tests.conftest import SMALL, simulated_measurement
 from tests.study.conftest import load
+from tuner.baseline import Requirement
+from tuner.config import EngineConfig
+from tuner.hardware import describe_machine
+from tuner.models import model_sha256
 from tuner.preset import Preset, engine_from_preset
-from tuner.study import SHAPE_COLUMNS, best_preset, by_shape, summarize
+from tuner.space import load_space
+from tuner.study import SHAPE_COLUMNS, Economies, StudySpec, best_preset, by_shape, open_storage, start_study, summarize
 
 
 def test_summary_compares_best_with_baselines(study_db):
@@ -80,3 +86,33 @@ def test_where_the_time_went_is_said_in_lines_a_terminal_does_not_wrap():
     assert "49 trial(s) stopped early by racing" in lines[-1]
     assert summary.time_text == "; ".join(lines)
     assert Summary(name="s", target=1, complete=0, failed=0, best=None, baselines={}, failures=[]).time_lines == []
+
+
+class SamplingReadsFaster:
+    """A simulated machine on which every configuration sampling at a temperature above 0 reads
+    1.04x one that decodes greedily: a single reading's margin, as a noisy machine gives one
+    baseline over another (one llama-server study read the defaults 1.04x greedy settings, floor
+    ±13%). Readings chosen on cue cannot be produced on a real machine; the pick is tested."""
+
+    def reference(self, model_sha256: str, **options):
+        return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
+
+    def measure(self, config, workload, **options):
+        effective = config.effective()
+        return simulated_measurement(effective, workload, 104.0 if effective.temperature > 0 else 100.0)
+
+
+def test_a_study_of_the_baselines_alone_hands_over_your_settings_unchanged(tmp_path, model_path):
+    """With no searched trial, nothing was re-measured, so no change earned its keep: the preset is
+    the starting point, not the baseline whose one reading was the fastest."""
+    greedy = EngineConfig(n_ctx=1024, temperature=0.0)
+    spec = StudySpec(model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"), workload=replace(SMALL, quality=False),
+                     trials=3, seed=1, economies=Economies(racing=False), requirement=Requirement(1024, "the test's"), yours=greedy)
+    study = start_study(spec, name="baselines-only", storage=open_storage(f"sqlite:///{tmp_path / 'b.db'}"), runner=SamplingReadsFaster(), machine=describe_machine().to_dict())
+    summary = summarize(study)
+    assert summary.searched_feasible == 0 and summary.baselines["defaults"].speed.median > summary.baselines["yours"].speed.median
+    assert summary.best.number == summary.baselines["yours"].number
+    assert "your settings unchanged" in summary.unconfirmed_note
+    preset = best_preset(study)
+    assert preset.sampling["temperature"] == 0.0  # theirs, not the defaults' 0.8
+    assert preset.measured["picked"].startswith("no searched trial completed within the quality floor: your settings as they are")

@@ -12,12 +12,13 @@ from tuner.stats import UNITS, Stat, duration
 from tuner.study._trials import (
     BASELINE_LABELS,
     baseline_trial,
-    fastest_feasible,
     is_feasible,
     quality_version,
     required_context,
     speed_objective,
     start_label,
+    start_words,
+    unconfirmed_best,
 )
 from tuner.study.ablation import Ablation, current_ablation
 from tuner.study.confirm import SHAPE_FIGURES, Candidate, Confirmation, current_confirmation
@@ -216,7 +217,7 @@ class Summary:
         if self.best is None or self.confirmation is not None:
             return ""
         if self.searched_feasible == 0:
-            return "not confirmed: no searched trial completed within the quality floor, so nothing was re-measured against the defaults"
+            return f"not confirmed: no searched trial completed within the quality floor; {start_words(self.start)} unchanged, nothing re-measured"
         return "not confirmed by re-measurement (the study changed since, or confirmation was skipped)"
 
     @property
@@ -282,7 +283,7 @@ def summarize(study: Any) -> Summary:
         if trial is not None:
             baselines[label] = Row.of(label, trial, defaults, metric, yours)
     confirmation = current_confirmation(study)
-    best = study.trials[confirmation.winner] if confirmation else fastest_feasible(study)
+    best = study.trials[confirmation.winner] if confirmation else unconfirmed_best(study)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     feasible = [t for t in complete if is_feasible(t)]
     front = study.best_trials if len(study.directions) > 1 else ([best] if best else [])
@@ -375,6 +376,9 @@ def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
     if summary.confirmation is not None:
         return f"confirmed by re-measurement: {summary.confirmation.why}"
     unit = UNITS.get(summary.metric, summary.metric)
+    start = summary.baselines.get(summary.start)
+    if summary.searched_feasible == 0 and start is not None and start.number == best.number:
+        return f"no searched trial completed within the quality floor: {start_words(summary.start)} as they are (no change was measured to pay)"
     if not budget or not best.quality:
         return f"most {unit} of the {summary.feasible} feasible trials ({summary.complete} completed, no quality floor)"
     return (

@@ -28,6 +28,7 @@ __all__ = [
     "speed_objective",
     "start_label",
     "start_words",
+    "unconfirmed_best",
     "study_defaults",
     "study_placement",
     "enqueued_baseline",
@@ -106,6 +107,21 @@ def feasible_trials(study: Any) -> list[Any]:
 def fastest_feasible(study: Any) -> Any | None:
     """The fastest feasible completed trial (by the first objective: the speed objective)."""
     return max(feasible_trials(study), key=lambda t: t.values[0], default=None)
+
+
+def unconfirmed_best(study: Any) -> Any | None:
+    """The trial a study without a current confirmation hands over: the fastest feasible trial,
+    unless no searched trial is feasible. Then only the baselines ran, each read once, and one
+    reading faster than the starting point's is not a change that earned its keep (a study from
+    ``--baseline`` greedy settings whose 3 trials were the baselines once handed over llama-server's
+    defaults, temperature 0.8 included, on a 1.04x reading against a ±13% floor): the starting
+    point is handed over as it is (the fastest feasible trial if the start did not complete)."""
+    feasible = feasible_trials(study)
+    if not any("baseline" not in t.user_attrs for t in feasible):
+        start = baseline_trial(study, start_label(study))
+        if start is not None:
+            return start
+    return max(feasible, key=lambda t: t.values[0], default=None)
 
 
 def baseline_trial(study: Any, label: str) -> Any | None:
