@@ -26,10 +26,8 @@ configuration it is compared to (:func:`tuner.study.confirm.interleave`):
    minimal preset (the start plus the kept groups) is measured beside the winner, the start and
    the defaults; if the winner still beats it beyond the noise, the reverted group with the
    largest worth is added back and the check repeats.
-   Adding back takes every round the ablation holds of the winner beside the preset, from every
-   phase (:meth:`_Work._evidence`): a check's rounds do not overrule earlier rounds of the same two
-   configurations unseen. (A keep's re-measurement, by contrast, counts its new rounds alone: it
-   exists to distrust the first ones.)
+   Adding back decides on every round of the winner beside the preset, from every phase
+   (:meth:`_Work._evidence`); a keep's re-measurement counts its new rounds alone.
 3. **Sampling values are the user's product**: they change only when that change is measurably
    faster, and the minimal preset's quality is computed (cached logits) and must keep the floor;
    otherwise the full winner is exported, and the study says so. The context is a requirement: it
@@ -307,18 +305,11 @@ class _Work:
         return [a.ratios_to(b) for a, b in found if a is not None and b is not None and a is not b]
 
     def _evidence(self, a: EngineConfig, b: EngineConfig) -> list[float]:
-        """Every paired ratio of ``a`` over ``b`` the ablation holds: the rounds of every phase
-        that measured both. Adding a group back decides on them all, so a check's rounds cannot
-        overrule an earlier phase's unseen: a clean-clone CI run of 2026-12-05 reverted sampling
-        values that do nothing (the winner over the winner without them, within the noise), then
-        added them back when the check's three rounds of the same two configurations read the
-        winner 1.030x ahead (floor ±0.9%)."""
-        ratios: list[float] = []
-        for entries in self.phases:
-            x, y = self._find(entries, a), self._find(entries, b)
-            if x is not None and y is not None and x is not y:
-                ratios += x.ratios_to(y)
-        return ratios
+        """Every paired ratio of ``a`` over ``b``, from every phase that measured both. (CI once
+        reverted sampling values that do nothing, within the noise, then added them back on a
+        check's three rounds of the same two configurations reading 1.030x, floor ±0.9%.)"""
+        found = [(self._find(entries, a), self._find(entries, b)) for entries in self.phases]
+        return [ratio for x, y in found if x is not None and y is not None and x is not y for ratio in x.ratios_to(y)]
 
     def _verified(self, minimal: EngineConfig, entries: list[Candidate], recheck: set[str] = frozenset()) -> list[Candidate]:
         """Entries whose rounds hold the minimal preset beside the winner, the start and the
