@@ -305,7 +305,7 @@ def print_speculation(study: Any) -> None:
     for row in result.table():
         worth = row["worth"]
         accepted = "-" if row["acceptance"] is None else f"{row['acceptance']:.0%}"
-        rows.append([row["candidate"], f"{worth['median']:.2f}x ({worth['low']:.2f}-{worth['high']:.2f})", f"{row['ttft_vs_none']:.2f}x", accepted, row["identical_answers"], "kept" if row["kept"] else "-"])
+        rows.append([row["candidate"], f"{worth['median']:.3f}x ({worth['low']:.2f}-{worth['high']:.2f})", f"{row['ttft_vs_none']:.2f}x", accepted, row["identical_answers"], "kept" if row["kept"] else "-"])
     say(table(["candidate", "worth vs none (range)", "TTFT vs none", "accepted", "same answers", "verdict"], rows))
     say(f"  {result.why}")
 
