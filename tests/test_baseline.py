@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tuner.baseline import DEFAULT_N_CTX, load_baseline, required_n_ctx
+from tuner.baseline import DEFAULT_N_CTX, Baseline, load_baseline, required_n_ctx
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError
 
@@ -64,6 +64,10 @@ def test_on_llama_server_what_the_file_leaves_out_is_the_servers_own_default(tmp
     server = EngineConfig(n_ctx=4096, n_batch=2048, n_threads=2, flash_attn=True, n_parallel=-1)  # as read from a binary
     assert load_baseline(path).over(server) == EngineConfig(n_ctx=4096, n_batch=2048, n_threads=2, flash_attn=True, n_parallel=-1, temperature=0.0)
     assert load_baseline(path).config.n_batch == 512  # llama-cpp-python's, which a Llama user gets
+    # A study takes the file as read and lays it over the defaults of the engine that measures.
+    assert Baseline.on(load_baseline(path), None).n_batch == 512
+    assert Baseline.on(load_baseline(path), server) == load_baseline(path).over(server)
+    assert Baseline.on(server, None) == server and Baseline.on(None, server) is None  # settings as they run
 
 
 def test_a_baseline_without_n_ctx_leaves_the_context_to_the_default_rule(tmp_path):

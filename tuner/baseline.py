@@ -52,6 +52,14 @@ class Baseline:
         read from the binary): what the file leaves out is what that engine runs without it."""
         return replace(defaults, **{key: getattr(self.config, key) for key in self.keys})
 
+    @staticmethod
+    def on(yours: EngineConfig | Baseline | None, defaults: EngineConfig | None) -> EngineConfig | None:
+        """Your settings as the engine that measures runs them: settings as they are; a file's
+        keys over that engine's ``defaults`` (None: llama-cpp-python's, already the file's)."""
+        if isinstance(yours, Baseline):
+            return yours.over(defaults) if defaults is not None else yours.config
+        return yours
+
     @property
     def n_ctx(self) -> int | None:
         """The context their file sets (None: it sets none, so their application's is unknown)."""

@@ -249,11 +249,12 @@ class CheckOnlyWin:
     Readings that flip on cue cannot be produced on a real machine; the decision rule is tested."""
 
     def __init__(self) -> None:
-        self.factor = 1.0
+        self.factor, self.phases = 1.0, 0
 
     def saw(self, line: str) -> None:
-        if line.startswith("ablation: ") and "measured in" in line:  # the first phase, then the check
-            self.factor = 1.05 if "minimal" in line else 0.99
+        if line.startswith("ablation: ") and "measured in" in line:  # each phase announces itself: the first, then the check
+            self.phases += 1
+            self.factor = 0.99 if self.phases == 1 else 1.05
 
     def reference(self, model_sha256: str, **options):
         return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
@@ -279,6 +280,10 @@ def test_a_group_is_not_added_back_on_a_check_its_earlier_rounds_contradict(tmp_
     assert steps["threads"].kept
     # The check reads the winner 1.05x ahead of the preset in every round, but the same two
     # configurations read 0.99x in the first rounds: all six rounds together are no win.
+    ablation = current_ablation(study)
+    assert ablation.entry("winner").ratios_to(ablation.minimal_entry) == pytest.approx([1.05] * 3)  # premise: the check alone reads a win
+    assert ablation.versus == pytest.approx([0.99] * 3 + [1.05] * 3)
+    assert "reads 1.020x the minimal preset over 6 rounds (0.99-1.05, a tie within the noise)" in best_preset(study).measured["full_winner"]["note"]
     assert not steps["sampling"].kept and steps["sampling"].why.startswith("reverted"), steps["sampling"].why
     assert EngineConfig.from_dict(current_ablation(study).minimal).temperature == 0.8  # yours
     assert not any("adding back" in line for line in notes), notes

@@ -146,6 +146,8 @@ def print_summary(study_obj: Any, storage: Optional[str], export_hint: bool = Tr
         print_shapes(shown)
     if summary.best is None and summary.infeasible:
         say(f"no trial is feasible ({summary.infeasible} completed trials miss the quality floor or a latency target)")
+    elif summary.start_unchanged and summary.infeasible:
+        say(f"best = the starting point, unchanged: no searched trial is feasible ({summary.infeasible} outside the quality floor or the latency targets)")
     elif summary.best is not None and summary.infeasible:
         picked = "confirmed by re-measurement" if summary.confirmation else "fastest"
         say(f"best = {picked} of {summary.feasible} feasible trials ({summary.infeasible} outside the quality floor or the latency targets)")

@@ -120,15 +120,14 @@ def start(
         targets=limits,
         economies=studies.Economies(racing=not no_racing, cache=not no_cache),
         requirement=requirement,
-        yours=yours.config if yours else None,
+        yours=yours,
     )
     studies.check_new_study(name, storage)
     with worker(model_path, trial_timeout, engine, server_bin) as runner:
         runner.start()  # a model llama.cpp cannot load fails here, before any storage is created
         if engine == "llama-server":  # its own defaults are the baseline, read from the binary
             defaults = runner.defaults(requirement.n_ctx)  # first: the record names what it has no flag for
-            # your file's keys over the server's defaults: what it leaves out, your server runs at its own
-            spec = replace(spec, engine=runner.record(), defaults=defaults, yours=yours.over(defaults) if yours else None)
+            spec = replace(spec, engine=runner.record(), defaults=defaults)
         storage_obj = studies.open_storage(storage)
         say(f"study '{name}' in {studies.redact(storage_obj.url)}: {trials} trials on {model_path.name}")
         say(f"machine: {machine.summary()} [fingerprint {machine.fingerprint}]")

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner.baseline import Requirement, required_n_ctx
+from tuner.baseline import Baseline, Requirement, required_n_ctx
 from tuner.config import EngineConfig
 from tuner.errors import ConfigError, EngineError, StudyError, WorkerFailed
 from tuner.gguf import read_gguf_info
@@ -50,9 +50,9 @@ DIRECTIONS = {"requests_per_min": "maximize", "decode_tok_s": "maximize", "kld_m
 class StudySpec:
     """What a new study tunes.
 
-    ``requirement`` is the context size the application needs (default: see
-    :func:`tuner.baseline.required_n_ctx`); ``yours`` the user's current settings (``--baseline``),
-    measured as the baseline "yours" and the starting point of the minimal preset.
+    ``requirement``: the context the application needs (see :func:`tuner.baseline.required_n_ctx`);
+    ``yours``: the user's settings (``--baseline``), the baseline "yours" and the minimal preset's
+    start (settings, or a file as read: :meth:`tuner.baseline.Baseline.on` the engine's defaults).
     """
 
     model: Path
@@ -65,7 +65,7 @@ class StudySpec:
     targets: LatencyTargets = field(default_factory=LatencyTargets)
     economies: Economies = field(default_factory=Economies)
     requirement: Requirement | None = None
-    yours: EngineConfig | None = None
+    yours: EngineConfig | Baseline | None = None
     engine: dict[str, Any] | None = None  # what measures (tuner.server_worker.ServerRunner.record); None: llama-cpp-python
     defaults: EngineConfig | None = None  # that engine's own defaults (None: llama-cpp-python's)
 
@@ -161,7 +161,7 @@ def start_study(
     }
     for key, value in attrs.items():
         study.set_user_attr(key, value)
-    for label, config in baselines_for(requirement.n_ctx, spec.yours, placement_of(spec.space), spec.defaults).items():
+    for label, config in baselines_for(requirement.n_ctx, Baseline.on(spec.yours, spec.defaults), placement_of(spec.space), spec.defaults).items():
         study.enqueue_trial({}, user_attrs={"baseline": label, "baseline_config": config.to_dict()})
     # One trial (the starting point alone) compares nothing: its floor waits for a resume to more.
     prepared = _measure_noise(study, runner, spec.workload, on_note) if spec.trials > 1 else _no_floor(on_note)

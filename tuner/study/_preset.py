@@ -87,7 +87,7 @@ def _minimal_preset(study: Any, summary: Summary, minimal: Row, ablation: Ablati
     if winner is not None and winner is not ablation.minimal_entry:
         measured["full_winner"] = {
             "trial": ablation.winner,
-            "vs_minimal": round(Stat.of(winner.ratios_to(ablation.minimal_entry)).median, 3),
+            "vs_minimal": round(Stat.of(_winner_over_minimal(ablation)).median, 3),
             "note": f"{winner_vs_minimal(ablation)}: the reverted changes do not pay (tune export --full writes the winner)",
         }
     measured["ablation"] = ablation_table(ablation)
@@ -103,9 +103,15 @@ def winner_vs_minimal(ablation: Ablation) -> str:
     winner, minimal = ablation.entry("winner"), ablation.minimal_entry
     if winner is None or winner is minimal:
         return ""
-    ratio = Stat.of(winner.ratios_to(minimal)).median
-    how = "the minimal preset is faster" if beats(minimal.ratios_to(winner), ablation.noise) else "a tie within the noise"
-    return f"the full winner #{ablation.winner} reads {ratio:.3f}x the minimal preset ({how})"
+    ratios = _winner_over_minimal(ablation)
+    how = "the minimal preset is faster" if beats([1 / r for r in ratios], ablation.noise) else "a tie within the noise"
+    return f"the full winner #{ablation.winner} reads {Stat.of(ratios).median:.3f}x the minimal preset over {len(ratios)} rounds ({min(ratios):.2f}-{max(ratios):.2f}, {how})"
+
+
+def _winner_over_minimal(ablation: Ablation) -> list[float]:
+    """The winner over the minimal preset, round by round: every paired round the ablation held
+    (what it decided on), or the last phase's in an ablation stored before it kept them."""
+    return ablation.versus or ablation.entry("winner").ratios_to(ablation.minimal_entry)
 
 
 def ablation_table(ablation: Ablation) -> list[dict[str, Any]]:

@@ -212,12 +212,21 @@ class Summary:
         return "; ".join(self.time_lines)
 
     @property
+    def start_unchanged(self) -> bool:
+        """The best is the starting point handed over as it is, because no searched trial
+        completed within the floor (:func:`tuner.study._trials.unconfirmed_best`)."""
+        start = self.baselines.get(self.start)
+        return self.best is not None and self.confirmation is None and self.searched_feasible == 0 and start is not None and start.number == self.best.number
+
+    @property
     def unconfirmed_note(self) -> str:
         """Why the best is not confirmed by re-measurement ("" when it is, or there is no best)."""
         if self.best is None or self.confirmation is not None:
             return ""
-        if self.searched_feasible == 0:
+        if self.start_unchanged:
             return f"not confirmed: no searched trial completed within the quality floor; {start_words(self.start)} unchanged, nothing re-measured"
+        if self.searched_feasible == 0:
+            return "not confirmed: no searched trial completed within the quality floor; the fastest baseline's own reading, nothing re-measured"
         return "not confirmed by re-measurement (the study changed since, or confirmation was skipped)"
 
     @property
@@ -376,8 +385,7 @@ def why_picked(summary: Summary, budget: dict[str, float] | None) -> str:
     if summary.confirmation is not None:
         return f"confirmed by re-measurement: {summary.confirmation.why}"
     unit = UNITS.get(summary.metric, summary.metric)
-    start = summary.baselines.get(summary.start)
-    if summary.searched_feasible == 0 and start is not None and start.number == best.number:
+    if summary.start_unchanged:
         return f"no searched trial completed within the quality floor: {start_words(summary.start)} as they are (no change was measured to pay)"
     if not budget or not best.quality:
         return f"most {unit} of the {summary.feasible} feasible trials ({summary.complete} completed, no quality floor)"

@@ -115,11 +115,12 @@ def unconfirmed_best(study: Any) -> Any | None:
     reading faster than the starting point's is not a change that earned its keep (a study from
     ``--baseline`` greedy settings whose 3 trials were the baselines once handed over llama-server's
     defaults, temperature 0.8 included, on a 1.04x reading against a ±13% floor): the starting
-    point is handed over as it is (the fastest feasible trial if the start did not complete)."""
+    point is handed over as it is, when it completed within the floor (else the fastest feasible
+    trial, and the summary says which)."""
     feasible = feasible_trials(study)
     if not any("baseline" not in t.user_attrs for t in feasible):
         start = baseline_trial(study, start_label(study))
-        if start is not None:
+        if start is not None and is_feasible(start):
             return start
     return max(feasible, key=lambda t: t.values[0], default=None)
 

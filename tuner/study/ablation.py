@@ -24,10 +24,9 @@ configuration it is compared to (:func:`tuner.study.confirm.interleave`):
    the new rounds do not confirm is reverted. Changes can be redundant (either of two gives the
    gain, so reverting either alone costs nothing), which single reversions do not see. So the
    minimal preset (the start plus the kept groups) is measured beside the winner, the start and
-   the defaults; if the winner still beats it beyond the noise, the reverted group with the
-   largest worth is added back and the check repeats.
-   Adding back decides on every round of the winner beside the preset, from every phase
-   (:meth:`_Work._evidence`); a keep's re-measurement counts its new rounds alone.
+   the defaults; if the winner still beats it beyond the noise in every round of the two from
+   every phase (:meth:`_Work._evidence`), the reverted group with the largest worth is added back
+   and the check repeats.
 3. **Sampling values are the user's product**: they change only when that change is measurably
    faster, and the minimal preset's quality is computed (cached logits) and must keep the floor;
    otherwise the full winner is exported, and the study says so. The context is a requirement: it
@@ -121,6 +120,7 @@ class Ablation:
     quality: dict[str, Any] | None = None  # the minimal preset's quality figures (None: the start's or winner's)
     worse: list[str] = field(default_factory=list)  # figures the minimal preset loses against the start
     note: str = ""  # a decision the table alone does not show (a fallback to the full winner)
+    versus: list[float] = field(default_factory=list)  # the winner over the minimal preset, every paired round of every phase
 
     def entry(self, role: str) -> Candidate | None:
         """The measured entry holding ``role`` ("minimal", "start", "winner", "defaults")."""
@@ -244,7 +244,7 @@ class _Work:
             minimal = compose(self.start, self.winner, kept)
             entries = self._verified(minimal, entries)
             failed = self._find(entries, minimal) is None
-            behind = "" if failed else self._winner_beats(minimal)
+            behind = "" if failed else self._winner_beats(minimal, entries)
             if failed or not behind:
                 break
             add = self._next_to_add(steps, kept)
@@ -267,7 +267,8 @@ class _Work:
 
     def _result(self, steps: list[Step], minimal: EngineConfig, roles: dict[str, str], entries: list[Candidate], confirmation: Any, quality: dict[str, Any] | None = None, note: str = "") -> Ablation:
         winner = confirmation.candidate(confirmation.winner)
-        return Ablation(self.label, self.winner_trial.number, steps, _settings(minimal), roles, entries, self.noise, self.metric, list(winner.rounds), quality, note=note)
+        versus = self._evidence(self.winner, minimal)
+        return Ablation(self.label, self.winner_trial.number, steps, _settings(minimal), roles, entries, self.noise, self.metric, list(winner.rounds), quality, note=note, versus=versus)
 
     # -- measuring ---------------------------------------------------------------------------------
 
@@ -366,10 +367,10 @@ class _Work:
         reverted = [g for g in self.changed if g not in kept]
         return max(reverted, key=lambda g: (g != "sampling", steps[g].worth.median if steps[g].ratios else 0.0))
 
-    def _winner_beats(self, minimal: EngineConfig) -> str:
-        """'' when the minimal preset ties (or beats) the winner over every round the ablation
-        holds of the two; else the winner's ratio over it."""
-        ratios = self._evidence(self.winner, minimal)
+    def _winner_beats(self, minimal: EngineConfig, entries: list[Candidate]) -> str:
+        """The winner's ratio over the minimal preset if it beats it on every round of the two; ''
+        when it does not, or the winner failed in these rounds (``entries``)."""
+        ratios = self._evidence(self.winner, minimal) if self._find(entries, self.winner) else []
         return f"{Stat.of(ratios).median:.3f}x" if beats(ratios, self.noise) else ""
 
     def _quality(self, minimal: EngineConfig) -> dict[str, Any] | None:
