@@ -23,12 +23,23 @@ Last, each request's median ratio (request time, none's over the type's) and its
 accepted tokens: where a gain comes from (a small model's answer that loops is predicted perfectly).
 
     .venv/bin/python benchmarks/speculative.py [--requests FILE.jsonl] [--spec ngram-simple,ngram-mod] [--rounds 5]
+
+With ``--preset P`` (a preset a llama-server study kept speculation in): does its claim hold for a
+user who starts the exported command line? The servers are that line (`tune export --format
+llama-server`, its last line) and the same settings without speculation, the requests the
+preset's workload texts, the sampling the line's own (no sampling in the requests, a seed per
+request, the same for both, as the study's speculation stage sends them). Prints the ratio beside
+the one the preset claims (``measured.speculation``).
+
+    .venv/bin/python benchmarks/speculative.py --preset code.yaml [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import shlex
 import statistics
 import sys
 import time
@@ -39,17 +50,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from server_parity import post, start  # noqa: E402
 
+from tuner.export import to_llama_server  # noqa: E402
 from tuner.models import default_model_path  # noqa: E402
+from tuner.preset import Preset  # noqa: E402
+from tuner.server_flags import server_args  # noqa: E402
 from tuner.server_binary import ServerBinary  # noqa: E402
 from tuner.stats import Stat  # noqa: E402
-from tuner.user_requests import read_requests  # noqa: E402
+from tuner.study.speculation import NONE, SEED  # noqa: E402
+from tuner.user_requests import from_text, read_requests  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def answer(port: int, prompt: str, max_tokens: int, stop: list[str]) -> dict:
-    """One greedy request, answered in full: its text, tokens, wall ms and the server's timings."""
-    body = {"prompt": prompt, "n_predict": max_tokens, "temperature": 0.0, "top_k": 1, "stop": stop, "cache_prompt": False, "stream": True}
+GREEDY = {"temperature": 0.0, "top_k": 1}
+
+
+def answer(port: int, prompt: str, max_tokens: int, stop: list[str], sampling: dict = GREEDY) -> dict:
+    """One request (greedy unless ``sampling`` says otherwise), answered in full: its text, tokens,
+    wall ms and the server's timings."""
+    body = {"prompt": prompt, "n_predict": max_tokens, **sampling, "stop": stop, "cache_prompt": False, "stream": True}
     begin = time.perf_counter()
     events = [event for _, event in post(port, body)]
     timings = next((e["timings"] for e in events if e.get("timings")), {})
@@ -57,13 +76,15 @@ def answer(port: int, prompt: str, max_tokens: int, stop: list[str]) -> dict:
             "draft_n": int(timings.get("draft_n", 0)), "draft_accepted": int(timings.get("draft_n_accepted", 0))}
 
 
-def one_round(commands: dict[str, list[str]], order: list[str], requests: list) -> dict[str, list[dict]]:
-    """Fresh servers, a warm-up request each, then every request to each server in ``order``."""
+def one_round(commands: dict[str, list[str]], order: list[str], requests: list, seeds: list[int] | None = None) -> dict[str, list[dict]]:
+    """Fresh servers, a warm-up request each, then every request to each server in ``order``
+    (greedy, or the servers' own sampling with ``seeds``, one per request)."""
     servers = {label: start(commands[label]) for label in order}
+    sampling = [GREEDY] * len(requests) if seeds is None else [{"seed": seed} for seed in seeds]
     try:
         for label in order:
             answer(servers[label][1], "Hello", 4, [])
-        return {label: [answer(servers[label][1], r.prompt, r.max_tokens, list(r.stop)) for r in requests] for label in order}
+        return {label: [answer(servers[label][1], r.prompt, r.max_tokens, list(r.stop), how) for r, how in zip(requests, sampling)] for label in order}
     finally:
         for process, _ in servers.values():
             process.terminate()
@@ -77,23 +98,48 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--n-ctx", type=int, default=4096)
     parser.add_argument("--server-bin", default=None)
+    parser.add_argument("--preset", type=Path, default=None, help="check this preset's speculation claim instead")
     args = parser.parse_args()
-    binary, model = ServerBinary.find(args.server_bin), str(default_model_path())
-    requests, _ = read_requests(args.requests)
+    binary = ServerBinary.find(args.server_bin)
+    if args.preset:
+        commands, requests, claim = preset_commands(Preset.load(args.preset), binary.path)
+        source = str(args.preset)
+    else:
+        model = str(default_model_path())
+        requests, _ = read_requests(args.requests)
+        base = [binary.path, "-m", model, "-c", str(args.n_ctx), "-np", "1"]
+        commands = {"none": base, **{kind: [*base, "--spec-type", kind] for kind in args.spec.split(",")}}
+        claim, source = None, args.requests
     if any(r.prompt is None for r in requests):
-        raise SystemExit(f"{args.requests}: this benchmark sends prompts as written; use {{prompt, max_tokens}} lines")
-    base = [binary.path, "-m", model, "-c", str(args.n_ctx), "-np", "1"]
-    commands = {"none": base, **{kind: [*base, "--spec-type", kind] for kind in args.spec.split(",")}}
+        raise SystemExit(f"{source}: this benchmark sends prompts as written; use {{prompt, max_tokens}} lines")
     rows: dict[str, list[list[dict]]] = {label: [] for label in commands}
     for number in range(args.rounds):
         labels = list(commands)
         order = labels[number % len(labels):] + labels[: number % len(labels)]
-        for label, answers in one_round(commands, order, requests).items():
+        seeds = None if claim is None else [SEED + number * len(requests) + i for i in range(len(requests))]
+        for label, answers in one_round(commands, order, requests, seeds).items():
             rows[label].append(answers)
         print(f"round {number + 1}/{args.rounds} ({' '.join(order)}): " + "  ".join(
             f"{label} {tok_s(rows[label][-1]):.1f} tok/s" + (f" ({acceptance(rows[label][-1])})" if label != "none" else "")
             for label in commands), flush=True)
-    report(rows, commands, binary.version, args.requests)
+    report(rows, commands, binary.version, source)
+    if claim is not None:
+        label = list(commands)[1]
+        ratios = [tok_s(r) / tok_s(n) for r, n in zip(rows[label], rows["none"])]
+        print(f"exported line / the same without speculation: {Stat.of(ratios).median:.2f}x tokens/s "
+              f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); the preset claims {claim['median']:.2f}x ({claim['low']:.2f}-{claim['high']:.2f})")
+
+
+def preset_commands(preset: Preset, binary: str) -> tuple[dict[str, list[str]], list, dict]:
+    """The exported line and the same settings without speculation; the workload's texts as
+    requests; the worth the preset claims for its speculation."""
+    kept = next((row for row in (preset.measured.get("speculation") or {}).get("candidates", []) if row.get("kept")), None)
+    if kept is None:
+        raise SystemExit("this preset keeps no speculation (measured.speculation): nothing to check")
+    exported = shlex.split(to_llama_server(preset).strip().splitlines()[-1])
+    without = ["-m", preset.model, *server_args(dataclasses.replace(preset.config(), **NONE))]
+    texts = preset.measured["workload"].get("texts") or []
+    return {"none": [binary, *without], kept["candidate"]: [binary, *exported[1:]]}, [from_text(t) for t in texts], kept["worth"]
 
 
 def tok_s(answers: list[dict]) -> float:
