@@ -162,19 +162,33 @@ def test_the_summary_leads_with_the_minimal_preset_measured_beside_yours_and_the
     assert "yours" in summary.baselines and summary.baselines["yours"].ratio_vs_yours == pytest.approx(1.0)
 
 
-class EitherPays:
-    """A simulated machine on which two changes each give the whole gain alone (redundant):
-    requests/min doubles when flash attention is on or n_ubatch is 64, and nothing else matters.
-    Such a pair cannot be produced on demand on a 2-core CPU, and the path's logic is what is
-    tested here, so the readings are exact (the real engine's noise is tested above)."""
+class Simulated:
+    """A runner whose readings are exact functions of the settings (``speed``) and of the
+    ablation's phase (``phases``: 0 before it, then one more as each announces its rounds): for
+    paths whose logic is the test's subject, on readings a real machine cannot produce on demand."""
+
+    phases = 0
+
+    def saw(self, line: str) -> None:
+        if line.startswith("ablation: ") and "measured in" in line:  # by count, not by label: labels vary with the core count
+            self.phases += 1
 
     def reference(self, model_sha256: str, **options):
         return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
 
     def measure(self, config, workload, **options):
         effective = config.effective()
-        speed = 100.0 * (2 if effective.flash_attn or effective.n_ubatch == 64 else 1) / (4 if effective.n_threads > 2 else 1)
-        return simulated_measurement(effective, workload, speed)
+        return simulated_measurement(effective, workload, self.speed(effective))
+
+
+class EitherPays(Simulated):
+    """A simulated machine on which two changes each give the whole gain alone (redundant):
+    requests/min doubles when flash attention is on or n_ubatch is 64, and nothing else matters.
+    Such a pair cannot be produced on demand on a 2-core CPU, and the path's logic is what is
+    tested here, so the readings are exact (the real engine's noise is tested above)."""
+
+    def speed(self, effective):
+        return 100.0 * (2 if effective.flash_attn or effective.n_ubatch == 64 else 1) / (4 if effective.n_threads > 2 else 1)
 
 
 REDUNDANT = """
@@ -199,27 +213,15 @@ def test_when_changes_are_redundant_the_path_adds_back_one_until_the_preset_ties
     assert not (minimal.flash_attn and minimal.n_ubatch == 64)  # and not both changes
 
 
-class TransientWin:
+class TransientWin(Simulated):
     """A simulated machine on which n_batch 256 reads 1.5x faster during the first rounds of the
     ablation and changes nothing after (a transient, as seen on this project's noisy 2-core
     machine, where a no-op was once kept at 1.148x against a ±12.7% floor). Threads pay 2x
     throughout. A transient that ends on cue cannot be produced on a real machine; the
     re-measurement's logic is what is tested."""
 
-    def __init__(self) -> None:
-        self.transient = False
-
-    def saw(self, line: str) -> None:
-        if line.startswith("ablation: "):  # each phase announces itself; the second names the minimal preset
-            self.transient = "minimal" not in line
-
-    def reference(self, model_sha256: str, **options):
-        return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
-
-    def measure(self, config, workload, **options):
-        effective = config.effective()
-        speed = 100.0 * (2 if effective.n_threads == 2 else 1) * (1.5 if self.transient and effective.n_batch == 256 else 1)
-        return simulated_measurement(effective, workload, speed)
+    def speed(self, effective):
+        return 100.0 * (2 if effective.n_threads == 2 else 1) * (1.5 if self.phases == 1 and effective.n_batch == 256 else 1)
 
 
 THREADS_AND_BATCH = """
@@ -242,27 +244,15 @@ def test_a_keep_the_re_measurement_does_not_confirm_is_reverted(tmp_path_factory
     assert any("does not pay again when re-measured" in line for line in notes)
 
 
-class CheckOnlyWin:
+class CheckOnlyWin(Simulated):
     """A simulated machine on which threads pay 2x and a temperature of 0.7 reads 0.99x in the
     ablation's first rounds and 1.05x in its check (readings that contradict each other, as a
     clean-clone CI run read sampling values that do nothing: within the noise, then 1.030x ahead).
     Readings that flip on cue cannot be produced on a real machine; the decision rule is tested."""
 
-    def __init__(self) -> None:
-        self.factor, self.phases = 1.0, 0
-
-    def saw(self, line: str) -> None:
-        if line.startswith("ablation: ") and "measured in" in line:  # each phase announces itself: the first, then the check
-            self.phases += 1
-            self.factor = 0.99 if self.phases == 1 else 1.05
-
-    def reference(self, model_sha256: str, **options):
-        return {"greedy_accuracy": 0.7, "greedy_nll": 1.0}
-
-    def measure(self, config, workload, **options):
-        effective = config.effective()
-        speed = 100.0 * (2 if effective.n_threads == 2 else 1) * (self.factor if effective.temperature == 0.7 else 1)
-        return simulated_measurement(effective, workload, speed)
+    def speed(self, effective):
+        factor = {0: 1.0, 1: 0.99}.get(self.phases, 1.05)  # the trials, the first rounds, then the check
+        return 100.0 * (2 if effective.n_threads == 2 else 1) * (factor if effective.temperature == 0.7 else 1)
 
 
 THREADS_AND_TEMPERATURE = """

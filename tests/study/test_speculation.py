@@ -91,7 +91,7 @@ def test_a_preset_carries_the_kept_draft_and_what_it_is_worth(cli_study, tmp_pat
     shown = run_tune("show", "cli3", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "speculation on your requests' text (llama-cpp-python, none and each candidate at the preset's settings, 3 interleaved rounds)" in shown.stdout
-    assert re.search(r"lookup 10x2\s+1\.34x \(1\.33-1\.34\)\s+2\.00x\s+70%\s+3/3\s+kept", shown.stdout)
+    assert re.search(r"lookup 10x2\s+1\.339x \(1\.33-1\.34\)\s+2\.00x\s+70%\s+3/3\s+kept", shown.stdout)
     study.set_user_attr("speculation", decide(at, _entries([60.0, 61.0, 59.0], [60.0, 61.0, 59.0]), rounds=3, noise=0.02).to_dict())
     within = best_preset(study)
     assert not within.draft and within.measured["speculation"]["kept"] == "none"
