@@ -55,10 +55,12 @@ __all__ = ["GROUPS", "NOT_ABLATED", "Ablation", "Step", "ablate", "changed_group
 
 # Knob groups, as a person adopts a change: each group's knobs move together (a quantized V cache
 # needs flash attention; n_ubatch <= n_batch), so any mix of the start's and the winner's groups is
-# a valid configuration.
+# a valid configuration; generation and prompt threads are two (make tune once kept n_threads 1 -> 2
+# with n_threads_batch 2 -> 1 as one change, the second costing 30% of the time to first token).
 GROUPS: dict[str, tuple[str, ...]] = {
     "context": ("n_ctx",),
-    "threads": ("n_threads", "n_threads_batch"),
+    "threads": ("n_threads",),
+    "prompt threads": ("n_threads_batch",),
     "batch sizes": ("n_batch", "n_ubatch"),
     "attention and KV cache": ("flash_attn", "type_k", "type_v", "offload_kqv", "swa_full"),
     "offload": ("n_gpu_layers", "main_gpu", "split_mode", "op_offload", "use_mmap", "use_mlock"),
@@ -326,12 +328,10 @@ class _Work:
         return self._phase(wanted, pairs=[(self.winner, minimal)] + [(minimal, c) for c in without.values()])
 
     def _rechecked(self, steps: dict[str, Step], kept: set[str], minimal: EngineConfig, entries: list[Candidate]) -> set[str]:
-        """The kept groups that pay again when re-measured: the minimal preset against itself
-        without the group, in the rounds of :meth:`_verified`. A keep is a decision taken on the
-        first phase's rounds, and on a noisy machine those can read a change that does nothing as
-        a win (an ablation test on this project's 2-core machine kept batch sizes larger than its
-        prompts at 1.148x, floor ±12.7%); a group the new rounds do not confirm is reverted (its
-        row in ``steps`` says so)."""
+        """The kept groups that pay again when re-measured (the minimal preset against itself
+        without the group, in the rounds of :meth:`_verified`); the others are reverted, their row
+        saying so. First rounds can read a no-op as a win: an ablation test here kept batch sizes
+        larger than its prompts at 1.148x, floor ±12.7%."""
         mine = self._find(entries, minimal)
         confirmed = set(kept)
         for group in sorted(kept):
