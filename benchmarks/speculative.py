@@ -122,10 +122,9 @@ def main() -> None:
         print(f"round {number + 1}/{args.rounds} ({' '.join(order)}): " + "  ".join(
             f"{label} {tok_s(rows[label][-1]):.1f} tok/s" + (f" ({acceptance(rows[label][-1])})" if label != "none" else "")
             for label in commands), flush=True)
-    report(rows, commands, binary.version, source)
+    summary = report(rows, commands, binary.version, source)
     if claim is not None:
-        label = list(commands)[1]
-        ratios = [tok_s(r) / tok_s(n) for r, n in zip(rows[label], rows["none"])]
+        ratios = summary[list(commands)[1]]["ratios"]
         print(f"exported line / the same without speculation: {Stat.of(ratios).median:.2f}x tokens/s "
               f"(rounds {min(ratios):.2f}-{max(ratios):.2f}); the preset claims {claim['median']:.2f}x ({claim['low']:.2f}-{claim['high']:.2f})")
 
@@ -152,7 +151,9 @@ def acceptance(answers: list[dict]) -> str:
     return f"{sum(a['draft_accepted'] for a in answers) / drafted:.0%} of drafted tokens accepted" if drafted else "nothing drafted"
 
 
-def report(rows: dict[str, list[list[dict]]], commands: dict[str, list[str]], version: str, source: str) -> None:
+def report(rows: dict[str, list[list[dict]]], commands: dict[str, list[str]], version: str, source: str) -> dict[str, dict]:
+    """Prints each candidate's ratio to none, per request, and the raw rounds as JSON; returns the
+    per-candidate summary (its ``ratios`` round by round)."""
     none = rows["none"]
     summary = {}
     for label in commands:
@@ -176,6 +177,7 @@ def report(rows: dict[str, list[list[dict]]], commands: dict[str, list[str]], ve
         print(f"  request {index + 1}: {first['tokens']} tokens ({first['text'][:40]!r}...): " + ", ".join(cells))
     print(json.dumps({"binary": version, "requests": source, "commands": commands, "summary": summary,
                       "rounds": {label: [[{k: a[k] for k in ("tokens", "ms", "draft_n", "draft_accepted")} for a in r] for r in rows[label]] for label in rows}}))
+    return summary
 
 
 if __name__ == "__main__":

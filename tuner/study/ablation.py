@@ -302,17 +302,19 @@ class _Work:
         found = next((e for e in entries if e.config == _settings(config)), None)
         return found if found is None or not measured or (found.rounds and not found.error) else None
 
+    def _paired(self, entries: list[Candidate], a: EngineConfig, b: EngineConfig) -> list[float]:
+        """``a`` over ``b`` in one phase's rounds ([] unless both are measured there, as two entries)."""
+        x, y = self._find(entries, a), self._find(entries, b)
+        return x.ratios_to(y) if x is not None and y is not None and x is not y else []
+
     def _comparisons(self, entries: list[Candidate], pairs: list[tuple[EngineConfig, EngineConfig]]) -> list[list[float]]:
         """The paired ratios a phase decides on: the first of each pair over the second."""
-        found = [(self._find(entries, a), self._find(entries, b)) for a, b in pairs]
-        return [a.ratios_to(b) for a, b in found if a is not None and b is not None and a is not b]
+        return [ratios for a, b in pairs if (ratios := self._paired(entries, a, b))]
 
     def _evidence(self, a: EngineConfig, b: EngineConfig) -> list[float]:
-        """Every paired ratio of ``a`` over ``b``, from every phase that measured both. (CI once
-        reverted sampling values that do nothing, within the noise, then added them back on a
-        check's three rounds of the same two configurations reading 1.030x, floor ±0.9%.)"""
-        found = [(self._find(entries, a), self._find(entries, b)) for entries in self.phases]
-        return [ratio for x, y in found if x is not None and y is not None and x is not y for ratio in x.ratios_to(y)]
+        """Every paired ratio of ``a`` over ``b``, from every phase that measured both (CI once added
+        back no-op sampling values on one check's 3 rounds at 1.030x that the first rounds tied)."""
+        return [ratio for entries in self.phases for ratio in self._paired(entries, a, b)]
 
     def _verified(self, minimal: EngineConfig, entries: list[Candidate], recheck: set[str] = frozenset()) -> list[Candidate]:
         """Entries whose rounds hold the minimal preset beside the winner, the start and the
@@ -332,11 +334,9 @@ class _Work:
         without the group, in the rounds of :meth:`_verified`); the others are reverted, their row
         saying so. First rounds can read a no-op as a win: an ablation test here kept batch sizes
         larger than its prompts at 1.148x, floor ±12.7%."""
-        mine = self._find(entries, minimal)
         confirmed = set(kept)
         for group in sorted(kept):
-            without = self._find(entries, self._without(kept, group))
-            ratios = mine.ratios_to(without) if without is not None and without is not mine else []
+            ratios = self._paired(entries, minimal, self._without(kept, group))
             if ratios and not beats(ratios, self.noise):
                 step = steps[group]
                 steps[group] = replace(step, kept=False, why=f"reverted: {step.worth.median:.3f}x in the first rounds, {Stat.of(ratios).median:.3f}x re-measured beside the preset (±{self.noise:.1%})")
