@@ -16,11 +16,11 @@ GUIDE_BEFORE = "n_ctx: 4096\nn_batch: 2048\nn_threads: 8\nn_threads_batch: 8\nto
 
 @pytest.fixture(scope="module")
 def yours(tmp_path_factory) -> tuple[Path, str]:
-    """A working directory with study 'mine': 3 baselines (defaults, guide card, yours) and 2
-    searched trials, confirmed and ablated; and what `tune start` printed."""
+    """A working directory with study 'mine': 3 baselines (defaults, guide card, yours) and 1
+    searched trial, confirmed and ablated; and what `tune start` printed."""
     cwd = tmp_path_factory.mktemp("yours")
     (cwd / "before.yaml").write_text(GUIDE_BEFORE)
-    result = run_tune("start", "--trials", "5", "--study", "mine", "--seed", "2", "--no-racing", "--baseline", "before.yaml", *SMALL_ARGS, cwd=cwd)
+    result = run_tune("start", "--trials", "4", "--study", "mine", "--seed", "2", "--no-racing", "--baseline", "before.yaml", *SMALL_ARGS, cwd=cwd)
     assert result.returncode == 0, result.stderr
     return cwd, result.stdout
 

@@ -24,7 +24,7 @@ ONE_THREAD = EngineConfig(n_ctx=1024, n_threads=1, n_threads_batch=1)
 # generation threads stay the user's) and sampling values whose cost is the same. (Batch sizes larger than the 256-token prompt were the
 # other no-op here, but on an Intel Xeon VM n_batch/n_ubatch 1024 read 1.08x over 512 in both the
 # first rounds and the re-measurement, floor ±4.5%: not a no-op everywhere, so not a premise.)
-PROMPT_HEAVY = Workload.single(256, 8, repeats=3)  # the quality proxy on: the minimal preset's quality is computed
+PROMPT_HEAVY = Workload.single(128, 4, repeats=3)  # the quality proxy on: the minimal preset's quality is computed
 NO_OP_CHANGES = """
 name: threads-and-no-ops
 params:
