@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import optuna
+import pytest
 
 from tests.conftest import run_tune
 
@@ -39,6 +40,21 @@ def test_a_lookup_is_kept_only_when_it_beats_none_beyond_the_noise():
     assert row["acceptance"] == 0.7 and row["ttft_vs_none"] == 2.0 and row["identical_answers"] == "3/3" and row["kept"]
 
 
+def test_the_decision_says_on_how_many_requests_the_kept_one_is_faster_and_slower():
+    """A round pools the requests, so one looping answer can carry a kept candidate (llama-server's
+    ngram-mod on questions: 1.26x in all, 1.65x on one answer, 0.78x on another): the line says it."""
+    entries = _entries([60.0, 61.0, 59.0], [75.0, 76.0, 74.0])
+    entries[0].requests = [[60.0, 60.0, 60.0, 60.0]] * 3
+    entries[1].requests = [[99.0, 62.4, 58.2, 46.8]] * 3  # 1.65x, 1.04x, 0.97x, 0.78x
+    result = decide(EngineConfig(), entries, rounds=3, noise=0.05)
+    assert result.kept == "lookup 10x2" and result.why.endswith("in 3 rounds; 1 of 4 requests faster, 1 slower (0.78x)")
+    row = result.table()[0]
+    assert row["per_request"] == [1.65, 1.04, 0.97, 0.78]  # within ±5%: 1.04x and 0.97x are neither
+    assert row["requests"] == {"faster": 1, "slower": 1, "of": 4, "low": 0.78, "high": 1.65}
+    entries[0].requests = [[60.0, 0.0, 60.0, 60.0]] * 3  # none answered the second request with no token: no rate to compare
+    assert decide(EngineConfig(), entries, rounds=3, noise=0.05).per_request("lookup 10x2") == pytest.approx([1.65, 0.97, 0.78])
+
+
 def test_the_stage_measures_none_and_each_lookup_on_the_requests_text(model_path):
     """Real engine, a code-edit request with the preset's own sampling (temperature 0.8), the same
     seed for every candidate in a round. Sampled answers need not be the same text: a verification
@@ -56,6 +72,7 @@ def test_the_stage_measures_none_and_each_lookup_on_the_requests_text(model_path
     assert none.scores_mib == config.n_batch * 262144 * 4 / 2**20  # without a draft: n_batch rows
     for entry in lookups:
         assert 0 < entry.accepted <= entry.drafted and entry.answers == 2 and len(entry.tokens) == 2
+        assert len(entry.requests) == 2 and len(result.per_request(entry.label)) == len(workload.texts)
         assert entry.scores_mib == config.n_ctx * 262144 * 4 / 2**20  # logits_all: a row for every position
     paying = [e.label for e in lookups if beats(result.ratios(e.label), 0.05)]
     assert result.kept in paying if paying else result.kept == "none"
@@ -91,7 +108,13 @@ def test_a_preset_carries_the_kept_draft_and_what_it_is_worth(cli_study, tmp_pat
     shown = run_tune("show", "cli3", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "speculation on your requests' text (llama-cpp-python, none and each candidate at the preset's settings, 3 interleaved rounds)" in shown.stdout
-    assert re.search(r"lookup 10x2\s+1\.339x \(1\.33-1\.34\)\s+2\.00x\s+70%\s+3/3\s+kept", shown.stdout)
+    assert re.search(r"lookup 10x2\s+1\.339x \(1\.33-1\.34\)\s+-\s+2\.00x\s+70%\s+3/3\s+kept", shown.stdout)  # "-": no per-request figures
+    entries = _entries([60.0, 61.0, 59.0], [80.0, 82.0, 79.0])
+    entries[0].requests, entries[1].requests = [[60.0, 60.0]] * 3, [[90.0, 57.0]] * 3  # 1.50x and 0.95x
+    study.set_user_attr("speculation", decide(at, entries, rounds=3, noise=0.02).to_dict())
+    shown = run_tune("show", "cli3", cwd=tmp_path).stdout
+    assert re.search(r"1\.339x \(1\.33-1\.34\)\s+1/1 of 2 \(0\.95-1\.50x\)\s+2\.00x", shown)
+    assert "beyond the noise ±2.0% in 3 rounds; 1 of 2 requests faster, 1 slower (0.95x)" in shown
     study.set_user_attr("speculation", decide(at, _entries([60.0, 61.0, 59.0], [60.0, 61.0, 59.0]), rounds=3, noise=0.02).to_dict())
     within = best_preset(study)
     assert not within.draft and within.measured["speculation"]["kept"] == "none"

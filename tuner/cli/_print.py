@@ -295,8 +295,8 @@ def print_ablation(summary: Any) -> None:
 
 
 def print_speculation(study: Any) -> None:
-    """The speculation stage: each candidate's worth against none on the workload's text, its
-    time to first token, acceptance, answers the same as none's, and the decision."""
+    """The speculation stage: each candidate's worth against none on the workload's text, on how
+    many requests it is faster and slower, its TTFT, acceptance, same answers; the decision."""
     from tuner.study import stored_speculation
 
     result = stored_speculation(study)
@@ -307,8 +307,11 @@ def print_speculation(study: Any) -> None:
     for row in result.table():
         worth = row["worth"]
         accepted = "-" if row["acceptance"] is None else f"{row['acceptance']:.0%}"
-        rows.append([row["candidate"], f"{worth['median']:.3f}x ({worth['low']:.2f}-{worth['high']:.2f})", f"{row['ttft_vs_none']:.2f}x", accepted, row["identical_answers"], "kept" if row["kept"] else "-"])
-    say(table(["candidate", "worth vs none (range)", "TTFT vs none", "accepted", "same answers", "verdict"], rows))
+        n = row.get("requests")  # requests faster/slower than none beyond the noise, their own ratios' range
+        requests = f"{n['faster']}/{n['slower']} of {n['of']} ({n['low']:.2f}-{n['high']:.2f}x)" if n else "-"
+        rows.append([row["candidate"], f"{worth['median']:.3f}x ({worth['low']:.2f}-{worth['high']:.2f})", requests,
+                     f"{row['ttft_vs_none']:.2f}x", accepted, row["identical_answers"], "kept" if row["kept"] else "-"])
+    say(table(["candidate", "worth vs none (range)", "requests faster/slower", "TTFT vs none", "accepted", "same answers", "verdict"], rows))
     say(f"  {result.why}")
 
 

@@ -25,6 +25,11 @@ what the model would sample in distribution, not draw for draw), and on code edi
 llama-server ngram-mod read 1.41x none in requests/min where its answers were a quarter shorter.
 A candidate is kept when :func:`tuner.study.noise.beats` says it beats none against the study's
 noise floor; the fastest such goes into the preset.
+
+A round's figure pools the requests, so one request can carry it: on questions, llama-server's
+ngram-mod read 1.26x none while one answer that looped to max_tokens ran 1.65x and the others
+1.06x, 0.97x and 0.78x. So each request's own ratio is kept too (:meth:`Speculation.per_request`),
+and the decision's line says on how many requests the kept candidate is faster and slower.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ class Entry:
     identical: int = 0  # answers whose tokens are none's
     answers: int = 0
     scores_mib: float = 0.0  # llama-cpp-python: the Llama's scores array (n_ctx x n_vocab float32 with a draft)
+    requests: list[list[float]] = field(default_factory=list)  # per round, each request's tokens per second
 
 
 @dataclass
@@ -87,6 +93,38 @@ class Speculation:
         """``label``'s tokens per second over none's, round by round."""
         return [a / b for a, b in zip(self.entry(label).rounds, self.entry("none").rounds)]
 
+    def per_request(self, label: str) -> list[float]:
+        """``label``'s tokens per second over none's on each request: the median over the rounds
+        (empty for a stage recorded before requests were)."""
+        mine, none = self.entry(label).requests, self.entry("none").requests
+        if not mine or len(mine) != len(none):
+            return []
+        ratios = []
+        for i in range(len(mine[0])):  # a request none answered with no token at all has no rate to compare
+            rounds = [a[i] / b[i] for a, b in zip(mine, none) if b[i] > 0]
+            if rounds:
+                ratios.append(statistics.median(rounds))
+        return ratios
+
+    def requests_beyond_noise(self, label: str) -> dict[str, Any] | None:
+        """On how many requests ``label`` is faster and slower than none beyond the noise, and the
+        range of the requests' own ratios; None below two requests."""
+        ratios = self.per_request(label)
+        if len(ratios) < 2:
+            return None
+        slower = [r for r in ratios if r < 1 - self.noise]
+        return {"faster": sum(r > 1 + self.noise for r in ratios), "slower": len(slower), "of": len(ratios),
+                "low": round(min(ratios), 3), "high": round(max(ratios), 3)}
+
+    def spread(self, label: str) -> str:
+        """The line's words for :meth:`requests_beyond_noise`: "1 of 4 requests faster, 1 slower
+        (0.78x)"; "" below two requests."""
+        counts = self.requests_beyond_noise(label)
+        if counts is None:
+            return ""
+        words = f"{counts['faster']} of {counts['of']} requests faster, "
+        return words + (f"{counts['slower']} slower ({counts['low']:.2f}x)" if counts["slower"] else "none slower")
+
     def table(self) -> list[dict[str, Any]]:
         """One row per candidate, as a preset carries it."""
         rows = []
@@ -99,6 +137,7 @@ class Speculation:
                 "acceptance": round(e.accepted / e.drafted, 3) if e.drafted else None,
                 "identical_answers": f"{e.identical}/{e.answers}",
                 **({"scores_mib": round(e.scores_mib)} if e.scores_mib else {}),
+                **({"per_request": [round(r, 3) for r in self.per_request(e.label)], "requests": self.requests_beyond_noise(e.label)} if e.requests else {}),
                 "kept": e.label == self.kept,
             })
         return rows
@@ -192,6 +231,7 @@ def measure_speculation(
             entry.rounds.append(tokens_per_s(replies, weights))
             entry.ttft_ms.append(sum(w * x.ttft_ms for w, x in zip(weights, replies)))
             entry.tokens.append(sum(x.tokens for x in replies))
+            entry.requests.append([x.tokens / x.request_ms * 1000 for x in replies])
             entry.drafted += sum(x.drafted for x in replies)
             entry.accepted += sum(x.accepted for x in replies)
         for entry in entries:
@@ -249,9 +289,10 @@ def decide(config: EngineConfig, entries: list[Entry], rounds: int, noise: float
     entry, ratios = result.entry(best), result.ratios(best)
     accepted = f"{entry.accepted / entry.drafted:.0%} of drafts accepted" if entry.drafted else "nothing drafted"
     figures = f"{medians[best]:.2f}x none ({min(ratios):.2f}-{max(ratios):.2f}, {accepted})"
+    spread = result.spread(best)
     if winners:
         result.kept = best
-        result.why = f"kept {best}: {figures}, beyond the noise ±{noise:.1%} in {rounds} rounds"
+        result.why = f"kept {best}: {figures}, beyond the noise ±{noise:.1%} in {rounds} rounds" + (f"; {spread}" if spread else "")
     else:
         result.why = f"none kept: nothing beats none beyond the noise ±{noise:.1%} (best {best} {figures})"
     return result
