@@ -167,8 +167,9 @@ def run_tune(*args: str, cwd: Path, timeout: float = 600, env: dict[str, str] | 
     )
 
 
-def chat_requests(path: Path, count: int = 20) -> Path:
-    """``count`` chat requests of growing conversations and varied answer lengths."""
+def chat_requests(path: Path, count: int = 20, shortest_answer: int = 16) -> Path:
+    """``count`` chat requests of growing conversations and varied answer lengths (from
+    ``shortest_answer`` tokens to 3x that)."""
     lines = []
     for i in range(count):
         messages = [{"role": "system", "content": "You are a concise assistant for a museum."}]
@@ -178,7 +179,7 @@ def chat_requests(path: Path, count: int = 20) -> Path:
                 {"role": "assistant", "content": f"Room {turn + 1} holds maps and ship models from the harbour's history."},
             ]
         messages.append({"role": "user", "content": f"Question {i}: when does the museum open on Sundays?"})
-        lines.append(json.dumps({"messages": messages, "max_tokens": 16 + 8 * (i % 5)}))
+        lines.append(json.dumps({"messages": messages, "max_tokens": shortest_answer + shortest_answer // 2 * (i % 5)}))
     path.write_text("\n".join(lines) + "\n")
     return path
 

@@ -128,9 +128,12 @@ def test_list_show_explain_and_confirm_speak_json_for_scripts(workdir, tmp_path)
     assert shown["confirmation"]["winner"] == best["trial"]
     explained = json.loads(run_tune("explain", "cli3", "--json", cwd=workdir).stdout)
     assert set(explained["importances"]) == {"requests_per_min", "kld_mean"} and explained["guide_audit"] is None
-    copy = tmp_path / "copy.db"  # confirm stores a new confirmation: on a copy of the shared study
-    shutil.copy(workdir / "studies" / "tuner.db", copy)
-    confirmed = run_tune("confirm", "cli3", "--json", "--candidates", "1", "--storage", f"sqlite:///{copy}", cwd=workdir)
+    # confirm stores a new confirmation (and ablates again): on a study of one searched change,
+    # prompt threads 1, whose ablation is one group (cli3's can be five: 45 s instead of 15)
+    (tmp_path / "one.yaml").write_text("name: one-change\nparams:\n  n_threads_batch: {choices: [1]}\n")
+    started = run_tune("start", "--trials", "3", "--study", "one", "--space", "one.yaml", "--no-racing", "--no-quality", "--confirm-rounds", "0", *SMALL_ARGS, cwd=tmp_path)
+    assert started.returncode == 0, started.stderr
+    confirmed = run_tune("confirm", "one", "--json", "--candidates", "1", cwd=tmp_path)
     assert confirmed.returncode == 0, confirmed.stderr
     again = json.loads(confirmed.stdout)  # one JSON object: the notes are not printed
     assert again["confirmation"]["rounds"] == 3 and len(again["confirmation"]["candidates"]) == 2  # the guide card and #2

@@ -17,7 +17,7 @@ from tests.conftest import run_tune, wait_until_busy, worker_pids
 # --no-racing: every trial completes, so the counts below are about recovery alone; one searched
 # knob keeps the confirmation and ablation the two-resumes test runs short (70 s instead of 150)
 SPACE = Path(__file__).parent / "data" / "threads_only.yaml"
-ARGS = ["--prompt-tokens", "32", "--gen-tokens", "16", "--repeats", "3", "--no-quality", "--no-racing", "--space", str(SPACE)]
+ARGS = ["--prompt-tokens", "32", "--gen-tokens", "8", "--repeats", "3", "--no-quality", "--no-racing", "--space", str(SPACE)]
 NO_CONFIRM = ["--confirm-rounds", "0"]  # these tests are about recovery; confirmation has its own
 
 

@@ -78,7 +78,7 @@ class _KillOnce:
 def test_sigkilled_worker_fails_one_trial_and_the_study_completes(tmp_path, model_path):
     spec = StudySpec(
         model=model_path, model_sha256=model_sha256(model_path), space=load_space("cpu"),
-        workload=Workload.single(64, 32, repeats=3, quality=False), trials=4, seed=3,
+        workload=Workload.single(32, 16, repeats=3, quality=False), trials=4, seed=3,
         economies=Economies(racing=False),  # every trial measured fully: the counts are about the kill
     )
     storage = open_storage(f"sqlite:///{tmp_path / 'k.db'}")
