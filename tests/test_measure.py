@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 
 import pytest
 
@@ -141,13 +142,21 @@ def test_a_requests_prompt_counters_hold_its_prompt_alone(engine):
 
 def test_a_long_context_slows_decoding(engine):
     """Attention reads every cached position for each new token: decoding at depth 3500 is slower
-    than at depth 0. Both shapes are measured in one session, alternately over 5 repetitions (each
-    deep one after its depth is evaluated again), so a busy neighbour hits both alike; compared
-    within this run, never against a fixed speed."""
+    than at depth 0 (0.7x on this project's VMs). Both shapes are measured in one session,
+    alternately over 5 repetitions (each deep one after its depth is evaluated again, 10 s apart
+    on 2 cores); compared within this run, never against a fixed speed. A busy neighbour can
+    still land on one shape's repetitions (a suite run read the shallow ones at 13-18 tok/s
+    beside deep ones at 17-40), so a reading that does not show the slowdown is measured again,
+    pooled, at most three times, as the tool re-measures before it declares a winner."""
     workload = Workload(shapes=(Shape(0, 16, 32, name="empty"), Shape(3500, 16, 32, name="deep")), repeats=5, quality=False)
-    result = measure(engine, EngineConfig(n_ctx=4096, n_batch=512, n_threads=2), workload)
-    shallow, deep = (figures.decode_tok_s for figures in result.shapes)
-    assert deep.median < shallow.median, (shallow.samples, deep.samples)
+    shallow, deep = [], []
+    for _ in range(3):
+        result = measure(engine, EngineConfig(n_ctx=4096, n_batch=512, n_threads=2), workload)
+        shallow += result.shapes[0].decode_tok_s.samples
+        deep += result.shapes[1].decode_tok_s.samples
+        if statistics.median(deep) < 0.9 * statistics.median(shallow):
+            break
+    assert statistics.median(deep) < 0.9 * statistics.median(shallow), (shallow, deep)
 
 
 def test_the_warm_up_runs_the_largest_batch_the_timed_prompts_run():
