@@ -6,7 +6,7 @@ last shape first, then the rest), so with the chat profile each of its two depth
 twice a trial: 896 untimed tokens where 448 hold the cache's content. The session now saves a
 depth's KV state after its first prefill and restores it on later visits
 (tuner.engine.Session.enter_depth). This measures full trials both ways, in a racing study's
-order of repetitions (racing on, as in `make tune`, with bounds that stop nothing) (the old way: the state
+order of repetitions (racing on, as in `make tune`, with a bound that stops nothing) (the old way: the state
 limit set to 0, every visit prefilled), interleaved in alternating order on the same loaded
 model, and prints per way the median prefill seconds and trial seconds, the objective, and the
 ratios with their range over the rounds; the last line is one JSON object with the raw samples.
@@ -34,8 +34,8 @@ from tuner.workload import load_profile  # noqa: E402
 
 WAYS = {"prefill again": 0, "restore": tuner.engine.DEPTH_STATE_LIMIT}
 # A racing study's order of repetitions (the first of each shape, the second, then the rest), with
-# bounds that stop nothing: every trial of a `make tune` study that racing does not stop runs so.
-RACING_ORDER = RaceBound(after_first=0.0, after_second=0.0)
+# a bound that stops nothing: every trial of a `make tune` study that racing does not stop runs so.
+RACING_ORDER = RaceBound(below=0.0)
 
 
 def main() -> None:

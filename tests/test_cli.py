@@ -65,8 +65,8 @@ def test_a_progress_line_fits_160_characters_whatever_its_reason():
                    decode_tok_s=45.1, prompt_tok_s=712.0)
     offloaded = progress_line(SimpleNamespace(**typical, state="COMPLETE", feasible=True, reason="", offload="offloaded 12/29 layers, asked -1"))
     assert "(offloaded 12/29 layers, asked -1)  best" in offloaded and len(offloaded) <= 160  # a trial not placed as labelled says so
-    short = progress_line(SimpleNamespace(**worst, state="PRUNED", feasible=False, reason="stopped early: 33.3 < 51.4 requests/min after 1 repetition"))
-    assert "PRUNED: stopped early: 33.3 < 51.4 requests/min after 1 repetition  best" in short  # short reasons are whole
+    short = progress_line(SimpleNamespace(**worst, state="PRUNED", feasible=False, reason="stopped early: 33.3 < 51.4 requests/min after 2 repetitions"))
+    assert "PRUNED: stopped early: 33.3 < 51.4 requests/min after 2 repetitions  best" in short  # short reasons are whole
 
 
 def test_a_table_row_too_wide_for_a_terminal_carries_its_last_cell_on_indented_lines(capsys):

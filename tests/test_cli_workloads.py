@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import chat_requests, run_tune
 
 # --no-racing: every trial completes with all its figures, which is what these tests read (racing
-# may stop a trial after one repetition; tests/study/test_racing.py covers it).
+# may stop a trial after two repetitions; tests/study/test_racing.py covers it).
 SPEED = ["--no-quality", "--confirm-rounds", "0", "--seed", "1", "--no-racing"]
 
 

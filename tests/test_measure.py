@@ -57,15 +57,11 @@ def test_where_the_time_went_adds_up_to_the_measurement(engine, small):
     assert 0.9 * wall <= sum(result.seconds.values()) <= wall
 
 
-def test_racing_stops_after_one_repetition_far_below_and_after_two_just_below(engine, small):
-    far_below = measure(engine, EngineConfig(n_threads=2), small, race=RaceBound(after_first=1e9, after_second=1e9))
-    assert far_below.stopped.endswith("requests/min after 1 repetition") and " < 1000000000.0 " in far_below.stopped
-    assert len(far_below.requests_per_min.samples) == 1
-    # Within reach of the first bound but below the second: the second repetition decides.
-    just_below = measure(engine, EngineConfig(n_threads=2), small, race=RaceBound(after_first=1e-9, after_second=1e9))
-    assert just_below.stopped.endswith("requests/min after 2 repetitions")
-    assert len(just_below.requests_per_min.samples) == 2 and all(len(s.ttft_ms.samples) == 2 for s in just_below.shapes)
-    kept = measure(engine, EngineConfig(n_threads=2), small, race=RaceBound(after_first=1e-9, after_second=1e-9))
+def test_racing_stops_after_two_repetitions_below_the_bound_and_never_after_one(engine, small):
+    far_below = measure(engine, EngineConfig(n_threads=2), small, race=RaceBound(below=1e9))
+    assert far_below.stopped.endswith("requests/min after 2 repetitions") and " < 1000000000.0 " in far_below.stopped
+    assert len(far_below.requests_per_min.samples) == 2 and all(len(s.ttft_ms.samples) == 2 for s in far_below.shapes)
+    kept = measure(engine, EngineConfig(n_threads=2), small, race=RaceBound(below=1e-9))
     assert kept.stopped == "" and len(kept.requests_per_min.samples) == small.repeats
 
 

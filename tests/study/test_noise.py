@@ -16,7 +16,6 @@ from tuner.study import Economies, StudySpec, best_preset, open_storage, start_s
 from tuner.study.confirm import current_confirmation
 from tuner.study.noise import (
     DRIFT_EVERY,
-    FIRST_STOP_FACTOR,
     Drift,
     NoiseFloor,
     beats,
@@ -178,14 +177,12 @@ def test_the_racing_bound_comes_from_the_incumbents_lowest_reading(tmp_path, mod
     low = min(best.user_attrs["measurement"]["requests_per_min"]["samples"])
     assert low < best.values[0]  # its lowest repetition, not its median: the winner's curse shrunk
     margin = race_margin(reading_noise(study))
-    bound = race_bound(study, "requests_per_min")
-    assert bound.after_second == pytest.approx(low * (1 - margin))
-    assert bound.after_first == pytest.approx(low * max(1 - FIRST_STOP_FACTOR * margin, 0.0))
+    assert race_bound(study, "requests_per_min").below == pytest.approx(low * (1 - margin))
     study.set_user_attr("drift", [{"trial": best.number, "after": 3, "value": 0.5 * low, "trial_value": best.values[0]}])
-    assert race_bound(study, "requests_per_min").after_second == pytest.approx(0.5 * low * (1 - margin))  # a lower re-reading is the base
+    assert race_bound(study, "requests_per_min").below == pytest.approx(0.5 * low * (1 - margin))  # a lower re-reading is the base
     again = {"trial": best.number, "after": 4, "value": low, "trial_value": best.values[0]}
     study.set_user_attr("drift", [*study.user_attrs["drift"], again])  # re-readings 0.5 x low and low: drift ±67%
-    assert race_bound(study, "requests_per_min").after_first == 0.0  # that much drift forbids one-repetition stops
+    assert race_bound(study, "requests_per_min").below == 0.0  # that much drift (margin 133%): no reading can stop a trial
 
 
 class YoursFail(Loaded):
@@ -221,15 +218,16 @@ def test_when_your_settings_fail_the_floor_is_measured_on_the_defaults(tmp_path,
     assert notes[0].startswith("noise floor: ±") and "the defaults read" in notes[0]
 
 
-def test_the_racing_rule_never_promises_a_stop_below_zero():
-    """At a noise of 17% or more, three margins are the whole reading: no first repetition can
-    stop (the bound is 0), and the rule says so instead of '110% below'."""
+def test_the_racing_rule_never_stops_on_one_reading_and_never_promises_a_stop_below_zero():
+    """Two readings must both fall a margin below; at a noise of 50% or more the margin is the
+    whole reading, and the rule says racing can stop nothing instead of '110% below'."""
     from tuner.study.noise import race_rule
 
-    assert "after 1 repetition when it reads 15% below" in race_rule(0.02)  # 3 x the 5% minimum margin
-    wide = race_rule(0.183)
-    assert "never after 1" in wide and "after 2 repetitions when both read 37% below" in wide
-    assert "110%" not in wide
+    quiet = race_rule(0.02)
+    assert "after 2 repetitions when both read 5% below" in quiet and "never on one reading" in quiet  # the 5% minimum margin
+    assert "after 2 repetitions when both read 37% below" in race_rule(0.183)
+    wide = race_rule(0.55)
+    assert "no trial can stop early" in wide and "110%" not in wide
 
 
 def test_no_entry_always_follows_the_same_one_in_interleaved_rounds():

@@ -1,6 +1,8 @@
-"""Racing: a trial clearly slower than the best feasible trial stops after one repetition (far
-below) or two, recorded as PRUNED with its partial figures and the reason, and counts toward the
-target; one whose first repetition is within the noise of the bound is not stopped after one.
+"""Racing: a trial clearly slower than the best feasible trial stops after two repetitions that
+both read below the bound, recorded as PRUNED with its partial figures and the reason, and counts
+toward the target; no trial is stopped on one reading (in CI a trial with the incumbent's very
+settings once read 0.44x on its first repetition, a neighbour's burst, and the rule of the time
+stopped it there).
 
 Made for real: a study whose searched trials run 2 threads is resumed with a space that fixes
 16 threads (on this project's 2-core machines 16 threads oversubscribe the cores and run at about
@@ -21,7 +23,7 @@ from tuner.hardware import describe_machine
 from tuner.models import model_sha256
 from tuner.space import parse_space
 from tuner.study import Economies, InProcess, StudySpec, counted_trials, open_storage, resume_study, start_study
-from tuner.study.noise import FIRST_STOP_FACTOR, race_margin, reading_noise
+from tuner.study.noise import race_margin, reading_noise
 
 SPACE = """
 name: threads-{threads}
@@ -70,33 +72,30 @@ def test_a_clearly_slower_trial_is_stopped_early(raced):
     assert slow.user_attrs["config"]["n_threads"] == SLOW_THREADS
     assert slow.state == TrialState.PRUNED
     reason = slow.user_attrs["raced"]
-    assert reason.startswith("stopped early: ") and reason.endswith(("after 1 repetition", "after 2 repetitions"))
+    assert reason.startswith("stopped early: ") and reason.endswith("after 2 repetitions")
     assert len(reason) < 80  # the rule is said once, at study start
     measurement = slow.user_attrs["measurement"]  # the partial figures are kept
-    assert len(measurement["requests_per_min"]["samples"]) == (1 if reason.endswith("1 repetition") else 2)
+    assert len(measurement["requests_per_min"]["samples"]) == 2
     assert measurement["quality"] is None and "kld_mean" not in slow.user_attrs  # no quality pass
     assert slow.user_attrs["seconds"]["quality"] == 0
     assert slow in counted_trials(study) and len(counted_trials(study)) == 5
 
 
-def test_the_bounds_are_the_incumbents_lowest_repetition_less_the_margin(raced):
+def test_the_bound_is_the_incumbents_lowest_repetition_less_the_margin(raced):
     study, _ = raced
     slow = study.trials[3]
     before = [t for t in study.trials[:3] if t.state == TrialState.COMPLETE]
     incumbent = max(before, key=lambda t: t.values[0])  # the fastest when the slow trial ran (all feasible)
     low = min(incumbent.user_attrs["measurement"]["requests_per_min"]["samples"])
     margin = race_margin(reading_noise(study))  # no drift check in 5 trials: the floor alone
-    first_bound, second_bound = low * max(1 - FIRST_STOP_FACTOR * margin, 0.0), low * (1 - margin)
-    reason = slow.user_attrs["raced"]
-    assert f"< {first_bound:.1f} requests/min after 1" in reason or f"< {second_bound:.1f} requests/min after 2" in reason
+    assert f"< {low * (1 - margin):.1f} requests/min after 2 repetitions" in slow.user_attrs["raced"]
 
 
-def test_a_trial_as_fast_as_the_incumbent_is_not_stopped_after_one_repetition(raced):
+def test_a_trial_as_fast_as_the_incumbent_is_never_stopped_on_one_reading(raced):
     study, fast = raced
     peer = study.trials[4]
     assert peer.user_attrs["config"]["n_threads"] == 2  # the incumbent's settings but top_k
-    assert not peer.user_attrs.get("raced", "").endswith("after 1 repetition"), peer.user_attrs.get("raced")
-    assert len(peer.user_attrs["measurement"]["requests_per_min"]["samples"]) >= 2
+    assert len(peer.user_attrs["measurement"]["requests_per_min"]["samples"]) >= 2, peer.user_attrs.get("raced")
 
 
 def test_baselines_are_never_raced(raced):
