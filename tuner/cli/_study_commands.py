@@ -145,7 +145,7 @@ def start(
         if limits:
             say(f"latency targets: {limits.describe()} (a trial that misses one is infeasible)")
         say(
-            f"economies: racing {'off' if no_racing else 'on'} (a trial whose first repetition is clearly slower than the best stops), "
+            f"economies: racing {'off' if no_racing else 'on'} (a trial whose first two repetitions are clearly slower than the best stops), "
             f"quality cache {'off' if no_cache else 'on'}"
         )
         result = interruptible(

@@ -29,8 +29,8 @@ __all__ = ["Economies", "InProcess", "Runner", "TrialFailed", "make_objective"]
 
 @dataclass(frozen=True)
 class Economies:
-    """What a study may skip without changing a decision: racing (a trial whose first repetition
-    is clearly slower than the best stops) and the quality cache (logits computed once per
+    """What a study may skip without changing a decision: racing (a trial whose first two
+    repetitions are clearly slower than the best stops) and the quality cache (logits computed once per
     arithmetic). Both on by default; `tune start --no-racing --no-cache` turns them off for audits."""
 
     racing: bool = True
