@@ -60,9 +60,22 @@ def _fast_then_slow(tmp_path, engine, model_path, economies: Economies):
     return study, fast
 
 
+# The premise of the stop: at this noise of single readings the bound is half the incumbent's
+# lowest repetition (margin 2 x 25%), and 16 threads read about 0.3x.
+QUIET_ENOUGH = 0.25
+ATTEMPTS = 3
+
+
 @pytest.fixture(scope="module")
 def raced(tmp_path_factory, engine, model_path):
-    return _fast_then_slow(tmp_path_factory.mktemp("racing"), engine, model_path, Economies())
+    """The study, made again (at most ATTEMPTS times) while its noise is too wide to show a stop: a
+    suite run once measured a floor of ±38.6% (the defaults' run medians 167, 117 and 129 with a
+    neighbour busy), a margin of 77%, and the 16-thread trial at 0.24x was rightly not stopped."""
+    for _ in range(ATTEMPTS):
+        study, fast = _fast_then_slow(tmp_path_factory.mktemp("racing"), engine, model_path, Economies())
+        if reading_noise(study) <= QUIET_ENOUGH:
+            return study, fast
+    pytest.fail(f"the machine was too noisy to show racing {ATTEMPTS} times (single readings ±{reading_noise(study):.0%})")
 
 
 def test_a_clearly_slower_trial_is_stopped_early(raced):
