@@ -12,8 +12,9 @@ injected, and compares four rules on the same draws:
   PREVIOUS_FIRST_STOP_FACTOR (3) margins below the base (the incumbent's lowest repetition, or its
   lower re-reading), else after two when both read one margin below it (margin:
   tuner.study.noise.race_margin), following drift as tuner/study/_optimize.py does (below);
-* two: the tool's rule (tuner.study.noise.race_bound): stop after two repetitions when both (the
-  better of the two) read one margin below the base; never after one. Following drift as well.
+* two: the tool's rule (tuner.study.noise.race_bound_from, called here): stop after two
+  repetitions when both (the better of the two) read one margin below the base; never after one.
+  Following drift as well.
 
 One or two is kept to show what the one-reading stop bought and cost: in CI a trial with the
 incumbent's very settings read 0.44x of the incumbent's lowest repetition on its first (0.3 s)
@@ -116,6 +117,7 @@ from tuner.study.noise import (  # noqa: E402
     DRIFT_EVERY,
     Drift,
     drift_due,
+    race_bound_from,
     race_margin,
 )
 
@@ -242,12 +244,6 @@ def old_rule(reads: list[float], incumbent: Incumbent | None, noise: float,
     return 1 if reads[0] < bound else REPS
 
 
-def race_base(incumbent: list[float], re_read: float | None) -> float:
-    """The bound's base, as race_bound takes it: the incumbent's lowest repetition, or its lower
-    re-reading."""
-    return min(incumbent) if re_read is None else min(min(incumbent), re_read)
-
-
 def one_or_two_rule(reads: list[float], incumbent: Incumbent | None, noise: float,
                     re_read: float | None) -> int:
     """The previous tool rule: one reading PREVIOUS_FIRST_STOP_FACTOR margins below the base stops
@@ -255,7 +251,7 @@ def one_or_two_rule(reads: list[float], incumbent: Incumbent | None, noise: floa
     ``noise``: the racing noise (reading_noise: the floor, widened by drift)."""
     if incumbent is None:
         return REPS
-    low = race_base(incumbent, re_read)
+    low = min(incumbent) if re_read is None else min(min(incumbent), re_read)
     margin = race_margin(noise)
     if reads[0] < low * max(1 - PREVIOUS_FIRST_STOP_FACTOR * margin, 0.0):
         return 1
@@ -266,11 +262,11 @@ def one_or_two_rule(reads: list[float], incumbent: Incumbent | None, noise: floa
 
 def two_rule(reads: list[float], incumbent: Incumbent | None, noise: float,
              re_read: float | None) -> int:
-    """The tool's rule (race_bound): a trial stops after two repetitions when both (the better of
-    the two) read one margin below the base; never after one."""
+    """The tool's rule, its own bound (race_bound_from): a trial stops after two repetitions when
+    both (the better of the two) read below it; never after one."""
     if incumbent is None:
         return REPS
-    if max(reads[:2]) < race_base(incumbent, re_read) * (1 - race_margin(noise)):
+    if max(reads[:2]) < race_bound_from(incumbent, re_read, noise).below:
         return 2
     return REPS
 

@@ -30,8 +30,9 @@ __all__ = ["Economies", "InProcess", "Runner", "TrialFailed", "make_objective"]
 @dataclass(frozen=True)
 class Economies:
     """What a study may skip without changing a decision: racing (a trial whose first two
-    repetitions are clearly slower than the best stops) and the quality cache (logits computed once per
-    arithmetic). Both on by default; `tune start --no-racing --no-cache` turns them off for audits."""
+    repetitions are clearly slower than the best stops) and the quality cache (logits computed
+    once per arithmetic). Both on by default; `tune start --no-racing --no-cache` turns them off
+    for audits."""
 
     racing: bool = True
     cache: bool = True

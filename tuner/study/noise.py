@@ -56,6 +56,7 @@ __all__ = [
     "measure_noise_floor",
     "noise_floor",
     "race_bound",
+    "race_bound_from",
     "race_margin",
     "race_rule",
     "reading_noise",
@@ -256,11 +257,16 @@ def race_bound(study: Any, speed: str) -> RaceBound | None:
     if best is None:
         return None
     figure = best.user_attrs["measurement"][speed]
-    low = min([*(figure.get("samples") or []), figure["median"]])
-    re_read = drift(study).lowest(best.number)
-    if re_read is not None:
-        low = min(low, re_read)
-    return RaceBound(below=low * max(1 - race_margin(reading_noise(study)), 0.0))
+    readings = [*(figure.get("samples") or []), figure["median"]]
+    return race_bound_from(readings, drift(study).lowest(best.number), reading_noise(study))
+
+
+def race_bound_from(readings: list[float], re_read: float | None, noise: float) -> RaceBound:
+    """The bound from the incumbent's readings (its repetitions), its lowest re-reading (None if
+    never re-measured) and the noise of single readings: the lowest of them less the margin
+    (benchmarks/racing_replay.py replays this very rule)."""
+    low = min(readings) if re_read is None else min(min(readings), re_read)
+    return RaceBound(below=low * max(1 - race_margin(noise), 0.0))
 
 
 def hopeless(entries: list[Any], noise: float, note: Note, seen: int = 2) -> None:
