@@ -61,18 +61,25 @@ def small() -> Workload:
     return SMALL
 
 
+# The RTX 4090 guide's "before" settings: what its reader ran before tuning (tune start --baseline).
+GUIDE_BEFORE = "n_ctx: 4096\nn_batch: 2048\nn_threads: 8\nn_threads_batch: 8\ntop_k: 20\ntop_p: 0.9\n"
+
+
 @pytest.fixture(scope="session")
 def cli_study(tmp_path_factory) -> Path:
-    """A working directory holding 'cli3', a 3-trial study made by the real `tune start`
-    (default storage studies/tuner.db, quality proxy on, confirmation on, racing off); its output
-    in start.out.
+    """A working directory holding 'guide-user', a study made by the real `tune start` from the user's
+    own settings (--baseline before.yaml, GUIDE_BEFORE): 3 baselines (defaults, guide card,
+    yours) and 1 searched trial in the default storage studies/tuner.db, quality proxy on,
+    confirmed and ablated, racing off; its output in start.out.
 
-    Shared by the CLI and report tests; tests that change a study work on a copy.
+    One study for the CLI, baseline, report, dashboard and speculation tests (a second one cost
+    the suite two minutes); tests that change a study work on a copy.
     """
     cwd = tmp_path_factory.mktemp("cli")
+    (cwd / "before.yaml").write_text(GUIDE_BEFORE)
     # --no-racing: the searched trial must complete, so that confirmation has a candidate to
     # re-measure (racing may stop it; tests/study/test_racing.py covers racing).
-    result = run_tune("start", "--trials", "3", "--study", "cli3", "--seed", "1", "--no-racing", *SMALL_ARGS, cwd=cwd)
+    result = run_tune("start", "--trials", "4", "--study", "guide-user", "--seed", "2", "--no-racing", "--baseline", "before.yaml", *SMALL_ARGS, cwd=cwd)
     assert result.returncode == 0, result.stderr
     (cwd / "start.out").write_text(result.stdout)
     return cwd

@@ -15,7 +15,7 @@ from tests.conftest import SMALL_ARGS, run_tune
 
 @pytest.fixture(scope="module")
 def workdir(cli_study) -> Path:
-    """The working directory of the shared 3-trial study 'cli3' (tests/conftest.py)."""
+    """The working directory of the shared 4-trial study 'guide-user', started from the user's own settings (tests/conftest.py)."""
     return cli_study
 
 
@@ -38,11 +38,11 @@ def _storage_snapshot(cwd: Path) -> list[tuple]:
 
 def test_start_shows_progress_and_the_comparison_table(workdir):
     out = (workdir / "start.out").read_text()
-    assert "[  1/3] trial #0   defaults" in out
-    assert "[  3/3]" in out and "ETA" in out and "best" in out
+    assert "[  1/4] trial #0   defaults" in out
+    assert "[  4/4]" in out and "ETA" in out and "best" in out
     for label in ("best", "defaults", "guide_card", "vs defaults", "median ± IQR"):
         assert label in out
-    assert "export the preset: tune export cli3" in out
+    assert "export the preset: tune export guide-user" in out
     assert (workdir / "studies" / "tuner.db").is_file()
     progress = [line for line in out.splitlines() if line.startswith(("[", "noise floor:", "racing:", "drift:", "round ", "confirming:"))]
     assert len(progress) > 5
@@ -99,8 +99,8 @@ def test_the_slots_line_offers_a_shared_cache_only_where_the_binary_has_the_flag
 
 def test_start_measures_the_noise_floor_first_and_confirms_the_winner_last(workdir):
     out = (workdir / "start.out").read_text()
-    assert out.index("noise floor: ±") < out.index("[  1/3]")  # before the first trial
-    assert out.index("confirming: defaults, ") > out.index("[  3/3]")  # after the last
+    assert out.index("noise floor: ±") < out.index("[  1/4]")  # before the first trial
+    assert out.index("confirming: defaults, ") > out.index("[  4/4]")  # after the last
     assert "round 3/3:" in out
     assert "confirmation (3 interleaved rounds, speed only):" in out
     assert "winner: " in out
@@ -108,8 +108,8 @@ def test_start_measures_the_noise_floor_first_and_confirms_the_winner_last(workd
 
 def test_list_and_show(workdir):
     listed = run_tune("list", cwd=workdir)
-    assert listed.returncode == 0 and "cli3" in listed.stdout and "3/3" in listed.stdout
-    shown = run_tune("show", "cli3", cwd=workdir)
+    assert listed.returncode == 0 and "guide-user" in listed.stdout and "4/4" in listed.stdout
+    shown = run_tune("show", "guide-user", cwd=workdir)
     assert shown.returncode == 0, shown.stderr
     assert "guide_card" in shown.stdout and "decode tok/s" in shown.stdout
     assert "ngl=0" in shown.stdout  # the layers offloaded, in every settings cell (none on this CPU study)
@@ -117,19 +117,19 @@ def test_list_and_show(workdir):
 
 def test_list_show_explain_and_confirm_speak_json_for_scripts(workdir, tmp_path):
     listed = json.loads(run_tune("list", "--json", cwd=workdir).stdout)
-    (study,) = [s for s in listed["studies"] if s["study"] == "cli3"]
-    assert study["trials"] == 3 and study["objective"] == "requests_per_min" and study["best_trial"] is not None
-    shown = json.loads(run_tune("show", "cli3", "--json", cwd=workdir).stdout)
-    assert shown["trials"]["complete"] == 3 and set(shown["baselines"]) == {"defaults", "guide_card"}
+    (study,) = [s for s in listed["studies"] if s["study"] == "guide-user"]
+    assert study["trials"] == 4 and study["objective"] == "requests_per_min" and study["best_trial"] is not None
+    shown = json.loads(run_tune("show", "guide-user", "--json", cwd=workdir).stdout)
+    assert shown["trials"]["complete"] == 4 and set(shown["baselines"]) == {"defaults", "guide_card", "yours"}
     best = shown["best"]
     assert best["source"] == "confirmed" and shown["trial_readings"]["best"]["source"] == "trial"
     assert {"median", "iqr", "samples"} <= set(best["requests_per_min"]) and best["feasible"] is True
     assert shown["noise_floor"]["relative"] >= 0 and shown["picked"].startswith("confirmed by re-measurement")
     assert shown["confirmation"]["winner"] == best["trial"]
-    explained = json.loads(run_tune("explain", "cli3", "--json", cwd=workdir).stdout)
+    explained = json.loads(run_tune("explain", "guide-user", "--json", cwd=workdir).stdout)
     assert set(explained["importances"]) == {"requests_per_min", "kld_mean"} and explained["guide_audit"] is None
     # confirm stores a new confirmation (and ablates again): on a study of one searched change,
-    # prompt threads 1, whose ablation is one group (cli3's can be five: 45 s instead of 15)
+    # prompt threads 1, whose ablation is one group (the shared study's can be five: 45 s instead of 15)
     (tmp_path / "one.yaml").write_text("name: one-change\nparams:\n  n_threads_batch: {choices: [1]}\n")
     started = run_tune("start", "--trials", "3", "--study", "one", "--space", "one.yaml", "--no-racing", "--no-quality", "--confirm-rounds", "0", *SMALL_ARGS, cwd=tmp_path)
     assert started.returncode == 0, started.stderr
@@ -141,7 +141,7 @@ def test_list_show_explain_and_confirm_speak_json_for_scripts(workdir, tmp_path)
 
 def test_export_and_bench_the_preset(workdir):
     preset = workdir / "best.yaml"
-    exported = run_tune("export", "cli3", "--out", str(preset), cwd=workdir)
+    exported = run_tune("export", "guide-user", "--out", str(preset), cwd=workdir)
     assert exported.returncode == 0, exported.stderr
     bench = run_tune("bench", "--preset", str(preset), "--json", *SMALL_ARGS, cwd=workdir)
     assert bench.returncode == 0, bench.stderr
@@ -180,10 +180,10 @@ def test_resume_to_a_larger_target(workdir, tmp_path):
 
     shutil.copytree(workdir / "studies", tmp_path / "studies")
     # the study's quality proxy comes along; confirmation after a resume: tests/test_recovery.py
-    result = run_tune("resume", "cli3", "--trials", "4", "--confirm-rounds", "0", cwd=tmp_path)
+    result = run_tune("resume", "guide-user", "--trials", "5", "--confirm-rounds", "0", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "resuming study 'cli3': 3/4" in result.stdout
-    assert "[  4/4]" in result.stdout
+    assert "resuming study 'guide-user': 4/5" in result.stdout
+    assert "[  5/5]" in result.stdout
 
 
 def test_start_on_a_missing_model(tmp_path):
@@ -218,7 +218,7 @@ def test_start_on_a_truncated_gguf(tmp_path, model_path, keep, message):
 
 def test_existing_study_name_points_to_resume(workdir):
     before = _storage_snapshot(workdir)
-    _one_line_error(run_tune("start", "--trials", "3", "--study", "cli3", *SMALL_ARGS, cwd=workdir), "tune resume cli3")
+    _one_line_error(run_tune("start", "--trials", "3", "--study", "guide-user", *SMALL_ARGS, cwd=workdir), "tune resume guide-user")
     assert _storage_snapshot(workdir) == before
 
 
@@ -226,7 +226,7 @@ def test_existing_study_name_points_to_resume(workdir):
 def test_no_trials(workdir, trials):
     before = _storage_snapshot(workdir)
     _one_line_error(run_tune("start", "--trials", trials, cwd=workdir), "--trials")
-    _one_line_error(run_tune("resume", "cli3", "--trials", trials, cwd=workdir), "--trials")
+    _one_line_error(run_tune("resume", "guide-user", "--trials", trials, cwd=workdir), "--trials")
     assert _storage_snapshot(workdir) == before
 
 
@@ -240,7 +240,7 @@ def test_bad_space_file_leaves_storage_unchanged(workdir):
 
 def test_unknown_study(workdir):
     for command in ("resume", "show", "export"):
-        _one_line_error(run_tune(command, "nope", cwd=workdir), "study 'nope' does not exist", "cli3")
+        _one_line_error(run_tune(command, "nope", cwd=workdir), "study 'nope' does not exist", "guide-user")
 
 
 def test_bad_storage_url(workdir):
@@ -300,11 +300,11 @@ def test_resume_on_another_machine_is_refused(workdir, tmp_path):
 
     shutil.copytree(workdir / "studies", tmp_path / "studies")
     url = f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}"
-    study = optuna.load_study(study_name="cli3", storage=url)
+    study = optuna.load_study(study_name="guide-user", storage=url)
     machine = dict(study.user_attrs["machine"], fingerprint="0000000000000000", cpu_model="Some Other CPU")
     study.set_user_attr("machine", machine)
     before = _storage_snapshot(tmp_path)
-    _one_line_error(run_tune("resume", "cli3", "--trials", "4", cwd=tmp_path), "another machine", "cpu_model", "--allow-other-hardware")
+    _one_line_error(run_tune("resume", "guide-user", "--trials", "5", cwd=tmp_path), "another machine", "cpu_model", "--allow-other-hardware")
     assert _storage_snapshot(tmp_path) == before
-    allowed = run_tune("resume", "cli3", "--allow-other-hardware", cwd=tmp_path)  # at target: runs nothing
+    allowed = run_tune("resume", "guide-user", "--allow-other-hardware", cwd=tmp_path)  # at target: runs nothing
     assert allowed.returncode == 0, allowed.stderr

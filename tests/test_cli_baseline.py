@@ -8,21 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import SMALL_ARGS, run_tune
-
-# The RTX 4090 guide's "before" settings: what its reader ran before tuning.
-GUIDE_BEFORE = "n_ctx: 4096\nn_batch: 2048\nn_threads: 8\nn_threads_batch: 8\ntop_k: 20\ntop_p: 0.9\n"
+from tests.conftest import run_tune
 
 
 @pytest.fixture(scope="module")
-def yours(tmp_path_factory) -> tuple[Path, str]:
-    """A working directory with study 'mine': 3 baselines (defaults, guide card, yours) and 1
-    searched trial, confirmed and ablated; and what `tune start` printed."""
-    cwd = tmp_path_factory.mktemp("yours")
-    (cwd / "before.yaml").write_text(GUIDE_BEFORE)
-    result = run_tune("start", "--trials", "4", "--study", "mine", "--seed", "2", "--no-racing", "--baseline", "before.yaml", *SMALL_ARGS, cwd=cwd)
-    assert result.returncode == 0, result.stderr
-    return cwd, result.stdout
+def yours(cli_study) -> tuple[Path, str]:
+    """The shared study 'guide-user' (tests/conftest.py): 3 baselines (defaults, guide card, yours
+    from before.yaml) and 1 searched trial, confirmed and ablated; and what `tune start` printed."""
+    return cli_study, (cli_study / "start.out").read_text()
 
 
 def test_start_says_what_it_keeps_and_measures_yours_beside_the_baselines(yours):
@@ -39,7 +32,7 @@ def test_start_says_what_it_keeps_and_measures_yours_beside_the_baselines(yours)
 
 def test_the_preset_keeps_your_context_and_sampling_unless_a_change_pays(yours):
     cwd, _ = yours
-    result = run_tune("export", "mine", cwd=cwd)
+    result = run_tune("export", "guide-user", cwd=cwd)
     assert result.returncode == 0, result.stderr
     preset = yaml.safe_load(result.stdout)
     measured, engine, sampling = preset["measured"], preset["engine"], preset["sampling"]
@@ -63,19 +56,19 @@ def test_the_preset_keeps_your_context_and_sampling_unless_a_change_pays(yours):
 
 def test_full_exports_the_raw_winner_and_every_format_follows_the_choice(yours):
     cwd, _ = yours
-    minimal = yaml.safe_load(run_tune("export", "mine", cwd=cwd).stdout)
-    full = yaml.safe_load(run_tune("export", "mine", "--full", cwd=cwd).stdout)
+    minimal = yaml.safe_load(run_tune("export", "guide-user", cwd=cwd).stdout)
+    full = yaml.safe_load(run_tune("export", "guide-user", "--full", cwd=cwd).stdout)
     assert full["provenance"]["preset"] == "winner"
     assert full["engine"]["n_ctx"] >= 4096
-    server = run_tune("export", "mine", "--format", "llama-server", cwd=cwd).stdout
+    server = run_tune("export", "guide-user", "--format", "llama-server", cwd=cwd).stdout
     assert f"-c {minimal['engine']['n_ctx']}" in server and f"--top-k {minimal['sampling']['top_k']}" in server
-    server_full = run_tune("export", "mine", "--format", "llama-server", "--full", cwd=cwd).stdout
+    server_full = run_tune("export", "guide-user", "--format", "llama-server", "--full", cwd=cwd).stdout
     assert f"--top-k {full['sampling']['top_k']}" in server_full
 
 
 def test_show_prints_the_ablation_table(yours):
     cwd, _ = yours
-    result = run_tune("show", "mine", cwd=cwd)
+    result = run_tune("show", "guide-user", cwd=cwd)
     assert result.returncode == 0, result.stderr
     assert "ablation (what each change from your settings" in result.stdout
     assert "worth (range)" in result.stdout and "verdict" in result.stdout

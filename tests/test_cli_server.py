@@ -107,9 +107,9 @@ def test_resume_measures_on_the_binary_the_study_recorded(server_study):
 
 
 def test_a_server_binary_for_a_study_measured_in_llama_cpp_python_is_one_line(cli_study):
-    refused = run_tune("resume", "cli3", "--server-bin", "/bin/true", cwd=cli_study)
+    refused = run_tune("resume", "guide-user", "--server-bin", "/bin/true", cwd=cli_study)
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
-    assert "study 'cli3' was measured on llama-cpp-python: --server-bin does not apply" in refused.stderr
+    assert "study 'guide-user' was measured on llama-cpp-python: --server-bin does not apply" in refused.stderr
 
 
 def test_a_server_killed_mid_trial_is_one_failed_trial_and_the_study_goes_on(tmp_path, model_path, server_binary):

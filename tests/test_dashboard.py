@@ -30,7 +30,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def storage(cli_study) -> str:
-    """The storage of 'cli3', the 3-trial study the real `tune start` made (tests/conftest.py)."""
+    """The storage of 'guide-user', the 4-trial study the real `tune start` made (tests/conftest.py)."""
     return f"sqlite:///{cli_study / 'studies' / 'tuner.db'}"
 
 
@@ -67,7 +67,7 @@ def test_dashboard_lists_the_study(storage, tmp_path):
     with _serving(storage, tmp_path) as port:
         body = _get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60)
         names = [s["study_name"] for s in json.loads(body)["study_summaries"]]
-        assert names == ["cli3"]
+        assert names == ["guide-user"]
         page = _get(f"http://127.0.0.1:{port}/dashboard/", time.monotonic() + 10)
         assert b"<html" in page.lower()
 
@@ -100,18 +100,18 @@ def test_dashboard_shows_the_study_and_its_trials_in_a_browser(storage, tmp_path
     """The React app, rendered by real headless Chromium, shows the study `tune start` made: its
     two objectives by name, its trials and their values."""
     profile = tmp_path / "chromium-profile"
-    study = optuna.load_study(study_name="cli3", storage=storage)
+    study = optuna.load_study(study_name="guide-user", storage=storage)
     with _serving(storage, tmp_path) as port:
         summaries = json.loads(_get(f"http://127.0.0.1:{port}/api/studies", time.monotonic() + 60))["study_summaries"]
-        assert [s["study_name"] for s in summaries] == ["cli3"]
+        assert [s["study_name"] for s in summaries] == ["guide-user"]
         base = f"http://127.0.0.1:{port}/dashboard"
         study_url = f"{base}/studies/{summaries[0]['study_id']}"
 
         home = _visible_text(dump_dom(f"{base}/", profile, budget_ms=10000))
-        assert "cli3" in home and "MAXIMIZE" in home and "MINIMIZE" in home  # requests/min up, KLD down
+        assert "guide-user" in home and "MAXIMIZE" in home and "MINIMIZE" in home  # requests/min up, KLD down
 
         page = _visible_text(dump_dom(study_url, profile, budget_ms=10000))
-        assert f"cli3 (id={summaries[0]['study_id']})" in page
+        assert f"guide-user (id={summaries[0]['study_id']})" in page
         assert "requests_per_min" in page and "kld_mean" in page  # the metric names tune sets
         searched = next(t for t in study.trials if t.params)
         assert all(name in page for name in searched.params)

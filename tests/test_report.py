@@ -37,11 +37,11 @@ from tuner.study import StudySpec, load_study, open_storage, start_study, summar
 
 @pytest.fixture(scope="module")
 def real(cli_study, tmp_path_factory) -> dict[str, Path | str]:
-    """`tune report` on the shared 3-trial study (2 baselines + 1 search trial, quality proxy on,
-    confirmed; tests/conftest.py)."""
+    """`tune report` on the shared 4-trial study (3 baselines + 1 search trial, quality proxy on,
+    confirmed and ablated; tests/conftest.py)."""
     cwd = tmp_path_factory.mktemp("report")
     storage = f"sqlite:///{cli_study / 'studies' / 'tuner.db'}"
-    reported = run_tune("report", "cli3", "--out", "out", "--storage", storage, cwd=cwd)
+    reported = run_tune("report", "guide-user", "--out", "out", "--storage", storage, cwd=cwd)
     assert reported.returncode == 0, reported.stderr
     return {"cwd": cwd, "storage": storage, "out": cwd / "out", "stdout": reported.stdout}
 
@@ -87,13 +87,13 @@ def test_report_page_is_self_contained(real):
 
 def test_report_summarizes_the_study_and_its_best(real):
     page = (real["out"] / "report.html").read_text()
-    study = load_study("cli3", open_storage(real["storage"], must_exist=True))
+    study = load_study("guide-user", open_storage(real["storage"], must_exist=True))
     summary = summarize(study)
     rows = _summary_rows(page)
-    assert rows["study"] == "cli3"
+    assert rows["study"] == "guide-user"
     assert rows["model"].startswith(default_model_path().name)
     assert study.user_attrs["machine"]["cpu_model"] in rows["machine"]
-    assert rows["trials"].startswith(f"{summary.complete} completed") and "target 3" in rows["trials"]
+    assert rows["trials"].startswith(f"{summary.complete} completed") and "target 4" in rows["trials"]
     assert rows["best config"].startswith(f"trial #{summary.best.number}: threads {summary.best.config['n_threads']}/")
     # `tune start` confirmed its winner: the re-measured ratio leads, the trial's reading follows.
     assert summary.best.source == "confirmed"
@@ -132,7 +132,7 @@ def test_report_renders_in_chromium(real, tmp_path):
 
 def test_report_errors_are_one_line(real, tmp_path):
     missing = run_tune("report", "nope", "--out", "out", "--storage", real["storage"], cwd=tmp_path)
-    not_a_dir = run_tune("report", "cli3", "--out", str(real["out"] / "report.html"), "--storage", real["storage"], cwd=tmp_path)
+    not_a_dir = run_tune("report", "guide-user", "--out", str(real["out"] / "report.html"), "--storage", real["storage"], cwd=tmp_path)
     for result, fragment in ((missing, "study 'nope' does not exist"), (not_a_dir, "pass a writable directory with --out")):
         assert result.returncode == 2, result.stderr
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr

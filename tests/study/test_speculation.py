@@ -96,7 +96,7 @@ def test_on_llama_server_the_stage_measures_each_spec_type_on_a_fresh_server(mod
 
 def test_a_preset_carries_the_kept_draft_and_what_it_is_worth(cli_study, tmp_path):
     shutil.copytree(cli_study / "studies", tmp_path / "studies")
-    study = optuna.load_study(study_name="cli3", storage=f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}")
+    study = optuna.load_study(study_name="guide-user", storage=f"sqlite:///{tmp_path / 'studies' / 'tuner.db'}")
     plain = best_preset(study)
     assert not plain.draft and "speculation" not in plain.measured
     at = plain.config()
@@ -105,14 +105,14 @@ def test_a_preset_carries_the_kept_draft_and_what_it_is_worth(cli_study, tmp_pat
     assert drafted.draft == {"num_pred_tokens": 10, "max_ngram_size": 2} and drafted.engine["logits_all"] is True
     assert drafted.measured["speculation"]["kept"] == "lookup 10x2"
     assert drafted.measured["speculation"]["candidates"][0]["worth"] == {"median": 1.339, "low": 1.333, "high": 1.344}
-    shown = run_tune("show", "cli3", cwd=tmp_path)
+    shown = run_tune("show", "guide-user", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "speculation on your requests' text (llama-cpp-python, none and each candidate at the preset's settings, 3 interleaved rounds)" in shown.stdout
     assert re.search(r"lookup 10x2\s+1\.339x \(1\.33-1\.34\)\s+-\s+2\.00x\s+70%\s+3/3\s+kept", shown.stdout)  # "-": no per-request figures
     entries = _entries([60.0, 61.0, 59.0], [80.0, 82.0, 79.0])
     entries[0].requests, entries[1].requests = [[60.0, 60.0]] * 3, [[90.0, 57.0]] * 3  # 1.50x and 0.95x
     study.set_user_attr("speculation", decide(at, entries, rounds=3, noise=0.02).to_dict())
-    shown = run_tune("show", "cli3", cwd=tmp_path).stdout
+    shown = run_tune("show", "guide-user", cwd=tmp_path).stdout
     assert re.search(r"1\.339x \(1\.33-1\.34\)\s+1/1 of 2 \(0\.95-1\.50x\)\s+2\.00x", shown)
     assert "beyond the noise ±2.0% in 3 rounds; 1 of 2 requests faster, 1 slower (0.95x)" in shown
     study.set_user_attr("speculation", decide(at, _entries([60.0, 61.0, 59.0], [60.0, 61.0, 59.0]), rounds=3, noise=0.02).to_dict())
