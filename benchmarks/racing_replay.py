@@ -9,9 +9,10 @@ injected, and compares four rules on the same draws:
 * old: the original rule: stop after one repetition below the incumbent's median less max(5%,
   2 x noise, 2 x the incumbent's IQR), racing with the study-start floor;
 * one or two: the previous tool rule: stop after one repetition when it reads
-  PREVIOUS_FIRST_STOP_FACTOR (3) margins below the base (the incumbent's lowest repetition, or its
-  lower re-reading), else after two when both read one margin below it (margin:
-  tuner.study.noise.race_margin), following drift as tuner/study/_optimize.py does (below);
+  PREVIOUS_FIRST_STOP_FACTOR (3) margins below the base (tuner.study.noise.race_base: the
+  incumbent's lowest repetition, or its lower re-reading), else after two when both read one
+  margin below it (margin: tuner.study.noise.race_margin), following drift as
+  tuner/study/_optimize.py does (below);
 * two: the tool's rule (tuner.study.noise.race_bound_from, called here): stop after two
   repetitions when both (the better of the two) read one margin below the base; never after one.
   Following drift as well.
@@ -117,6 +118,7 @@ from tuner.study.noise import (  # noqa: E402
     DRIFT_EVERY,
     Drift,
     drift_due,
+    race_base,
     race_bound_from,
     race_margin,
 )
@@ -251,7 +253,7 @@ def one_or_two_rule(reads: list[float], incumbent: Incumbent | None, noise: floa
     ``noise``: the racing noise (reading_noise: the floor, widened by drift)."""
     if incumbent is None:
         return REPS
-    low = min(incumbent) if re_read is None else min(min(incumbent), re_read)
+    low = race_base(incumbent, re_read)
     margin = race_margin(noise)
     if reads[0] < low * max(1 - PREVIOUS_FIRST_STOP_FACTOR * margin, 0.0):
         return 1

@@ -55,6 +55,7 @@ __all__ = [
     "hopeless",
     "measure_noise_floor",
     "noise_floor",
+    "race_base",
     "race_bound",
     "race_bound_from",
     "race_margin",
@@ -265,8 +266,12 @@ def race_bound_from(readings: list[float], re_read: float | None, noise: float) 
     """The bound from the incumbent's readings (its repetitions), its lowest re-reading (None if
     never re-measured) and the noise of single readings: the lowest of them less the margin
     (benchmarks/racing_replay.py replays this very rule)."""
-    low = min(readings) if re_read is None else min(min(readings), re_read)
-    return RaceBound(below=low * max(1 - race_margin(noise), 0.0))
+    return RaceBound(below=race_base(readings, re_read) * max(1 - race_margin(noise), 0.0))
+
+
+def race_base(readings: list[float], re_read: float | None) -> float:
+    """What racing's bound is taken from: the incumbent's lowest reading, or its lower re-reading."""
+    return min(readings) if re_read is None else min(min(readings), re_read)
 
 
 def hopeless(entries: list[Any], noise: float, note: Note, seen: int = 2) -> None:
