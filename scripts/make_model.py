@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import struct
 import sys
 import time
 import zlib
@@ -44,6 +45,7 @@ from typing import Any
 VOCAB_FILE = "ggml-vocab-llama-bpe.gguf"
 POOL_SIZE = 1_048_573  # a prime: rows of any width start at different places in the pool
 WEIGHT_STD = 0.02
+HEADER_BYTES = 2**26  # enough for the Llama 3 vocabulary (about 9 MiB) and any tensor table
 FTYPES = {"Q4_K_M": 15, "Q4_0": 2, "Q8_0": 7, "F16": 1}  # llama_ftype values (llama.h)
 
 
@@ -133,9 +135,9 @@ def write_f16(path: Path, shape: Shape, name: str, llama_cpp_dir: Path, seed: in
     import gguf
 
     started = time.perf_counter()
-    reader = gguf.GGUFReader(llama_cpp_dir / "models" / VOCAB_FILE)
-    vocab_fields = {k: f for k, f in reader.fields.items() if k.startswith("tokenizer.")}
-    vocab = len(vocab_fields["tokenizer.ggml.tokens"].data)
+    keys, _ = read_gguf(llama_cpp_dir / "models" / VOCAB_FILE)
+    vocab_fields = {k: v for k, v in keys.items() if k.startswith("tokenizer.")}
+    vocab = len(vocab_fields["tokenizer.ggml.tokens"][1])
     read_vocab_s = time.perf_counter() - started
 
     writer = gguf.GGUFWriter(path, "llama")
@@ -152,10 +154,8 @@ def write_f16(path: Path, shape: Shape, name: str, llama_cpp_dir: Path, seed: in
     writer.add_layer_norm_rms_eps(shape.rms_eps)
     writer.add_vocab_size(vocab)
     writer.add_file_type(FTYPES["F16"])
-    for key, field in vocab_fields.items():
-        kind = field.types[0]
-        sub = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(key, field.contents(), kind, sub_type=sub)
+    for key, (kind, value, sub) in vocab_fields.items():
+        writer.add_key_value(key, value, gguf.GGUFValueType(kind), sub_type=None if sub is None else gguf.GGUFValueType(sub))
 
     plan = tensor_plan(shape, vocab)
     for tname, tshape, dtype in plan:
@@ -180,7 +180,8 @@ def write_f16(path: Path, shape: Shape, name: str, llama_cpp_dir: Path, seed: in
 
 
 def read_back(path: Path, llama_cpp_dir: Path, tied: bool) -> dict[str, Any]:
-    """Tensor bytes of the written file (gguf's reader), and what decoding one token reads of them.
+    """Tensor bytes of the written file (by gguf's table of type sizes), and what decoding one token
+    reads of them.
 
     Decoding reads every weight once per token except the token embedding, of which it reads one
     row; a tied output layer is that same matrix, read whole.
@@ -190,12 +191,71 @@ def read_back(path: Path, llama_cpp_dir: Path, tied: bool) -> dict[str, Any]:
 
     types: dict[str, int] = {}
     weight = embedding = 0
-    for tensor in gguf.GGUFReader(path).tensors:
-        weight += int(tensor.n_bytes)
-        types[tensor.tensor_type.name] = types.get(tensor.tensor_type.name, 0) + 1
-        if tensor.name == "token_embd.weight":
-            embedding = int(tensor.n_bytes)
+    for name, dims, type_id in read_gguf(path)[1]:
+        kind = gguf.GGMLQuantizationType(type_id)
+        block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+        elements = 1
+        for dim in dims:
+            elements *= dim
+        n_bytes = elements // block * block_bytes
+        weight += n_bytes
+        types[kind.name] = types.get(kind.name, 0) + 1
+        if name == "token_embd.weight":
+            embedding = n_bytes
     return {"weight_bytes": weight, "decode_read_bytes": weight if tied else weight - embedding, "tensor_types": types}
+
+
+# GGUF value type ids (gguf.md): scalar struct formats; 8 is a string, 9 an array.
+_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def read_gguf(path: Path) -> tuple[dict[str, tuple[int, Any, int | None]], list[tuple[str, list[int], int]]]:
+    """A GGUF file's key/values ({key: (type id, value, array element type id or None)}) and its
+    tensor infos ([(name, dims, type id)]).
+
+    Not gguf-py's GGUFReader: it makes a numpy view per array element, which took 12 s for the
+    vocabulary's 408,000 strings (read once for the vocabulary and once to read the result back);
+    this plain parse takes well under a second.
+    """
+    with path.open("rb") as handle:
+        data = handle.read(HEADER_BYTES)  # key/values and tensor infos come first; weights are not needed
+    pos = 0
+
+    def take(fmt: str) -> Any:
+        nonlocal pos
+        (value,) = struct.unpack_from(fmt, data, pos)
+        pos += struct.calcsize(fmt)
+        return value
+
+    def string() -> str:
+        nonlocal pos
+        length = take("<Q")
+        pos += length
+        return data[pos - length : pos].decode("utf-8", errors="surrogateescape")
+
+    def value(kind: int) -> Any:
+        return string() if kind == 8 else take(_SCALARS[kind])
+
+    if data[:4] != b"GGUF":
+        raise SystemExit(f"make_model: {path} is not a GGUF file")
+    pos = 4
+    take("<I")  # version (3)
+    n_tensors, n_keys = take("<Q"), take("<Q")
+    keys: dict[str, tuple[int, Any, int | None]] = {}
+    for _ in range(n_keys):
+        key, kind = string(), take("<I")
+        if kind == 9:
+            sub, count = take("<I"), take("<Q")
+            keys[key] = (kind, [value(sub) for _ in range(count)], sub)
+        else:
+            keys[key] = (kind, value(kind), None)
+    tensors = []
+    for _ in range(n_tensors):
+        name, n_dims = string(), take("<I")
+        dims = [take("<Q") for _ in range(n_dims)]
+        tensors.append((name, dims, take("<I")))
+        take("<Q")  # data offset
+    return keys, tensors
 
 
 def quantize(src: Path, dst: Path, ftype: str, threads: int) -> None:
