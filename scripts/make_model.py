@@ -211,7 +211,8 @@ _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<
 
 def read_gguf(path: Path) -> tuple[dict[str, tuple[int, Any, int | None]], list[tuple[str, list[int], int]]]:
     """A GGUF file's key/values ({key: (type id, value, array element type id or None)}) and its
-    tensor infos ([(name, dims, type id)]).
+    tensor infos ([(name, dims, type id)]). String values stay bytes, as written: the writer copies
+    them back unchanged.
 
     Not gguf-py's GGUFReader: it makes a numpy view per array element, which took 12 s for the
     vocabulary's 408,000 strings (read once for the vocabulary and once to read the result back);
@@ -227,11 +228,11 @@ def read_gguf(path: Path) -> tuple[dict[str, tuple[int, Any, int | None]], list[
         pos += struct.calcsize(fmt)
         return value
 
-    def string() -> str:
+    def string() -> bytes:
         nonlocal pos
         length = take("<Q")
         pos += length
-        return data[pos - length : pos].decode("utf-8", errors="surrogateescape")
+        return data[pos - length : pos]
 
     def value(kind: int) -> Any:
         return string() if kind == 8 else take(_SCALARS[kind])
@@ -239,11 +240,11 @@ def read_gguf(path: Path) -> tuple[dict[str, tuple[int, Any, int | None]], list[
     if data[:4] != b"GGUF":
         raise SystemExit(f"make_model: {path} is not a GGUF file")
     pos = 4
-    take("<I")  # version (3)
+    take("<I")  # version: 2 and 3 share this layout (64-bit counts)
     n_tensors, n_keys = take("<Q"), take("<Q")
     keys: dict[str, tuple[int, Any, int | None]] = {}
     for _ in range(n_keys):
-        key, kind = string(), take("<I")
+        key, kind = string().decode(), take("<I")
         if kind == 9:
             sub, count = take("<I"), take("<Q")
             keys[key] = (kind, [value(sub) for _ in range(count)], sub)
@@ -251,7 +252,7 @@ def read_gguf(path: Path) -> tuple[dict[str, tuple[int, Any, int | None]], list[
             keys[key] = (kind, value(kind), None)
     tensors = []
     for _ in range(n_tensors):
-        name, n_dims = string(), take("<I")
+        name, n_dims = string().decode(), take("<I")
         dims = [take("<Q") for _ in range(n_dims)]
         tensors.append((name, dims, take("<I")))
         take("<Q")  # data offset
