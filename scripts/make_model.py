@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import struct
 import sys
@@ -194,10 +195,7 @@ def read_back(path: Path, llama_cpp_dir: Path, tied: bool) -> dict[str, Any]:
     for name, dims, type_id in read_gguf(path)[1]:
         kind = gguf.GGMLQuantizationType(type_id)
         block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
-        elements = 1
-        for dim in dims:
-            elements *= dim
-        n_bytes = elements // block * block_bytes
+        n_bytes = math.prod(dims) // block * block_bytes
         weight += n_bytes
         types[kind.name] = types.get(kind.name, 0) + 1
         if name == "token_embd.weight":
